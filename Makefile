@@ -31,9 +31,7 @@ wasm: setup
 
 # Unit, table, CLI and end-to-end tests (the e2e tests start real Envoys on loopback).
 test: setup wasm
-	$(CARGO) build -p sidecar-host
 	$(CARGO) test --workspace --all-targets -- --test-threads=2
-	$(CARGO) test -p svidgate-filter --all-targets
 
 test-unit: setup
 	$(CARGO) test -p svidgate-core -p sidecar-host

@@ -1,0 +1,498 @@
+#!/usr/bin/env python3
+"""`make demo`: the whole of svidgate on loopback, in under a minute.
+
+Starts, in a temporary directory:
+  - `svidgate ca serve --generate`       a CA with a fresh root + intermediate
+  - three `svidgate agent`s              frontend, backend and a "legacy" intruder identity,
+                                         each serving its SVID to Envoy over SDS on a socket
+  - a backend Envoy                      mTLS listener (certs from the backend agent) running
+                                         the svidgate wasm filter with deploy/examples/demo-backend.yaml,
+                                         in front of a tiny echo server
+  - a client Envoy                       two plain-HTTP listeners that call the backend over
+                                         mTLS, one as `frontend`, one as the `legacy` intruder
+
+then shows an allowed call, a denied call, a dry-run policy being counted and a live
+certificate rotation, and stops everything it started (also on Ctrl-C).
+"""
+
+import http.server
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+SVIDGATE = os.environ.get("SVIDGATE_BIN", os.path.join(TARGET, "debug", "svidgate"))
+WASM = os.environ.get(
+    "SVIDGATE_WASM", os.path.join(TARGET, "wasm32-wasip1", "release", "svidgate_filter.wasm")
+)
+POLICY = os.path.join(ROOT, "deploy", "examples", "demo-backend.yaml")
+TD = "demo.local"
+CERT_TTL = "20s"  # short, so a rotation happens while you watch (renewed at half-life)
+
+IDS = {
+    "frontend": f"spiffe://{TD}/ns/web/sa/frontend",
+    "backend": f"spiffe://{TD}/ns/api/sa/backend",
+    "legacy": f"spiffe://{TD}/ns/legacy/sa/batch",
+}
+
+BOLD = "\033[1m" if sys.stdout.isatty() else ""
+GREEN = "\033[32m" if sys.stdout.isatty() else ""
+RED = "\033[31m" if sys.stdout.isatty() else ""
+DIM = "\033[2m" if sys.stdout.isatty() else ""
+RESET = "\033[0m" if sys.stdout.isatty() else ""
+
+STEP = [0]
+
+
+def step(text):
+    STEP[0] += 1
+    print(f"\n{BOLD}[{STEP[0]}] {text}{RESET}", flush=True)
+
+
+def say(text=""):
+    print(f"    {text}", flush=True)
+
+
+def find_envoy():
+    lib = os.path.join(ROOT, ".venv", "lib")
+    for d in sorted(os.listdir(lib)) if os.path.isdir(lib) else []:
+        p = os.path.join(lib, d, "site-packages", "envoy", "_bin", "envoy")
+        if os.path.exists(p):
+            return p
+    sys.exit("envoy not found in .venv: run `make setup`")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port):
+    with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+        return True
+
+
+class Processes:
+    """Every child we start; all stopped on exit, Ctrl-C or error."""
+
+    def __init__(self, workdir):
+        self.workdir = workdir
+        self.procs = []
+
+    def start(self, name, argv):
+        log = open(os.path.join(self.workdir, f"{name}.log"), "wb")
+        p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                             start_new_session=True)
+        self.procs.append((name, p))
+        return p
+
+    def log_of(self, name):
+        try:
+            with open(os.path.join(self.workdir, f"{name}.log"), "r", errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def check_alive(self):
+        for name, p in self.procs:
+            if p.poll() is not None:
+                tail = "\n".join(self.log_of(name).splitlines()[-20:])
+                raise RuntimeError(f"{name} exited with {p.returncode}:\n{tail}")
+
+    def stop_all(self):
+        for _, p in reversed(self.procs):
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.time() + 5
+        for _, p in self.procs:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                p.wait()
+
+
+def wait_for(what, check, procs, timeout=20.0, interval=0.1):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        procs.check_alive()
+        try:
+            v = check()
+            if v:
+                return v
+        except (OSError, urllib.error.URLError, ValueError):
+            pass
+        time.sleep(interval)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+def http_get(url, headers=None, timeout=5):
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read().decode(errors="replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")
+
+
+# ---------------------------------------------------------------- the upstream echo server
+
+class Echo(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({
+            "path": self.path,
+            "x-spiffe-peer-id": self.headers.get("x-spiffe-peer-id"),
+        }).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+# ---------------------------------------------------------------- Envoy configuration
+
+def sds_cluster(name, socket_path):
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": socket_path}}}}]}],
+        },
+    }
+
+
+def sds_ref(secret, cluster):
+    return {
+        "name": secret,
+        "sds_config": {
+            "resource_api_version": "V3",
+            "api_config_source": {
+                "api_type": "GRPC",
+                "transport_api_version": "V3",
+                "grpc_services": [{"envoy_grpc": {"cluster_name": cluster}}],
+            },
+        },
+    }
+
+
+def admin(port):
+    return {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}
+
+
+def backend_envoy(ports, sock, policy_json):
+    hcm = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "backend",
+        "route_config": {
+            "virtual_hosts": [{
+                "name": "backend",
+                "domains": ["*"],
+                "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "echo"}}],
+            }]
+        },
+        "http_filters": [
+            {
+                "name": "envoy.filters.http.wasm",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                    "config": {
+                        "name": "svidgate",
+                        "root_id": "svidgate",
+                        "configuration": {
+                            "@type": "type.googleapis.com/google.protobuf.StringValue",
+                            "value": policy_json,
+                        },
+                        "vm_config": {
+                            "runtime": "envoy.wasm.runtime.v8",
+                            "code": {"local": {"filename": WASM}},
+                        },
+                    },
+                },
+            },
+            {"name": "envoy.filters.http.router",
+             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
+        ],
+    }
+    return {
+        "node": {"id": "backend", "cluster": "demo"},
+        "admin": admin(ports["backend_admin"]),
+        "static_resources": {
+            "listeners": [{
+                "name": "backend_mtls",
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": ports["backend"]}},
+                "filter_chains": [{
+                    "filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}],
+                    "transport_socket": {
+                        "name": "envoy.transport_sockets.tls",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                            "require_client_certificate": True,
+                            "common_tls_context": {
+                                "tls_certificate_sds_secret_configs": [sds_ref("default", "sds")],
+                                "validation_context_sds_secret_config": sds_ref("ROOTCA", "sds"),
+                            },
+                        },
+                    },
+                }],
+            }],
+            "clusters": [
+                sds_cluster("sds", sock),
+                {
+                    "name": "echo",
+                    "type": "STATIC",
+                    "connect_timeout": "1s",
+                    "load_assignment": {"cluster_name": "echo", "endpoints": [{"lb_endpoints": [{"endpoint": {
+                        "address": {"socket_address": {"address": "127.0.0.1", "port_value": ports["echo"]}}}}]}]},
+                },
+            ],
+        },
+    }
+
+
+def client_envoy(ports, socks):
+    listeners, clusters = [], []
+    for who in ("frontend", "legacy"):
+        listeners.append({
+            "name": f"as_{who}",
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": ports[f"as_{who}"]}},
+            "filter_chains": [{"filters": [{
+                "name": "envoy.filters.network.http_connection_manager",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                    "stat_prefix": f"as_{who}",
+                    "route_config": {"virtual_hosts": [{
+                        "name": "all", "domains": ["*"],
+                        "routes": [{"match": {"prefix": "/"}, "route": {"cluster": f"backend_as_{who}"}}],
+                    }]},
+                    "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+                },
+            }]}],
+        })
+        clusters.append(sds_cluster(f"sds_{who}", socks[who]))
+        clusters.append({
+            "name": f"backend_as_{who}",
+            "type": "STATIC",
+            "connect_timeout": "1s",
+            "load_assignment": {"cluster_name": f"backend_as_{who}", "endpoints": [{"lb_endpoints": [{"endpoint": {
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": ports["backend"]}}}}]}]},
+            "transport_socket": {
+                "name": "envoy.transport_sockets.tls",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                    "common_tls_context": {
+                        "tls_certificate_sds_secret_configs": [sds_ref("default", f"sds_{who}")],
+                        "combined_validation_context": {
+                            "default_validation_context": {
+                                "match_typed_subject_alt_names": [
+                                    {"san_type": "URI", "matcher": {"exact": IDS["backend"]}}]},
+                            "validation_context_sds_secret_config": sds_ref("ROOTCA", f"sds_{who}"),
+                        },
+                    },
+                },
+            },
+        })
+    return {
+        "node": {"id": "client", "cluster": "demo"},
+        "admin": admin(ports["client_admin"]),
+        "static_resources": {"listeners": listeners, "clusters": clusters},
+    }
+
+
+def cert_serial(admin_port):
+    """Serial number of the certificate the Envoy presents (from its /certs admin endpoint)."""
+    _, body = http_get(f"http://127.0.0.1:{admin_port}/certs")
+    data = json.loads(body)
+    for c in data.get("certificates", []):
+        for chain in c.get("cert_chain", []):
+            if chain.get("serial_number"):
+                return chain["serial_number"]
+    return None
+
+
+def counter(admin_port, name):
+    _, body = http_get(f"http://127.0.0.1:{admin_port}/stats?filter={name}")
+    for line in body.splitlines():
+        k, _, v = line.partition(": ")
+        if k.strip() == name:
+            return int(v)
+    return 0
+
+
+# ---------------------------------------------------------------- the demo
+
+def main():
+    for path, what in ((SVIDGATE, "svidgate binary"), (WASM, "wasm filter")):
+        if not os.path.exists(path):
+            sys.exit(f"{what} not found at {path}: run `make demo` (it builds them)")
+    envoy = find_envoy()
+    t0 = time.time()
+    work = tempfile.mkdtemp(prefix="svidgate-demo-")
+    procs = Processes(work)
+    ok = False
+
+    def on_signal(signum, _frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    echo = None
+    try:
+        ports = {k: free_port() for k in (
+            "ca", "backend", "backend_admin", "client_admin", "as_frontend", "as_legacy", "echo",
+            "agent_frontend", "agent_backend", "agent_legacy")}
+
+        step(f"Starting `svidgate ca` (fresh root + intermediate for trust domain {TD})")
+        ca_dir = os.path.join(work, "cacerts")
+        procs.start("ca", [SVIDGATE, "ca", "serve", "--listen", f"127.0.0.1:{ports['ca']}",
+                           "--ca-dir", ca_dir, "--generate", "--trust-domain", TD,
+                           "--insecure-trust-csr", "--max-ttl", "1h"])
+        root = os.path.join(ca_dir, "root-cert.pem")
+        wait_for("the CA", lambda: os.path.exists(root) and port_open(ports["ca"]), procs)
+        say(f"CA listening on 127.0.0.1:{ports['ca']}, cacerts in {ca_dir}")
+
+        step(f"Starting three agents (cert TTL {CERT_TTL}, renewed at half-life), each serving SDS on a Unix socket")
+        socks = {}
+        for who in ("frontend", "backend", "legacy"):
+            socks[who] = os.path.join(work, f"{who}.sock")
+            procs.start(f"agent-{who}", [
+                SVIDGATE, "agent",
+                "--ca-addr", f"https://127.0.0.1:{ports['ca']}", "--ca-root", root,
+                "--spiffe-id", IDS[who], "--cert-ttl", CERT_TTL,
+                "--sds-socket", socks[who], "--admin-addr", f"127.0.0.1:{ports['agent_' + who]}",
+            ])
+        for who in ("frontend", "backend", "legacy"):
+            wait_for(f"agent {who} ready", lambda w=who: http_get(
+                f"http://127.0.0.1:{ports['agent_' + w]}/healthz/ready")[0] == 200, procs)
+            say(f"{who:9} {IDS[who]:42} socket {socks[who]}")
+
+        step("Starting the backend Envoy (mTLS via SDS, svidgate wasm filter) and the client Envoy")
+        echo = http.server.ThreadingHTTPServer(("127.0.0.1", ports["echo"]), Echo)
+        threading.Thread(target=echo.serve_forever, daemon=True).start()
+        with open(POLICY) as f:
+            policy = yaml.safe_load(f)
+        policy_json = json.dumps(policy)
+        for name, cfg in (("envoy-backend", backend_envoy(ports, socks["backend"], policy_json)),
+                          ("envoy-client", client_envoy(ports, socks))):
+            path = os.path.join(work, f"{name}.yaml")
+            with open(path, "w") as f:
+                yaml.safe_dump(cfg, f, sort_keys=False)
+            base_id = str(40000 + os.getpid() % 1000 * 4 + (0 if name == "envoy-backend" else 1))
+            procs.start(name, [envoy, "-c", path, "--concurrency", "1", "--base-id", base_id,
+                               "--disable-hot-restart", "--log-level", "info"])
+        for port in (ports["backend_admin"], ports["client_admin"]):
+            wait_for("Envoy ready", lambda p=port: http_get(f"http://127.0.0.1:{p}/ready")[0] == 200,
+                     procs, timeout=30)
+        say(f"policy: {os.path.relpath(POLICY, ROOT)}")
+
+        step("Allowed: frontend -> GET /api/hello")
+        status, body = http_get(f"http://127.0.0.1:{ports['as_frontend']}/api/hello")
+        seen = json.loads(body).get("x-spiffe-peer-id") if status == 200 else None
+        say(f"{GREEN if status == 200 else RED}HTTP {status}{RESET}; the backend saw x-spiffe-peer-id: {seen}")
+        if status != 200:
+            raise RuntimeError(f"expected 200, got {status}: {body}")
+
+        step("Spoofing does not work: frontend sends its own x-spiffe-peer-id header")
+        status, body = http_get(f"http://127.0.0.1:{ports['as_frontend']}/api/hello",
+                                headers={"x-spiffe-peer-id": "spiffe://demo.local/ns/kube-system/sa/admin"})
+        say(f"HTTP {status}; the backend saw: {json.loads(body).get('x-spiffe-peer-id') if status == 200 else '-'}")
+
+        step("Denied: the legacy workload -> GET /api/hello")
+        status, body = http_get(f"http://127.0.0.1:{ports['as_legacy']}/api/hello")
+        say(f"{RED if status == 403 else ''}HTTP {status}{RESET} {body.strip()!r}")
+        if status != 403:
+            raise RuntimeError(f"expected 403, got {status}: {body}")
+        time.sleep(0.2)
+        denial = [line for line in procs.log_of("envoy-backend").splitlines() if "svidgate" in line and "deny" in line.lower()]
+        if denial:
+            say(f"backend Envoy log: {DIM}{denial[-1].strip()[-160:]}{RESET}")
+        say("the same decision, explained by the policy tool:")
+        out = subprocess.run([SVIDGATE, "policy", "explain", "--policy", POLICY, "--peer", IDS["legacy"],
+                              "--method", "GET", "--path", "/api/hello"], capture_output=True, text=True)
+        for line in (out.stdout or out.stderr).strip().splitlines():
+            say(f"  {DIM}{line}{RESET}")
+
+        step("Dry run: frontend -> GET /api/admin/users (a dry-run DENY policy matches, nothing is blocked)")
+        before = counter(ports["backend_admin"], "wasmcustom.svidgate_dry_run_denied")
+        status, _ = http_get(f"http://127.0.0.1:{ports['as_frontend']}/api/admin/users")
+        after = counter(ports["backend_admin"], "wasmcustom.svidgate_dry_run_denied")
+        say(f"HTTP {status}; wasmcustom.svidgate_dry_run_denied {before} -> {after}")
+
+        step("Live rotation: waiting for the backend agent to renew its certificate (Envoy keeps serving)")
+        old = cert_serial(ports["backend_admin"])
+        say(f"serial now: {old}")
+        t_rot = time.time()
+        new = wait_for("a rotation", lambda: (lambda s: s if s and s != old else None)(
+            cert_serial(ports["backend_admin"])), procs, timeout=40, interval=0.5)
+        say(f"serial now: {new}  (rotated after {time.time() - t_rot:.1f}s, no restart)")
+        status, _ = http_get(f"http://127.0.0.1:{ports['as_frontend']}/api/hello")
+        say(f"frontend -> GET /api/hello after rotation: HTTP {status}")
+
+        step("Where to look")
+        say(f"backend Envoy admin   http://127.0.0.1:{ports['backend_admin']}/stats?filter=wasmcustom  and /certs")
+        say(f"client Envoy admin    http://127.0.0.1:{ports['client_admin']}/certs")
+        for who in ("frontend", "backend", "legacy"):
+            say(f"agent {who:9}       http://127.0.0.1:{ports['agent_' + who]}/metrics  /healthz/ready")
+        _, stats = http_get(f"http://127.0.0.1:{ports['backend_admin']}/stats?filter=wasmcustom")
+        for line in stats.strip().splitlines():
+            say(f"  {DIM}{line}{RESET}")
+        _, metrics = http_get(f"http://127.0.0.1:{ports['agent_backend']}/metrics")
+        for line in metrics.splitlines():
+            if re.match(r"^svidgate_(cert_not_after|cert_expiry|rotations)", line):
+                say(f"  {DIM}{line}{RESET}")
+        say(f"logs of every process: {work}")
+        if os.environ.get("DEMO_HOLD"):
+            say("DEMO_HOLD set: everything keeps running; press Ctrl-C to stop")
+            while True:
+                time.sleep(1)
+                procs.check_alive()
+        print(f"\n{BOLD}Demo finished in {time.time() - t0:.0f}s.{RESET} Stopping everything it started.")
+        ok = True
+        return 0
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping everything")
+        return 130
+    except Exception as e:  # noqa: BLE001 - show the problem, then clean up
+        print(f"\n{RED}demo failed: {e}{RESET}\nlogs are in {work}", file=sys.stderr)
+        return 1
+    finally:
+        procs.stop_all()
+        if echo is not None:
+            echo.shutdown()
+        if ok and not os.environ.get("DEMO_KEEP"):
+            shutil.rmtree(work, ignore_errors=True)  # a failed run keeps its logs
+
+
+if __name__ == "__main__":
+    sys.exit(main())
