@@ -1,0 +1,217 @@
+//! The proxy-wasm glue (wasm32 only): the root context parses the configuration once per VM;
+//! HTTP and stream contexts call the adapter in [`crate::filter`] with [`EnvoyHost`].
+//!
+//! One module serves both filter types. proxy-wasm does not tell a module which filter type
+//! a new context is for: the Rust SDK's dispatcher asks the root context's `get_type()` each
+//! time a context is created, then calls `create_http_context` or `create_stream_context`.
+//! [`Root::get_type`] answers from the `filter.mode` setting, or (`auto`) by asking Envoy:
+//! when Envoy creates an HTTP filter's context the stream already has an HTTP protocol
+//! (`request.protocol` is set); a network filter's connection has none.
+
+use std::rc::Rc;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
+
+use crate::config::ModeSetting;
+use crate::filter::{self, ConnState, Filter, Outcome};
+use crate::host::{Host, HostError, Level};
+use crate::metrics::Metrics;
+
+/// [`Host`] over `proxy_wasm::hostcalls` (never the SDK's panicking trait helpers).
+#[derive(Debug, Clone, Copy)]
+pub struct EnvoyHost;
+
+fn status(call: &'static str) -> impl Fn(Status) -> HostError {
+    move |s| HostError {
+        call,
+        status: format!("{s:?}"),
+    }
+}
+
+impl Host for EnvoyHost {
+    fn property(&self, path: &[&str]) -> Result<Option<Vec<u8>>, HostError> {
+        hostcalls::get_property(path.to_vec()).map_err(status("get_property"))
+    }
+    fn request_header(&self, name: &str) -> Result<Option<Vec<u8>>, HostError> {
+        // The bytes variant: the string variant unwraps non-UTF-8 values.
+        hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
+            .map_err(status("get_http_request_header"))
+    }
+    fn remove_request_header(&self, name: &str) -> Result<(), HostError> {
+        hostcalls::remove_map_value(MapType::HttpRequestHeaders, name)
+            .map_err(status("remove_http_request_header"))
+    }
+    fn set_request_header(&self, name: &str, value: &str) -> Result<(), HostError> {
+        hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))
+            .map_err(status("set_http_request_header"))
+    }
+    fn set_decision_state(&self, details: &str) -> Result<(), HostError> {
+        hostcalls::set_property(vec!["svidgate.decision"], Some(details.as_bytes()))
+            .map_err(status("set_property"))
+    }
+    fn send_local_reply(&self, code: u32, body: &[u8]) -> Result<(), HostError> {
+        hostcalls::send_http_response(code, vec![("content-type", "text/plain")], Some(body))
+            .map_err(status("send_http_response"))
+    }
+    fn close_downstream(&self) -> Result<(), HostError> {
+        hostcalls::close_downstream().map_err(status("close_downstream"))
+    }
+    fn define_counter(&self, name: &str) -> Result<u32, HostError> {
+        hostcalls::define_metric(MetricType::Counter, name).map_err(status("define_metric"))
+    }
+    fn increment(&self, counter: u32) {
+        let _ = hostcalls::increment_metric(counter, 1);
+    }
+    fn log(&self, level: Level, message: &str) {
+        let level = match level {
+            Level::Debug => LogLevel::Debug,
+            Level::Info => LogLevel::Info,
+            Level::Warn => LogLevel::Warn,
+            Level::Error => LogLevel::Error,
+        };
+        let _ = hostcalls::log(level, message);
+    }
+}
+
+/// Registers the root context factory (called from `_initialize`).
+pub fn start() {
+    proxy_wasm::set_root_context(|_| Box::new(Root::default()));
+}
+
+/// One per plugin configuration per VM.
+#[derive(Default)]
+struct Root {
+    metrics: Option<Metrics>,
+    filter: Option<Rc<Filter>>,
+}
+
+impl Root {
+    fn metrics(&mut self) -> Metrics {
+        self.metrics
+            .get_or_insert_with(|| Metrics::define(&EnvoyHost))
+            .clone()
+    }
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, size: usize) -> bool {
+        let host = EnvoyHost;
+        let metrics = self.metrics();
+        self.filter = None;
+        let bytes = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, size) {
+            Ok(b) => b.unwrap_or_default(),
+            Err(s) => {
+                host.log(
+                    Level::Error,
+                    &format!("svidgate: cannot read the plugin configuration: {s:?}"),
+                );
+                Metrics::inc(&host, metrics.config_errors);
+                return false;
+            }
+        };
+        match Filter::configure(&host, &bytes, metrics) {
+            Ok(f) => {
+                self.filter = Some(Rc::new(f));
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        let mode = self
+            .filter
+            .as_ref()
+            .map_or(ModeSetting::Auto, |f| f.settings.mode);
+        Some(match mode {
+            ModeSetting::Http => ContextType::HttpContext,
+            ModeSetting::Network => ContextType::StreamContext,
+            ModeSetting::Auto => detect_mode(),
+        })
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Http {
+            filter: self.filter.clone(),
+            metrics: self.metrics.clone().unwrap_or_default(),
+        }))
+    }
+
+    fn create_stream_context(&self, _context_id: u32) -> Option<Box<dyn StreamContext>> {
+        Some(Box::new(Stream {
+            filter: self.filter.clone(),
+            metrics: self.metrics.clone().unwrap_or_default(),
+            state: ConnState::Undecided,
+        }))
+    }
+}
+
+/// Called while Envoy creates the context for a new stream or connection.
+fn detect_mode() -> ContextType {
+    match hostcalls::get_property(vec!["request", "protocol"]) {
+        Ok(Some(p)) if !p.is_empty() => ContextType::HttpContext,
+        _ => ContextType::StreamContext,
+    }
+}
+
+struct Http {
+    filter: Option<Rc<Filter>>,
+    metrics: Metrics,
+}
+
+impl Context for Http {}
+
+impl HttpContext for Http {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let outcome = match &self.filter {
+            Some(f) => f.on_http_request_headers(&EnvoyHost),
+            None => filter::deny_unconfigured_http(&EnvoyHost, &self.metrics),
+        };
+        action(outcome)
+    }
+}
+
+struct Stream {
+    filter: Option<Rc<Filter>>,
+    metrics: Metrics,
+    state: ConnState,
+}
+
+impl Context for Stream {}
+
+impl StreamContext for Stream {
+    fn on_new_connection(&mut self) -> Action {
+        // The TLS handshake is not done yet: peer properties are absent (and reading them
+        // now can leave stale values). Decide on the first data instead.
+        Action::Continue
+    }
+
+    fn on_downstream_data(&mut self, _data_size: usize, _end_of_stream: bool) -> Action {
+        let outcome = match &self.filter {
+            Some(f) => f.on_downstream_data(&EnvoyHost, &mut self.state),
+            None => {
+                filter::deny_unconfigured_connection(&EnvoyHost, &self.metrics, &mut self.state)
+            }
+        };
+        action(outcome)
+    }
+
+    fn on_upstream_data(&mut self, _data_size: usize, _end_of_stream: bool) -> Action {
+        // Nothing flows upstream before an allow; anything else is the upstream's answer.
+        match self.state {
+            ConnState::Allowed => Action::Continue,
+            ConnState::Undecided | ConnState::Denied => Action::Pause,
+        }
+    }
+}
+
+fn action(outcome: Outcome) -> Action {
+    match outcome {
+        Outcome::Continue => Action::Continue,
+        Outcome::Stop => Action::Pause,
+    }
+}

@@ -1,0 +1,150 @@
+//! Counters, defined once per VM. Envoy shows them as `wasmcustom.<name>` in `/stats`.
+
+use std::collections::HashMap;
+
+use crate::host::Host;
+
+pub const ALLOWED: &str = "svidgate_allowed";
+pub const DENIED: &str = "svidgate_denied";
+pub const DRY_RUN_ALLOWED: &str = "svidgate_dry_run_allowed";
+pub const DRY_RUN_DENIED: &str = "svidgate_dry_run_denied";
+pub const NO_IDENTITY: &str = "svidgate_no_identity";
+pub const INVALID_IDENTITY: &str = "svidgate_invalid_identity";
+pub const CONFIG_ERRORS: &str = "svidgate_config_errors";
+/// At most this many policies get their own counters (bounds the stats a document creates).
+pub const MAX_POLICY_COUNTERS: usize = 256;
+
+/// Counter ids. `None` when the host refused to define one (then it is not counted).
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    pub allowed: Option<u32>,
+    pub denied: Option<u32>,
+    pub dry_run_allowed: Option<u32>,
+    pub dry_run_denied: Option<u32>,
+    pub no_identity: Option<u32>,
+    pub invalid_identity: Option<u32>,
+    pub config_errors: Option<u32>,
+    /// Policy name → (allowed, denied) counter ids, for the policy that decided.
+    pub per_policy: HashMap<String, (Option<u32>, Option<u32>)>,
+}
+
+impl Metrics {
+    /// Defines the fixed counters.
+    pub fn define(host: &dyn Host) -> Metrics {
+        let d = |name: &str| host.define_counter(name).ok();
+        Metrics {
+            allowed: d(ALLOWED),
+            denied: d(DENIED),
+            dry_run_allowed: d(DRY_RUN_ALLOWED),
+            dry_run_denied: d(DRY_RUN_DENIED),
+            no_identity: d(NO_IDENTITY),
+            invalid_identity: d(INVALID_IDENTITY),
+            config_errors: d(CONFIG_ERRORS),
+            per_policy: HashMap::new(),
+        }
+    }
+
+    /// Defines `svidgate_policy.<name>.allowed|denied` for each policy name (first
+    /// [`MAX_POLICY_COUNTERS`] distinct names).
+    pub fn define_policies(&mut self, host: &dyn Host, names: &[String]) {
+        self.per_policy.clear();
+        for name in names {
+            if self.per_policy.len() >= MAX_POLICY_COUNTERS {
+                break;
+            }
+            if self.per_policy.contains_key(name) {
+                continue;
+            }
+            let stat = stat_segment(name);
+            let allowed = host
+                .define_counter(&format!("svidgate_policy.{stat}.allowed"))
+                .ok();
+            let denied = host
+                .define_counter(&format!("svidgate_policy.{stat}.denied"))
+                .ok();
+            self.per_policy.insert(name.clone(), (allowed, denied));
+        }
+    }
+
+    pub fn inc(host: &dyn Host, id: Option<u32>) {
+        if let Some(id) = id {
+            host.increment(id);
+        }
+    }
+
+    /// Counts an enforced verdict, overall and for the deciding policy.
+    pub fn count_verdict(&self, host: &dyn Host, allow: bool, policy: Option<&str>) {
+        Self::inc(host, if allow { self.allowed } else { self.denied });
+        if let Some((a, d)) = policy.and_then(|p| self.per_policy.get(p)) {
+            Self::inc(host, if allow { *a } else { *d });
+        }
+    }
+}
+
+/// A policy name as one stat-name segment: `[A-Za-z0-9_-]`, anything else becomes `_`.
+pub fn stat_segment(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.is_empty() {
+        "_".to_owned()
+    } else {
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake::FakeHost;
+
+    #[test]
+    fn fixed_and_policy_counters() {
+        let host = FakeHost::default();
+        let mut m = Metrics::define(&host);
+        m.define_policies(&host, &["api".into(), "a.b c".into(), "api".into()]);
+        assert_eq!(
+            host.defined_counters(),
+            vec![
+                ALLOWED,
+                DENIED,
+                DRY_RUN_ALLOWED,
+                DRY_RUN_DENIED,
+                NO_IDENTITY,
+                INVALID_IDENTITY,
+                CONFIG_ERRORS,
+                "svidgate_policy.api.allowed",
+                "svidgate_policy.api.denied",
+                "svidgate_policy.a_b_c.allowed",
+                "svidgate_policy.a_b_c.denied",
+            ]
+        );
+        m.count_verdict(&host, true, Some("api"));
+        m.count_verdict(&host, false, Some("a.b c"));
+        m.count_verdict(&host, false, None);
+        m.count_verdict(&host, true, Some("unknown"));
+        assert_eq!(host.count(ALLOWED), 2);
+        assert_eq!(host.count(DENIED), 2);
+        assert_eq!(host.count("svidgate_policy.api.allowed"), 1);
+        assert_eq!(host.count("svidgate_policy.a_b_c.denied"), 1);
+    }
+
+    #[test]
+    fn policy_counters_are_bounded() {
+        let host = FakeHost::default();
+        let mut m = Metrics::default();
+        let names: Vec<String> = (0..MAX_POLICY_COUNTERS + 10)
+            .map(|i| format!("p{i}"))
+            .collect();
+        m.define_policies(&host, &names);
+        assert_eq!(m.per_policy.len(), MAX_POLICY_COUNTERS);
+        assert_eq!(stat_segment(""), "_");
+    }
+}

@@ -1,0 +1,441 @@
+//! The peer identity of the current connection, from Envoy's connection properties.
+//!
+//! - `connection.mtls`: one byte, 1 when the downstream connection is mTLS.
+//! - non-strict: `connection.uri_san_peer_certificate`, the first URI SAN (plain UTF-8).
+//! - strict: `connection.peer_certificate` (the leaf as PEM) checked against the X509-SVID
+//!   leaf rules of `svidgate-core`; the verdict is cached per
+//!   `connection.sha256_peer_certificate_digest` in a bounded per-VM cache.
+//!
+//! Anything missing, empty, non-UTF-8 or unexpected means "no valid identity": the policy
+//! then decides (and denies whenever an ALLOW policy exists).
+
+use std::collections::{HashMap, VecDeque};
+
+use svidgate_core::policy::{NoIdentity, Peer};
+use svidgate_core::svid::{check_leaf_pem, SvidError};
+use svidgate_core::SpiffeId;
+
+use crate::host::{Host, Level};
+
+pub const PROP_MTLS: &[&str] = &["connection", "mtls"];
+pub const PROP_URI_SAN: &[&str] = &["connection", "uri_san_peer_certificate"];
+pub const PROP_PEER_CERT: &[&str] = &["connection", "peer_certificate"];
+pub const PROP_PEER_DIGEST: &[&str] = &["connection", "sha256_peer_certificate_digest"];
+pub const PROP_SNI: &[&str] = &["connection", "requested_server_name"];
+pub const PROP_DESTINATION_PORT: &[&str] = &["destination", "port"];
+
+/// Default number of certificates whose verdict one VM remembers.
+pub const SVID_CACHE_CAPACITY: usize = 1024;
+
+/// A cached strict-mode verdict for one peer certificate.
+pub type SvidVerdict = Result<SpiffeId, NoIdentity>;
+
+/// Bounded map from certificate digest to verdict. When full, the oldest entry goes
+/// (FIFO): certificates rotate, so old entries are the ones least likely to be seen again.
+#[derive(Debug)]
+pub struct SvidCache {
+    capacity: usize,
+    map: HashMap<String, SvidVerdict>,
+    order: VecDeque<String>,
+}
+
+impl SvidCache {
+    pub fn new(capacity: usize) -> Self {
+        SvidCache {
+            capacity: capacity.max(1),
+            map: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    pub fn get(&self, digest: &str) -> Option<&SvidVerdict> {
+        self.map.get(digest)
+    }
+
+    pub fn insert(&mut self, digest: String, verdict: SvidVerdict) {
+        if let Some(slot) = self.map.get_mut(&digest) {
+            *slot = verdict;
+            return;
+        }
+        while self.map.len() >= self.capacity {
+            match self.order.pop_front() {
+                Some(old) => {
+                    self.map.remove(&old);
+                }
+                None => break,
+            }
+        }
+        self.order.push_back(digest.clone());
+        self.map.insert(digest, verdict);
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+/// Reads a property; host errors are logged and become `Err(Unavailable)`.
+fn read(host: &dyn Host, path: &[&str]) -> Result<Option<Vec<u8>>, NoIdentity> {
+    host.property(path).map_err(|e| {
+        host.log(
+            Level::Warn,
+            &format!("svidgate: {e}; treating the peer as unidentified"),
+        );
+        NoIdentity::Unavailable
+    })
+}
+
+/// Reads a property as a non-empty UTF-8 string (`None` when absent, empty, or not UTF-8).
+pub fn string_property(host: &dyn Host, path: &[&str]) -> Option<String> {
+    let bytes = host.property(path).ok()??;
+    String::from_utf8(bytes).ok().filter(|s| !s.is_empty())
+}
+
+/// Reads `destination.port`: Envoy encodes integers as 8 bytes, little-endian.
+pub fn destination_port(host: &dyn Host) -> Option<u16> {
+    let bytes = host.property(PROP_DESTINATION_PORT).ok()??;
+    let raw: [u8; 8] = bytes.as_slice().try_into().ok()?;
+    u16::try_from(u64::from_le_bytes(raw)).ok()
+}
+
+/// The peer of the current connection.
+pub fn peer(host: &dyn Host, strict: bool, cache: &mut SvidCache) -> Peer {
+    match identify(host, strict, cache) {
+        Ok(id) => Peer::Identity(id),
+        Err(why) => Peer::None(why),
+    }
+}
+
+fn identify(host: &dyn Host, strict: bool, cache: &mut SvidCache) -> Result<SpiffeId, NoIdentity> {
+    match read(host, PROP_MTLS)?.as_deref() {
+        Some([1]) => {}
+        Some([0]) | None => return Err(NoIdentity::NotMtls),
+        Some(_) => return Err(NoIdentity::Unavailable),
+    }
+    if strict {
+        strict_identity(host, cache)
+    } else {
+        let uri = read(host, PROP_URI_SAN)?.filter(|b| !b.is_empty());
+        let uri = uri.ok_or(NoIdentity::NoUriSan)?;
+        let uri = String::from_utf8(uri).map_err(|_| NoIdentity::InvalidSpiffeId)?;
+        SpiffeId::parse(&uri).map_err(|_| NoIdentity::InvalidSpiffeId)
+    }
+}
+
+fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+fn strict_identity(host: &dyn Host, cache: &mut SvidCache) -> Result<SpiffeId, NoIdentity> {
+    let digest = read(host, PROP_PEER_DIGEST)?
+        .and_then(|d| String::from_utf8(d).ok())
+        .filter(|d| is_sha256_hex(d))
+        .ok_or(NoIdentity::Unavailable)?;
+    if let Some(verdict) = cache.get(&digest) {
+        return verdict.clone();
+    }
+    let pem = read(host, PROP_PEER_CERT)?
+        .filter(|b| !b.is_empty())
+        .ok_or(NoIdentity::Unavailable)?;
+    let verdict = match decode_pem_property(&pem) {
+        Some(pem) => check_leaf_pem(&pem).map_err(|e| {
+            host.log(
+                Level::Debug,
+                &format!("svidgate: peer certificate {digest} is not a valid X509-SVID: {e}"),
+            );
+            svid_error_kind(&e)
+        }),
+        None => Err(NoIdentity::InvalidSvid),
+    };
+    cache.insert(digest, verdict.clone());
+    verdict
+}
+
+/// Maps an X509-SVID check failure to the policy's notion of "no identity".
+pub fn svid_error_kind(e: &SvidError) -> NoIdentity {
+    match e {
+        SvidError::NoUriSan => NoIdentity::NoUriSan,
+        SvidError::InvalidSpiffeId(_) => NoIdentity::InvalidSpiffeId,
+        _ => NoIdentity::InvalidSvid,
+    }
+}
+
+/// `connection.peer_certificate` is plain PEM in Envoy 1.40. Envoy's access-log form
+/// (`%DOWNSTREAM_PEER_CERT%`) is URL-encoded PEM; PEM itself never contains `%`, so a `%`
+/// means URL-encoding and is decoded. A malformed escape gives `None`.
+pub fn decode_pem_property(bytes: &[u8]) -> Option<Vec<u8>> {
+    if !bytes.contains(&b'%') {
+        return Some(bytes.to_vec());
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut it = bytes.iter();
+    while let Some(&b) = it.next() {
+        if b == b'%' {
+            let hi = hex_val(*it.next()?)?;
+            let lo = hex_val(*it.next()?)?;
+            out.push(hi << 4 | lo);
+        } else {
+            out.push(b);
+        }
+    }
+    Some(out)
+}
+
+fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake::FakeHost;
+
+    const ID: &str = "spiffe://cluster.local/ns/web/sa/frontend";
+    const DIGEST: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    fn lax(host: &FakeHost) -> Peer {
+        peer(host, false, &mut SvidCache::new(4))
+    }
+
+    #[test]
+    fn non_strict_peer_table() {
+        let id = SpiffeId::parse(ID).unwrap();
+        // (mtls, uri san, expected)
+        type Case<'a> = (Option<&'a [u8]>, Option<&'a [u8]>, Peer);
+        let cases: Vec<Case> = vec![
+            (Some(&[1]), Some(ID.as_bytes()), Peer::Identity(id.clone())),
+            (None, Some(ID.as_bytes()), Peer::None(NoIdentity::NotMtls)),
+            (
+                Some(&[0]),
+                Some(ID.as_bytes()),
+                Peer::None(NoIdentity::NotMtls),
+            ),
+            (
+                Some(&[]),
+                Some(ID.as_bytes()),
+                Peer::None(NoIdentity::Unavailable),
+            ),
+            (
+                Some(&[2]),
+                Some(ID.as_bytes()),
+                Peer::None(NoIdentity::Unavailable),
+            ),
+            (
+                Some(&[1, 0]),
+                Some(ID.as_bytes()),
+                Peer::None(NoIdentity::Unavailable),
+            ),
+            (Some(&[1]), None, Peer::None(NoIdentity::NoUriSan)),
+            (Some(&[1]), Some(b""), Peer::None(NoIdentity::NoUriSan)),
+            (
+                Some(&[1]),
+                Some(b"\xff\xfe"),
+                Peer::None(NoIdentity::InvalidSpiffeId),
+            ),
+            (
+                Some(&[1]),
+                Some(b"https://cluster.local/x"),
+                Peer::None(NoIdentity::InvalidSpiffeId),
+            ),
+            (
+                Some(&[1]),
+                Some(b"SPIFFE://cluster.local/x"),
+                Peer::None(NoIdentity::InvalidSpiffeId),
+            ),
+            (
+                Some(&[1]),
+                Some(b"spiffe://cluster.local"),
+                Peer::None(NoIdentity::InvalidSpiffeId),
+            ),
+            (
+                Some(&[1]),
+                Some(b"spiffe://cluster.local/a//b"),
+                Peer::None(NoIdentity::InvalidSpiffeId),
+            ),
+        ];
+        for (mtls, uri, want) in cases {
+            let host = FakeHost::default();
+            if let Some(m) = mtls {
+                host.set_property(PROP_MTLS, m);
+            }
+            if let Some(u) = uri {
+                host.set_property(PROP_URI_SAN, u);
+            }
+            assert_eq!(lax(&host), want, "mtls {mtls:?} uri {uri:?}");
+        }
+    }
+
+    #[test]
+    fn host_errors_mean_unavailable() {
+        let host = FakeHost::default();
+        host.fail_property(PROP_MTLS);
+        assert_eq!(lax(&host), Peer::None(NoIdentity::Unavailable));
+        let host = FakeHost::default();
+        host.set_property(PROP_MTLS, &[1]);
+        host.fail_property(PROP_URI_SAN);
+        assert_eq!(lax(&host), Peer::None(NoIdentity::Unavailable));
+        assert!(host
+            .logs()
+            .iter()
+            .any(|(l, m)| *l == Level::Warn && m.contains("get_property")));
+    }
+
+    #[test]
+    fn strict_needs_digest_and_certificate() {
+        // mTLS but no digest: unavailable, nothing cached.
+        let host = FakeHost::default();
+        host.set_property(PROP_MTLS, &[1]);
+        host.set_property(PROP_URI_SAN, ID.as_bytes());
+        let mut cache = SvidCache::new(4);
+        assert_eq!(
+            peer(&host, true, &mut cache),
+            Peer::None(NoIdentity::Unavailable)
+        );
+        // A digest that is not lowercase sha256 hex is unexpected.
+        host.set_property(PROP_PEER_DIGEST, DIGEST.to_uppercase().as_bytes());
+        assert_eq!(
+            peer(&host, true, &mut cache),
+            Peer::None(NoIdentity::Unavailable)
+        );
+        // Digest but no certificate: unavailable, not cached.
+        host.set_property(PROP_PEER_DIGEST, DIGEST.as_bytes());
+        assert_eq!(
+            peer(&host, true, &mut cache),
+            Peer::None(NoIdentity::Unavailable)
+        );
+        assert!(cache.is_empty());
+        // Not mTLS short-circuits before any certificate property is read.
+        host.set_property(PROP_MTLS, &[0]);
+        assert_eq!(
+            peer(&host, true, &mut cache),
+            Peer::None(NoIdentity::NotMtls)
+        );
+    }
+
+    #[test]
+    fn strict_uses_cached_verdict_without_reading_certificate() {
+        let id = SpiffeId::parse(ID).unwrap();
+        let host = FakeHost::default();
+        host.set_property(PROP_MTLS, &[1]);
+        host.set_property(PROP_PEER_DIGEST, DIGEST.as_bytes());
+        let mut cache = SvidCache::new(4);
+        cache.insert(DIGEST.to_owned(), Ok(id.clone()));
+        assert_eq!(peer(&host, true, &mut cache), Peer::Identity(id));
+        assert_eq!(host.property_reads(PROP_PEER_CERT), 0);
+        assert_eq!(host.property_reads(PROP_URI_SAN), 0);
+        cache.insert(DIGEST.to_owned(), Err(NoIdentity::InvalidSvid));
+        assert_eq!(
+            peer(&host, true, &mut cache),
+            Peer::None(NoIdentity::InvalidSvid)
+        );
+    }
+
+    #[test]
+    fn strict_garbage_certificate_is_invalid_and_cached() {
+        let host = FakeHost::default();
+        host.set_property(PROP_MTLS, &[1]);
+        host.set_property(PROP_PEER_DIGEST, DIGEST.as_bytes());
+        host.set_property(PROP_PEER_CERT, b"not a certificate");
+        let mut cache = SvidCache::new(4);
+        let first = peer(&host, true, &mut cache);
+        assert!(matches!(first, Peer::None(_)), "{first:?}");
+        assert_eq!(cache.len(), 1);
+        assert_eq!(peer(&host, true, &mut cache), first);
+        assert_eq!(
+            host.property_reads(PROP_PEER_CERT),
+            1,
+            "second lookup hits the cache"
+        );
+        // A broken URL escape is invalid too.
+        let host = FakeHost::default();
+        host.set_property(PROP_MTLS, &[1]);
+        host.set_property(PROP_PEER_DIGEST, DIGEST.as_bytes());
+        host.set_property(PROP_PEER_CERT, b"-----BEGIN%2");
+        assert_eq!(
+            peer(&host, true, &mut SvidCache::new(4)),
+            Peer::None(NoIdentity::InvalidSvid)
+        );
+    }
+
+    #[test]
+    fn cache_is_bounded_fifo() {
+        let id = SpiffeId::parse(ID).unwrap();
+        let mut cache = SvidCache::new(2);
+        cache.insert("a".into(), Ok(id.clone()));
+        cache.insert("b".into(), Err(NoIdentity::InvalidSvid));
+        cache.insert("a".into(), Ok(id.clone())); // refresh, no growth
+        assert_eq!(cache.len(), 2);
+        cache.insert("c".into(), Ok(id.clone()));
+        assert_eq!(cache.len(), 2);
+        assert!(cache.get("a").is_none(), "oldest evicted");
+        assert!(cache.get("b").is_some() && cache.get("c").is_some());
+        for i in 0..100 {
+            cache.insert(format!("k{i}"), Ok(id.clone()));
+        }
+        assert_eq!(cache.len(), 2);
+        assert!(SvidCache::new(0).capacity >= 1);
+    }
+
+    #[test]
+    fn pem_property_decoding() {
+        assert_eq!(
+            decode_pem_property(b"-----BEGIN CERTIFICATE-----\nAB==\n").unwrap(),
+            b"-----BEGIN CERTIFICATE-----\nAB==\n"
+        );
+        assert_eq!(
+            decode_pem_property(b"-----BEGIN%20CERTIFICATE-----%0AAB%3D%3d%0A").unwrap(),
+            b"-----BEGIN CERTIFICATE-----\nAB==\n"
+        );
+        assert_eq!(decode_pem_property(b"%"), None);
+        assert_eq!(decode_pem_property(b"%4"), None);
+        assert_eq!(decode_pem_property(b"%zz"), None);
+    }
+
+    #[test]
+    fn svid_errors_map_to_no_identity_kinds() {
+        assert_eq!(svid_error_kind(&SvidError::NoUriSan), NoIdentity::NoUriSan);
+        assert_eq!(
+            svid_error_kind(&SvidError::MultipleUriSans(2)),
+            NoIdentity::InvalidSvid
+        );
+        assert_eq!(svid_error_kind(&SvidError::IsCa), NoIdentity::InvalidSvid);
+        assert_eq!(svid_error_kind(&SvidError::NotPem), NoIdentity::InvalidSvid);
+        assert_eq!(
+            svid_error_kind(&SvidError::InvalidSpiffeId(
+                svidgate_core::SpiffeIdError::Empty
+            )),
+            NoIdentity::InvalidSpiffeId
+        );
+    }
+
+    #[test]
+    fn port_and_sni_properties() {
+        let host = FakeHost::default();
+        assert_eq!(destination_port(&host), None);
+        host.set_property(PROP_DESTINATION_PORT, &8443u64.to_le_bytes());
+        assert_eq!(destination_port(&host), Some(8443));
+        host.set_property(PROP_DESTINATION_PORT, &70000u64.to_le_bytes());
+        assert_eq!(destination_port(&host), None);
+        host.set_property(PROP_DESTINATION_PORT, b"8443");
+        assert_eq!(destination_port(&host), None);
+        assert_eq!(string_property(&host, PROP_SNI), None);
+        host.set_property(PROP_SNI, b"");
+        assert_eq!(string_property(&host, PROP_SNI), None);
+        host.set_property(PROP_SNI, b"api.example");
+        assert_eq!(
+            string_property(&host, PROP_SNI).as_deref(),
+            Some("api.example")
+        );
+        host.set_property(PROP_SNI, b"\xff");
+        assert_eq!(string_property(&host, PROP_SNI), None);
+    }
+}
