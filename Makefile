@@ -49,6 +49,11 @@ bench-core: setup
 
 bench: bench-core
 
+# The filter as OCI images (Wasm artifact + compat) under target/oci/, no Docker needed.
+OCI_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+oci: wasm
+	python3 scripts/oci.py --wasm $(WASM) --out target/oci --tag $(OCI_TAG)
+
 demo: setup wasm
 	$(CARGO) build -p sidecar-host
 	scripts/demo.sh

@@ -10,9 +10,10 @@ if ! rustup target list --installed | grep -qx wasm32-wasip1; then
   rustup target add wasm32-wasip1
 fi
 
-# Debian tools used by tests and benchmarks (load generators, openssl).
+# Debian tools used by tests and benchmarks (load generators, openssl; skopeo reads the OCI
+# images `make oci` writes).
 need=()
-for pair in wrk:wrk h2load:nghttp2-client hey:hey openssl:openssl curl:curl; do
+for pair in wrk:wrk h2load:nghttp2-client hey:hey openssl:openssl curl:curl skopeo:skopeo; do
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done

@@ -1,0 +1,328 @@
+//! `make oci` (scripts/oci.py): the OCI image layouts of the filter are read back here,
+//! independently of the writer: every descriptor's digest and size is checked, the wasm in the
+//! image is byte-identical to the built module, the output is reproducible, and tampering is
+//! detected. When `skopeo` is installed it reads the layouts too (an independent OCI
+//! implementation: containers/image).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, ensure, Context, Result};
+use serde_json::Value;
+use svidgate_e2e::{filter_wasm, repo_root};
+
+const WASM_CONFIG: &str = "application/vnd.module.wasm.config.v1+json";
+const WASM_LAYER: &str = "application/vnd.module.wasm.content.layer.v1+wasm";
+const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+const TAG: &str = "test";
+
+fn python() -> PathBuf {
+    let venv = repo_root().join(".venv/bin/python");
+    if venv.exists() {
+        venv
+    } else {
+        PathBuf::from("python3")
+    }
+}
+
+fn oci_py(args: &[&str], out: &Path) -> Result<String> {
+    let wasm = filter_wasm()?;
+    let o = Command::new(python())
+        .arg(repo_root().join("scripts/oci.py"))
+        .arg("--wasm")
+        .arg(&wasm)
+        .args(args)
+        .arg(out)
+        .output()
+        .context("running scripts/oci.py")?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    if !o.status.success() {
+        bail!("scripts/oci.py {args:?} failed:\n{text}");
+    }
+    Ok(text)
+}
+
+fn build(out: &Path) -> Result<String> {
+    oci_py(&["--tag", TAG, "--out"], out)
+}
+
+/// sha256 of a file, by coreutils `sha256sum` (not the writer's hashlib).
+fn sha256_file(p: &Path) -> Result<String> {
+    let o = Command::new("sha256sum").arg(p).output()?;
+    ensure!(o.status.success(), "sha256sum {}", p.display());
+    let text = String::from_utf8(o.stdout)?;
+    Ok(text
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned())
+}
+
+/// Checks a descriptor against its blob; returns the blob's bytes.
+fn blob(layout: &Path, desc: &Value) -> Result<Vec<u8>> {
+    let digest = desc["digest"]
+        .as_str()
+        .context("descriptor without digest")?;
+    let hex = digest
+        .strip_prefix("sha256:")
+        .context("digest is not sha256")?;
+    ensure!(hex.len() == 64, "digest {digest}");
+    let path = layout.join("blobs/sha256").join(hex);
+    let data = std::fs::read(&path).with_context(|| format!("blob {digest} missing"))?;
+    ensure!(
+        sha256_file(&path)? == hex,
+        "blob {digest}: content does not hash to its name"
+    );
+    let size = desc["size"].as_u64().context("descriptor without size")?;
+    ensure!(
+        data.len() as u64 == size,
+        "blob {digest}: {} bytes, descriptor says {size}",
+        data.len()
+    );
+    Ok(data)
+}
+
+/// Reads a layout: returns (manifest digest hex, manifest, layer blobs in order).
+fn read_layout(layout: &Path) -> Result<(String, Value, Vec<Vec<u8>>)> {
+    let oci_layout: Value = serde_json::from_slice(&std::fs::read(layout.join("oci-layout"))?)?;
+    ensure!(
+        oci_layout["imageLayoutVersion"] == "1.0.0",
+        "oci-layout: {oci_layout}"
+    );
+    let index: Value = serde_json::from_slice(&std::fs::read(layout.join("index.json"))?)?;
+    let manifests = index["manifests"]
+        .as_array()
+        .context("index.json without manifests")?;
+    ensure!(
+        manifests.len() == 1,
+        "index.json: {} manifests",
+        manifests.len()
+    );
+    let mdesc = &manifests[0];
+    ensure!(
+        mdesc["mediaType"] == "application/vnd.oci.image.manifest.v1+json",
+        "manifest media type"
+    );
+    ensure!(
+        mdesc["annotations"]["org.opencontainers.image.ref.name"] == TAG,
+        "ref name: {mdesc}"
+    );
+    let manifest: Value = serde_json::from_slice(&blob(layout, mdesc)?)?;
+    ensure!(manifest["schemaVersion"] == 2, "schemaVersion");
+    blob(layout, &manifest["config"])?;
+    let mut layers = Vec::new();
+    for d in manifest["layers"]
+        .as_array()
+        .context("manifest without layers")?
+    {
+        layers.push(blob(layout, d)?);
+    }
+    let digest = mdesc["digest"]
+        .as_str()
+        .unwrap_or_default()
+        .trim_start_matches("sha256:")
+        .to_owned();
+    Ok((digest, manifest, layers))
+}
+
+/// Extracts plugin.wasm from the compat layer (tar+gzip) with the system `tar`.
+fn untar_plugin(layer: &[u8], dir: &Path) -> Result<Vec<u8>> {
+    let gz = dir.join("layer.tar.gz");
+    std::fs::write(&gz, layer)?;
+    let st = Command::new("tar")
+        .arg("-xzf")
+        .arg(&gz)
+        .arg("-C")
+        .arg(dir)
+        .arg("plugin.wasm")
+        .status()?;
+    ensure!(st.success(), "tar -xzf of the compat layer failed");
+    Ok(std::fs::read(dir.join("plugin.wasm"))?)
+}
+
+fn printed_digest(out: &str, after: &str) -> Option<String> {
+    let start = out.find(after)?;
+    let rest = &out[start..];
+    let line = rest
+        .lines()
+        .find(|l| l.trim_start().starts_with("manifest:"))?;
+    Some(line.split("sha256:").nth(1)?.trim().to_owned())
+}
+
+#[test]
+fn oci_layouts_read_back_with_identical_wasm() -> Result<()> {
+    let wasm = std::fs::read(filter_wasm()?)?;
+    let tmp = tempfile::tempdir()?;
+    let out = tmp.path().join("oci");
+    let printed = build(&out)?;
+    println!("{printed}");
+
+    // The Wasm OCI artifact: config + two layers, the wasm raw in the content layer.
+    let (a_digest, manifest, layers) = read_layout(&out.join("svidgate-filter"))?;
+    ensure!(
+        manifest["config"]["mediaType"] == WASM_CONFIG,
+        "artifact config: {}",
+        manifest["config"]
+    );
+    let types: Vec<&str> = manifest["layers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l["mediaType"].as_str())
+        .collect();
+    ensure!(
+        types == [WASM_CONFIG, WASM_LAYER],
+        "artifact layers (Istio wants exactly 2): {types:?}"
+    );
+    ensure!(
+        manifest["layers"][1]["annotations"]["org.opencontainers.image.title"] == "plugin.wasm",
+        "title"
+    );
+    ensure!(
+        layers[1] == wasm,
+        "the wasm in the artifact differs from the built module"
+    );
+    let rc: Value = serde_json::from_slice(&layers[0])?;
+    ensure!(rc["type"] == "envoy_proxy", "runtime config: {rc}");
+
+    // The compat variant: one tar+gzip layer holding plugin.wasm.
+    let (c_digest, manifest, layers) = read_layout(&out.join("svidgate-filter-compat"))?;
+    ensure!(
+        manifest["annotations"]["module.wasm.image/variant"] == "compat",
+        "compat annotation"
+    );
+    ensure!(
+        layers.len() == 1 && manifest["layers"][0]["mediaType"] == OCI_LAYER_GZIP,
+        "compat layer"
+    );
+    let x = tmp.path().join("x");
+    std::fs::create_dir(&x)?;
+    ensure!(
+        untar_plugin(&layers[0], &x)? == wasm,
+        "plugin.wasm in the compat layer differs from the built module"
+    );
+
+    // What the script prints is what is in the layouts (and what goes into the WasmPlugin).
+    ensure!(
+        printed_digest(&printed, "OCI artifact:").as_deref() == Some(a_digest.as_str()),
+        "printed artifact digest"
+    );
+    ensure!(
+        printed_digest(&printed, "OCI compat:").as_deref() == Some(c_digest.as_str()),
+        "printed compat digest"
+    );
+    ensure!(
+        printed.contains(&format!("sha256: {a_digest}")),
+        "WasmPlugin sha256 line"
+    );
+    let wasm_hex = sha256_file(&filter_wasm()?)?;
+    ensure!(
+        printed.contains(&format!("wasm sha256:   {wasm_hex}")),
+        "printed wasm sha256"
+    );
+
+    // Each .tar holds the layout; the script's own read-back agrees.
+    for name in ["svidgate-filter", "svidgate-filter-compat"] {
+        let unpacked = tmp.path().join(format!("untar-{name}"));
+        std::fs::create_dir(&unpacked)?;
+        let st = Command::new("tar")
+            .arg("-xf")
+            .arg(out.join(format!("{name}.tar")))
+            .arg("-C")
+            .arg(&unpacked)
+            .status()?;
+        ensure!(st.success(), "untar {name}.tar");
+        let (d, _, _) = read_layout(&unpacked)?;
+        ensure!(
+            d == if name == "svidgate-filter" {
+                a_digest.clone()
+            } else {
+                c_digest.clone()
+            },
+            "{name}.tar digest"
+        );
+    }
+    let verified = oci_py(&["--verify"], &out)?;
+    ensure!(
+        verified.matches("wasm identical").count() == 2,
+        "verify output:\n{verified}"
+    );
+
+    // An independent reader, when installed.
+    if Command::new("skopeo")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        for (name, digest) in [
+            ("svidgate-filter", &a_digest),
+            ("svidgate-filter-compat", &c_digest),
+        ] {
+            let o = Command::new("skopeo")
+                .args(["inspect", "--raw"])
+                .arg(format!(
+                    "oci-archive:{}:{TAG}",
+                    out.join(format!("{name}.tar")).display()
+                ))
+                .output()?;
+            ensure!(
+                o.status.success(),
+                "skopeo inspect {name}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            let raw = tmp.path().join(format!("{name}.manifest"));
+            std::fs::write(&raw, &o.stdout)?;
+            ensure!(
+                &sha256_file(&raw)? == digest,
+                "skopeo reads a different manifest for {name}"
+            );
+        }
+    } else {
+        eprintln!("note: skopeo not installed; skipped the containers/image read-back");
+    }
+    Ok(())
+}
+
+#[test]
+fn oci_output_is_reproducible() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    build(&a)?;
+    build(&b)?;
+    for f in ["svidgate-filter.tar", "svidgate-filter-compat.tar"] {
+        ensure!(
+            std::fs::read(a.join(f))? == std::fs::read(b.join(f))?,
+            "{f} differs between two runs"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn oci_verify_detects_tampering() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let out = tmp.path().join("oci");
+    build(&out)?;
+    let wasm_hex = sha256_file(&filter_wasm()?)?;
+    let blob = out.join("svidgate-filter/blobs/sha256").join(wasm_hex);
+    let mut data = std::fs::read(&blob)?;
+    let last = data.len() - 1;
+    data[last] ^= 0xff;
+    std::fs::write(&blob, data)?;
+    let Err(e) = oci_py(&["--verify"], &out) else {
+        bail!("--verify accepted a layout whose wasm blob was modified");
+    };
+    ensure!(
+        e.to_string().contains("content digest"),
+        "unexpected error: {e}"
+    );
+    ensure!(
+        read_layout(&out.join("svidgate-filter")).is_err(),
+        "the Rust reader accepted the modified blob"
+    );
+    Ok(())
+}
