@@ -1,9 +1,16 @@
-//! Command-line surface of `svidgate`.
+//! Command-line surface of `svidgate`: argument parsing and dispatch only; each command's
+//! arguments and work live in its module (`policy_cli`, ...).
 
 use clap::{Parser, Subcommand};
 
+pub use crate::policy_cli::PolicyCommand;
+
 #[derive(Debug, Parser)]
-#[command(name = "svidgate", version, about = "SPIFFE identities and identity-based authorization for Envoy/Istio")]
+#[command(
+    name = "svidgate",
+    version,
+    about = "SPIFFE identities and identity-based authorization for Envoy/Istio"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -16,17 +23,9 @@ pub enum Command {
     Policy(PolicyCommand),
 }
 
-#[derive(Debug, Subcommand)]
-pub enum PolicyCommand {
-    /// Validate a policy file.
-    Check { file: std::path::PathBuf },
-}
-
 /// Runs the CLI; returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
-        Command::Policy(PolicyCommand::Check { file }) => {
-            anyhow::bail!("policy check {}: not implemented yet", file.display())
-        }
+        Command::Policy(cmd) => Ok(crate::policy_cli::run(cmd)?),
     }
 }

@@ -1,6 +1,7 @@
 //! sidecar-host: the `svidgate` binary's library — agent, CA and policy CLI.
 
 pub mod cli;
+pub mod policy_cli;
 
 /// Generated code for the Istio CA gRPC service (`proto/istio-ca.proto`).
 pub mod pb {

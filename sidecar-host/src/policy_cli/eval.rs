@@ -1,0 +1,347 @@
+//! `svidgate policy eval --policy FILE [--network]`: decide requests read as JSON Lines.
+//!
+//! Input, one request per line (all keys optional; unknown keys make the line malformed):
+//! `{"peer": "<URI SAN as Envoy reports it>" | null, "mtls": true, "method": "GET",
+//!   "path": "/x", "host": "h", "port": 8080, "headers": {"k": "v"}, "sni": "s"}`
+//!
+//! Output, one line per request, flushed at once:
+//! `{"decision":"allow"|"deny","policy":<name|null>,"rule":<index|null>,"reason":"...",
+//!   "dryRun":{...same shape...}}` — `dryRun` only when the policy has dry-run policies.
+//!
+//! A malformed line is reported on `err` as `line N: <problem>`; the rest is still answered
+//! and the command exits 1 at the end. Blank lines are skipped.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+
+use serde::{Deserialize, Serialize};
+use svidgate_core::policy::{CompiledPolicy, EvalMode, Request, Verdict};
+
+use super::{
+    decision_word, peer_from_envoy, verdict_reason, PeerView, PolicyCliError, EXIT_INVALID, EXIT_OK,
+};
+
+/// One request line as written by the user.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestLine {
+    /// The peer certificate's first URI SAN, as Envoy's `connection.uri_san_peer_certificate`
+    /// reports it; `null`/absent = no URI SAN.
+    #[serde(default)]
+    pub peer: Option<String>,
+    /// `connection.mtls`; default true.
+    #[serde(default)]
+    pub mtls: Option<bool>,
+    #[serde(default)]
+    pub method: Option<String>,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub headers: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub sni: Option<String>,
+}
+
+/// Parses one input line; the error is the problem without serde_json's position suffix
+/// (the column is kept, the line is always 1).
+pub fn parse_line(line: &str) -> Result<RequestLine, String> {
+    if !line.trim_start().starts_with('{') {
+        // serde would read a JSON array positionally into the struct: only objects are requests.
+        return Err(match serde_json::from_str::<serde_json::Value>(line) {
+            Err(e) => json_problem(&e),
+            Ok(v) => format!("expected a JSON object, found {}", json_kind(&v)),
+        });
+    }
+    serde_json::from_str(line).map_err(|e| json_problem(&e))
+}
+
+fn json_problem(e: &serde_json::Error) -> String {
+    let msg = e.to_string();
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    match msg.strip_suffix(&suffix) {
+        Some(base) if e.line() == 1 => format!("{base} (column {})", e.column()),
+        _ => msg,
+    }
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// The attributes of one request, owned, before borrowing them into a [`Request`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestSpec {
+    pub peer: PeerView,
+    pub method: Option<String>,
+    pub path: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    /// Names lower-cased.
+    pub headers: Vec<(String, String)>,
+    pub sni: Option<String>,
+}
+
+impl RequestSpec {
+    /// Builds the request the filter would see. In network mode there is no HTTP: method, path,
+    /// host and headers are dropped.
+    pub fn new(line: RequestLine, mode: EvalMode) -> Self {
+        let peer = peer_from_envoy(line.mtls.unwrap_or(true), line.peer.as_deref());
+        let http = mode == EvalMode::Http;
+        let headers = if http {
+            line.headers
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        RequestSpec {
+            peer,
+            method: line.method.filter(|_| http),
+            path: line.path.filter(|_| http),
+            host: line.host.filter(|_| http),
+            port: line.port,
+            headers,
+            sni: line.sni,
+        }
+    }
+
+    /// Runs `f` with the borrowed [`Request`].
+    pub fn with_request<T>(&self, f: impl FnOnce(&Request<'_>) -> T) -> T {
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let req = Request {
+            peer: self.peer.peer.clone(),
+            method: self.method.as_deref(),
+            path: self.path.as_deref(),
+            host: self.host.as_deref(),
+            port: self.port,
+            headers: &headers,
+            sni: self.sni.as_deref(),
+        };
+        f(&req)
+    }
+}
+
+/// One verdict as written to the output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VerdictOut {
+    pub decision: &'static str,
+    pub policy: Option<String>,
+    pub rule: Option<usize>,
+    pub reason: String,
+}
+
+impl VerdictOut {
+    pub fn new(peer: &PeerView, v: &Verdict<'_>) -> Self {
+        VerdictOut {
+            decision: decision_word(v),
+            policy: v.policy.map(str::to_owned),
+            rule: v.rule,
+            reason: verdict_reason(peer, v),
+        }
+    }
+}
+
+/// One output line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DecisionOut {
+    #[serde(flatten)]
+    pub enforced: VerdictOut,
+    #[serde(rename = "dryRun", skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<VerdictOut>,
+}
+
+/// Evaluates one request.
+pub fn decide(policy: &CompiledPolicy, spec: &RequestSpec, mode: EvalMode) -> DecisionOut {
+    spec.with_request(|req| {
+        let d = policy.evaluate(req, mode);
+        DecisionOut {
+            enforced: VerdictOut::new(&spec.peer, &d.enforced),
+            dry_run: d.dry_run.as_ref().map(|v| VerdictOut::new(&spec.peer, v)),
+        }
+    })
+}
+
+/// Reads requests from `input` until EOF, answers each on `out` (flushed per line), reports
+/// malformed lines on `err`. Returns the exit code: 0, or 1 if any line was malformed.
+pub fn eval(
+    policy: &CompiledPolicy,
+    mode: EvalMode,
+    input: &mut dyn BufRead,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<i32, PolicyCliError> {
+    let mut malformed = 0usize;
+    let mut buf = Vec::new();
+    let mut line_no = 0usize;
+    loop {
+        buf.clear();
+        let n = input
+            .read_until(b'\n', &mut buf)
+            .map_err(|source| PolicyCliError::Read {
+                name: "<stdin>".into(),
+                source,
+            })?;
+        if n == 0 {
+            break;
+        }
+        line_no += 1;
+        let parsed = match std::str::from_utf8(&buf) {
+            Err(_) => Err("not UTF-8 text".to_owned()),
+            Ok(text) if text.trim().is_empty() => continue,
+            Ok(text) => parse_line(text.trim_end_matches(['\n', '\r'])),
+        };
+        match parsed {
+            Ok(line) => {
+                let answer = decide(policy, &RequestSpec::new(line, mode), mode);
+                let json = serde_json::to_string(&answer)
+                    .map_err(|e| PolicyCliError::Write(std::io::Error::other(e)))?;
+                writeln!(out, "{json}")?;
+                out.flush()?;
+            }
+            Err(problem) => {
+                malformed += 1;
+                writeln!(err, "line {line_no}: {problem}")?;
+                err.flush()?;
+            }
+        }
+    }
+    Ok(if malformed > 0 { EXIT_INVALID } else { EXIT_OK })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use svidgate_core::policy::{NoIdentity, Peer};
+
+    #[test]
+    fn parse_lines() {
+        let ok = parse_line(
+            r#"{"peer": "spiffe://td/a", "mtls": false, "method": "GET", "path": "/x", "host": "h", "port": 8080, "headers": {"X-A": "1"}, "sni": "s"}"#,
+        )
+        .unwrap();
+        assert_eq!(ok.peer.as_deref(), Some("spiffe://td/a"));
+        assert_eq!(ok.mtls, Some(false));
+        assert_eq!(ok.port, Some(8080));
+        assert_eq!(parse_line("{}").unwrap(), RequestLine::default());
+        assert_eq!(
+            parse_line(r#"{"peer": null}"#).unwrap(),
+            RequestLine::default()
+        );
+
+        let bad = [
+            (r#"{"peer": "x", "bogus": 1}"#, "unknown field `bogus`"),
+            (r#"{"port": 70000}"#, "invalid value: integer `70000`"),
+            (
+                r#"{"port": "80"}"#,
+                "invalid type: string \"80\", expected u16",
+            ),
+            (
+                r#"{"mtls": "yes"}"#,
+                "invalid type: string \"yes\", expected a boolean",
+            ),
+            (
+                r#"{"headers": {"a": 1}}"#,
+                "invalid type: integer `1`, expected a string",
+            ),
+            (
+                r#"{"peer": 5}"#,
+                "invalid type: integer `5`, expected a string",
+            ),
+            (r#"{"peer": "a", "peer": "b"}"#, "duplicate field `peer`"),
+            (r#"["x"]"#, "expected a JSON object, found an array"),
+            ("null", "expected a JSON object, found null"),
+            ("peer", "expected value (column 1)"),
+            (r#"{"peer": "#, "EOF while parsing"),
+            ("{} x", "trailing characters"),
+        ];
+        for (line, want) in bad {
+            let e = parse_line(line).unwrap_err();
+            assert!(e.starts_with(want), "{line}: {e}");
+            assert!(!e.contains(" at line "), "{e}");
+        }
+        assert_eq!(
+            parse_line(r#"{"peer": "x", "bogus": 1}"#).unwrap_err(),
+            "unknown field `bogus`, expected one of `peer`, `mtls`, `method`, `path`, `host`, `port`, `headers`, `sni` (column 21)"
+        );
+    }
+
+    #[test]
+    fn request_spec_defaults_and_network_mode() {
+        let line = parse_line(
+            r#"{"peer": "spiffe://td/ns/a/sa/b", "method": "GET", "path": "/x", "host": "h", "port": 81, "headers": {"X-Tenant": "t"}, "sni": "s"}"#,
+        )
+        .unwrap();
+        let http = RequestSpec::new(line.clone(), EvalMode::Http);
+        assert!(matches!(http.peer.peer, Peer::Identity(_)));
+        assert_eq!(http.method.as_deref(), Some("GET"));
+        assert_eq!(http.headers, [("x-tenant".to_owned(), "t".to_owned())]);
+        let net = RequestSpec::new(line, EvalMode::Network);
+        assert_eq!(
+            (net.method, net.path, net.host, net.headers.len()),
+            (None, None, None, 0)
+        );
+        assert_eq!((net.port, net.sni.as_deref()), (Some(81), Some("s")));
+
+        let none = RequestSpec::new(RequestLine::default(), EvalMode::Http);
+        assert_eq!(none.peer.peer, Peer::None(NoIdentity::NoUriSan));
+        let no_mtls = RequestSpec::new(
+            RequestLine {
+                mtls: Some(false),
+                ..Default::default()
+            },
+            EvalMode::Http,
+        );
+        assert_eq!(no_mtls.peer.peer, Peer::None(NoIdentity::NotMtls));
+    }
+
+    #[test]
+    fn output_shape() {
+        let peer = peer_from_envoy(true, Some("nope"));
+        let v = Verdict {
+            allow: false,
+            policy: Some("p"),
+            rule: Some(0),
+            reason: "matched DENY policy",
+        };
+        let out = DecisionOut {
+            enforced: VerdictOut::new(&peer, &v),
+            dry_run: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&out).unwrap(),
+            r#"{"decision":"deny","policy":"p","rule":0,"reason":"no valid peer identity: invalid SPIFFE ID \"nope\": scheme is missing or invalid: a SPIFFE ID starts with `spiffe://`; matched DENY policy"}"#
+        );
+        let ok = peer_from_envoy(true, Some("spiffe://td/x"));
+        let allow = Verdict {
+            allow: true,
+            policy: None,
+            rule: None,
+            reason: "no ALLOW policy",
+        };
+        let out = DecisionOut {
+            enforced: VerdictOut::new(&ok, &allow),
+            dry_run: Some(VerdictOut::new(&ok, &v)),
+        };
+        assert_eq!(
+            serde_json::to_string(&out).unwrap(),
+            r#"{"decision":"allow","policy":null,"rule":null,"reason":"no ALLOW policy","dryRun":{"decision":"deny","policy":"p","rule":0,"reason":"matched DENY policy"}}"#
+        );
+    }
+}
