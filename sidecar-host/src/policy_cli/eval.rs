@@ -324,9 +324,17 @@ mod tests {
             enforced: VerdictOut::new(&peer, &v),
             dry_run: None,
         };
+        let why = svidgate_core::SpiffeId::parse("nope").unwrap_err();
+        let text = serde_json::to_string(&out).unwrap();
+        assert!(text.starts_with(r#"{"decision":"deny","policy":"p","rule":0,"reason":"#));
         assert_eq!(
-            serde_json::to_string(&out).unwrap(),
-            r#"{"decision":"deny","policy":"p","rule":0,"reason":"no valid peer identity: invalid SPIFFE ID \"nope\": scheme is missing or invalid: a SPIFFE ID starts with `spiffe://`; matched DENY policy"}"#
+            serde_json::from_str::<serde_json::Value>(&text).unwrap(),
+            serde_json::json!({
+                "decision": "deny",
+                "policy": "p",
+                "rule": 0,
+                "reason": format!("no valid peer identity: invalid SPIFFE ID \"nope\": {why}; matched DENY policy"),
+            })
         );
         let ok = peer_from_envoy(true, Some("spiffe://td/x"));
         let allow = Verdict {
