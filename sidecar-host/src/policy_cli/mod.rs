@@ -187,7 +187,8 @@ pub struct PeerView {
 }
 
 /// Maps `connection.mtls` and `connection.uri_san_peer_certificate` to a [`Peer`], the same way
-/// the filter does: not mTLS → [`NoIdentity::NotMtls`]; no URI SAN → [`NoIdentity::NoUriSan`];
+/// the filter (non-strict mode, `wasm-filter/src/peer.rs`) does: not mTLS →
+/// [`NoIdentity::NotMtls`]; no or an empty URI SAN → [`NoIdentity::NoUriSan`];
 /// a URI SAN that is not a valid workload SPIFFE ID (strict parsing, nothing normalized) →
 /// [`NoIdentity::InvalidSpiffeId`].
 pub fn peer_from_envoy(mtls: bool, uri_san: Option<&str>) -> PeerView {
@@ -198,7 +199,9 @@ pub fn peer_from_envoy(mtls: bool, uri_san: Option<&str>) -> PeerView {
     if !mtls {
         return none(NoIdentity::NotMtls, "connection is not mTLS".into());
     }
-    let Some(san) = uri_san else {
+    // Envoy reports no property when there is no URI SAN; the filter treats an empty value
+    // the same way.
+    let Some(san) = uri_san.filter(|s| !s.is_empty()) else {
         return none(
             NoIdentity::NoUriSan,
             "peer certificate has no URI SAN".into(),
@@ -314,8 +317,8 @@ mod tests {
             (
                 true,
                 Some(""),
-                Peer::None(NoIdentity::InvalidSpiffeId),
-                Some("no valid peer identity: invalid SPIFFE ID \"\": empty SPIFFE ID"),
+                Peer::None(NoIdentity::NoUriSan),
+                Some("no valid peer identity: peer certificate has no URI SAN"),
             ),
             (
                 true,
