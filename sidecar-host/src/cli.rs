@@ -21,11 +21,14 @@ pub enum Command {
     /// Policy author's tools: check, eval, explain, import.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// The workload agent: key, CSR, CA call, checked certificate (`--once --out DIR`), SDS.
+    Agent(Box<crate::agent::config::AgentArgs>),
 }
 
 /// Runs the CLI; returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Policy(cmd) => Ok(crate::policy_cli::run(cmd)?),
+        Command::Agent(args) => crate::agent::main(&args),
     }
 }

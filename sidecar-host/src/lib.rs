@@ -1,6 +1,13 @@
 //! sidecar-host: the `svidgate` binary's library — agent, CA and policy CLI.
 
+pub mod agent;
+pub mod ca_client;
+pub mod chain;
 pub mod cli;
+pub mod csr;
+pub mod fetch;
+pub mod keys;
+pub mod logging;
 pub mod policy_cli;
 
 /// Generated code for the Istio CA gRPC service (`proto/istio-ca.proto`).

@@ -1,0 +1,374 @@
+//! The client side of the Istio CA gRPC API (`istio.v1.auth.IstioCertificateService`).
+//!
+//! [`CaClient`] is the seam the agent depends on (tests and the rotation loop can use any
+//! implementation); [`IstioCaClient`] is the real one: TLS verified against a configured root
+//! file, `authorization: Bearer <token>` read fresh from a token file on every call (projected
+//! tokens rotate), the `ClusterID` header, a deadline per attempt, and retries with capped
+//! exponential backoff and jitter on transient codes.
+//!
+//! Retried codes: `UNAVAILABLE` (CA down, connection refused/reset, TLS/DNS trouble — tonic
+//! maps transport errors here), `DEADLINE_EXCEEDED` (our per-attempt deadline), and
+//! `RESOURCE_EXHAUSTED` / `ABORTED` (overload/contention, explicitly "try again" in the gRPC
+//! status-code guide). `INTERNAL` is not retried: istiod and istio-csr answer it for signing
+//! failures that repeat on retry, and a bounded retry storm against a broken CA helps nobody;
+//! the rotation loop retries later anyway. Everything else (`PERMISSION_DENIED`,
+//! `INVALID_ARGUMENT`, `UNAUTHENTICATED`, …) is permanent for this request and is returned at once.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rand::Rng;
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::Code;
+use zeroize::Zeroizing;
+
+use crate::pb::istio_certificate_service_client::IstioCertificateServiceClient;
+use crate::pb::IstioCertificateRequest;
+
+/// Signs CSRs. Implemented by [`IstioCaClient`]; tests may implement it directly.
+#[tonic::async_trait]
+pub trait CaClient: Send + Sync {
+    /// Sends a PEM CSR asking for a certificate valid for `ttl`; returns the CA's
+    /// `cert_chain` as sent (leaf first, root last; an element may hold several PEM blocks).
+    /// The answer is untrusted: check it with [`crate::chain::verify_issued`].
+    async fn sign(&self, csr_pem: &str, ttl: Duration) -> Result<Vec<String>, CaError>;
+}
+
+/// Why a CA call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum CaError {
+    #[error("{setting} {path:?}: {reason}")]
+    Config {
+        setting: &'static str,
+        path: String,
+        reason: String,
+    },
+    #[error("CA answered {code:?} (not retried): {message}")]
+    Rejected { code: Code, message: String },
+    #[error("CA call failed after {attempts} attempt(s), last {code:?}: {message}")]
+    Exhausted {
+        code: Code,
+        message: String,
+        attempts: u32,
+    },
+}
+
+impl CaError {
+    /// The gRPC code of the (last) failure, if the CA was reached or a call was attempted.
+    pub fn code(&self) -> Option<Code> {
+        match self {
+            CaError::Rejected { code, .. } | CaError::Exhausted { code, .. } => Some(*code),
+            CaError::Config { .. } => None,
+        }
+    }
+}
+
+/// Whether a gRPC code is worth retrying (see the module docs).
+pub fn is_retriable(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Aborted
+    )
+}
+
+/// Capped exponential backoff with jitter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Total attempts including the first (≥ 1).
+    pub max_attempts: u32,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 5,
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The pause after failed attempt `attempt` (0-based): `min(max, initial·2^attempt)`,
+    /// with "equal jitter": half fixed, half uniform in `jitter ∈ [0, 1)`.
+    pub fn backoff(&self, attempt: u32, jitter: f64) -> Duration {
+        let exp = self
+            .initial_backoff
+            .saturating_mul(1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX));
+        let capped = exp.min(self.max_backoff);
+        let half = capped / 2;
+        half + half.mul_f64(jitter.clamp(0.0, 1.0))
+    }
+}
+
+/// A client certificate for mTLS to the CA (renewal with the current SVID).
+#[derive(Clone)]
+pub struct ClientIdentity {
+    pub chain_pem: String,
+    pub key_pem: Zeroizing<String>,
+}
+
+impl std::fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientIdentity")
+            .field("key_pem", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+/// Settings of [`IstioCaClient`].
+#[derive(Debug, Clone)]
+pub struct CaClientConfig {
+    /// `https://host:port`.
+    pub addr: String,
+    /// PEM root(s) the CA's TLS certificate must chain to; re-read for every call.
+    pub root_cert: PathBuf,
+    /// Bearer token file, re-read for every call. `None`: no `authorization` header.
+    pub token_file: Option<PathBuf>,
+    /// Sent as the `ClusterID` header when set.
+    pub cluster_id: Option<String>,
+    /// Name to verify the CA's certificate against (default: the host of `addr`).
+    pub tls_server_name: Option<String>,
+    /// Deadline of one attempt (connect + call).
+    pub request_timeout: Duration,
+    pub retry: RetryPolicy,
+}
+
+/// The Istio CA client over tonic. Cheap to share (`Arc`); calls may run concurrently.
+#[derive(Debug)]
+pub struct IstioCaClient {
+    config: CaClientConfig,
+    identity: Mutex<Option<ClientIdentity>>,
+}
+
+impl IstioCaClient {
+    /// Validates the address; files are read at each call.
+    pub fn new(config: CaClientConfig) -> Result<Self, CaError> {
+        let _ = endpoint_for(&config.addr)?;
+        Ok(IstioCaClient {
+            config,
+            identity: Mutex::new(None),
+        })
+    }
+
+    pub fn config(&self) -> &CaClientConfig {
+        &self.config
+    }
+
+    /// Sets (or clears) the client certificate presented to the CA from the next call on.
+    pub fn set_client_identity(&self, identity: Option<ClientIdentity>) {
+        if let Ok(mut g) = self.identity.lock() {
+            *g = identity;
+        }
+    }
+
+    fn channel(&self) -> Result<Channel, CaError> {
+        let root = std::fs::read(&self.config.root_cert).map_err(|e| CaError::Config {
+            setting: "CA root certificate",
+            path: self.config.root_cert.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        if pem::parse_many(&root).map(|v| v.is_empty()).unwrap_or(true) {
+            return Err(CaError::Config {
+                setting: "CA root certificate",
+                path: self.config.root_cert.display().to_string(),
+                reason: "no PEM certificate in the file".into(),
+            });
+        }
+        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(root));
+        if let Some(name) = &self.config.tls_server_name {
+            tls = tls.domain_name(name.clone());
+        }
+        let identity = self.identity.lock().ok().and_then(|g| g.clone());
+        if let Some(id) = identity {
+            tls = tls.identity(Identity::from_pem(id.chain_pem, id.key_pem.as_bytes()));
+        }
+        let ep = endpoint_for(&self.config.addr)?
+            .tls_config(tls)
+            .map_err(|e| CaError::Config {
+                setting: "CA address",
+                path: self.config.addr.clone(),
+                reason: e.to_string(),
+            })?
+            .connect_timeout(self.config.request_timeout);
+        Ok(ep.connect_lazy())
+    }
+
+    fn bearer(&self) -> Result<Option<MetadataValue<tonic::metadata::Ascii>>, CaError> {
+        let Some(path) = &self.config.token_file else {
+            return Ok(None);
+        };
+        let cfg_err = |reason: String| CaError::Config {
+            setting: "token file",
+            path: path.display().to_string(),
+            reason,
+        };
+        let raw =
+            Zeroizing::new(std::fs::read_to_string(path).map_err(|e| cfg_err(e.to_string()))?);
+        let token = raw.trim();
+        if token.is_empty() {
+            return Err(cfg_err("the token file is empty".into()));
+        }
+        let value = Zeroizing::new(format!("Bearer {token}"));
+        MetadataValue::try_from(value.as_str())
+            .map(Some)
+            .map_err(|_| cfg_err("the token is not a valid header value".into()))
+    }
+
+    async fn attempt(
+        &self,
+        channel: Channel,
+        csr_pem: &str,
+        ttl: Duration,
+    ) -> Result<Vec<String>, tonic::Status> {
+        let mut req = tonic::Request::new(IstioCertificateRequest {
+            csr: csr_pem.to_owned(),
+            validity_duration: i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX),
+            metadata: None,
+        });
+        req.set_timeout(self.config.request_timeout);
+        match self.bearer() {
+            Ok(Some(v)) => {
+                req.metadata_mut().insert("authorization", v);
+            }
+            Ok(None) => {}
+            Err(e) => return Err(tonic::Status::failed_precondition(e.to_string())),
+        }
+        if let Some(cluster) = &self.config.cluster_id {
+            let v = MetadataValue::try_from(cluster.as_str()).map_err(|_| {
+                tonic::Status::invalid_argument("cluster id is not a valid header value")
+            })?;
+            req.metadata_mut().insert("clusterid", v);
+        }
+        let mut client = IstioCertificateServiceClient::new(channel);
+        let call = client.create_certificate(req);
+        match tokio::time::timeout(self.config.request_timeout, call).await {
+            Ok(Ok(resp)) => Ok(resp.into_inner().cert_chain),
+            Ok(Err(status)) => Err(status),
+            Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+                "no answer within {}",
+                humantime::format_duration(self.config.request_timeout)
+            ))),
+        }
+    }
+}
+
+fn endpoint_for(addr: &str) -> Result<Endpoint, CaError> {
+    let bad = |reason: &str| CaError::Config {
+        setting: "CA address",
+        path: addr.to_owned(),
+        reason: reason.to_owned(),
+    };
+    if !addr.starts_with("https://") {
+        return Err(bad(
+            "must be https://host:port (the CA is always reached over TLS)",
+        ));
+    }
+    Endpoint::from_shared(addr.to_owned()).map_err(|e| bad(&e.to_string()))
+}
+
+#[tonic::async_trait]
+impl CaClient for IstioCaClient {
+    async fn sign(&self, csr_pem: &str, ttl: Duration) -> Result<Vec<String>, CaError> {
+        let channel = self.channel()?;
+        let max = self.config.retry.max_attempts.max(1);
+        let mut attempt = 0;
+        loop {
+            // Token problems are configuration errors: surface them as such, not as a status.
+            self.bearer()?;
+            let status = match self.attempt(channel.clone(), csr_pem, ttl).await {
+                Ok(chain) => return Ok(chain),
+                Err(s) => s,
+            };
+            attempt += 1;
+            let code = status.code();
+            let message = status.message().to_owned();
+            if !is_retriable(code) {
+                tracing::warn!(?code, %message, addr = %self.config.addr, "CA rejected the request; not retrying");
+                return Err(CaError::Rejected { code, message });
+            }
+            if attempt >= max {
+                tracing::warn!(?code, %message, attempts = attempt, "CA call failed; giving up");
+                return Err(CaError::Exhausted {
+                    code,
+                    message,
+                    attempts: attempt,
+                });
+            }
+            let pause = self
+                .config
+                .retry
+                .backoff(attempt - 1, rand::thread_rng().gen::<f64>());
+            tracing::info!(?code, %message, attempt, retry_in = ?pause, "CA call failed; retrying");
+            tokio::time::sleep(pause).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retriable_codes() {
+        for c in [
+            Code::Unavailable,
+            Code::DeadlineExceeded,
+            Code::ResourceExhausted,
+            Code::Aborted,
+        ] {
+            assert!(is_retriable(c), "{c:?}");
+        }
+        for c in [
+            Code::PermissionDenied,
+            Code::InvalidArgument,
+            Code::Unauthenticated,
+            Code::Internal,
+            Code::Unimplemented,
+            Code::FailedPrecondition,
+            Code::NotFound,
+            Code::Unknown,
+        ] {
+            assert!(!is_retriable(c), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn backoff_is_exponential_capped_and_jittered() {
+        let p = RetryPolicy {
+            max_attempts: 10,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+        };
+        assert_eq!(p.backoff(0, 0.0), Duration::from_millis(50));
+        assert_eq!(p.backoff(0, 1.0), Duration::from_millis(100));
+        assert_eq!(p.backoff(1, 0.0), Duration::from_millis(100));
+        assert_eq!(p.backoff(2, 0.5), Duration::from_millis(300));
+        // capped at max_backoff
+        assert_eq!(p.backoff(10, 1.0), Duration::from_secs(1));
+        assert_eq!(p.backoff(100, 0.0), Duration::from_millis(500));
+    }
+
+    #[test]
+    fn address_must_be_https() {
+        let cfg = |addr: &str| CaClientConfig {
+            addr: addr.into(),
+            root_cert: "/nonexistent".into(),
+            token_file: None,
+            cluster_id: None,
+            tls_server_name: None,
+            request_timeout: Duration::from_secs(1),
+            retry: RetryPolicy::default(),
+        };
+        assert!(matches!(
+            IstioCaClient::new(cfg("http://127.0.0.1:1")),
+            Err(CaError::Config { .. })
+        ));
+        assert!(IstioCaClient::new(cfg("https://127.0.0.1:15012")).is_ok());
+    }
+}

@@ -1,0 +1,719 @@
+//! Check before use: a certificate chain returned by a CA is verified completely before
+//! anything is written or served.
+//!
+//! [`verify_issued`] takes the CA's `cert_chain` (leaf first, root last; an element may hold
+//! several PEM blocks, as istiod sends `cert-chain.pem` in one element) and checks, in order:
+//! it parses; the leaf follows the X509-SVID leaf rules; its one URI SAN is exactly our
+//! SPIFFE ID; its public key is ours; every link is signed by the next certificate, whose
+//! subject is the link's issuer and which is a CA allowed to sign certificates (basic
+//! constraints, keyCertSign, path length); every certificate is within its validity window
+//! (`not_before - skew <= now < not_after`); and the chain ends at a trust anchor.
+//! Each failure has its own [`ChainError`] variant.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rustls::pki_types::CertificateDer;
+use svidgate_core::SpiffeId;
+use x509_parser::certificate::X509Certificate;
+use x509_parser::extensions::{GeneralName, ParsedExtension};
+use x509_parser::prelude::FromDer;
+
+/// Default tolerated clock skew between us and the CA.
+pub const DEFAULT_SKEW: Duration = Duration::from_secs(60);
+
+/// What the chain must end at.
+#[derive(Debug, Clone, Copy)]
+pub enum Anchors<'a> {
+    /// The chain must end at one of these roots: its last certificate is one of them, or is
+    /// signed by one of them.
+    Bundle(&'a [CertificateDer<'static>]),
+    /// Trust the self-signed root the CA returned last in the chain (Istio's agent behaviour;
+    /// acceptable only because the channel to the CA is TLS-verified against a configured root).
+    ReturnedRoot,
+}
+
+/// Why a returned chain was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChainError {
+    #[error("the CA returned an empty certificate chain")]
+    EmptyChain,
+    #[error("cert_chain[{index}]: not PEM: {reason}")]
+    Pem { index: usize, reason: String },
+    #[error("cert_chain[{index}]: PEM block {tag:?} is not a CERTIFICATE")]
+    NotACertificate { index: usize, tag: String },
+    #[error("certificate {position} of the chain cannot be parsed: {reason}")]
+    Parse { position: usize, reason: String },
+    #[error("leaf is not a valid X509-SVID: {0}")]
+    LeafNotSvid(String),
+    #[error("leaf is for {got:?}, expected {expected:?}")]
+    WrongIdentity { expected: String, got: String },
+    #[error("leaf public key is not the key we generated")]
+    WrongKey,
+    #[error("certificate {position} ({subject}) is not valid before {not_before} (now {now}, skew {skew_secs}s)")]
+    NotYetValid {
+        position: usize,
+        subject: String,
+        not_before: String,
+        now: String,
+        skew_secs: u64,
+    },
+    #[error("certificate {position} ({subject}) expired at {not_after} (now {now})")]
+    Expired {
+        position: usize,
+        subject: String,
+        not_after: String,
+        now: String,
+    },
+    #[error("certificate {position} was not issued by certificate {issuer_position}: {reason}")]
+    BrokenLink {
+        position: usize,
+        issuer_position: usize,
+        reason: String,
+    },
+    #[error("certificate {position} ({subject}) signs certificates but is not a CA: {reason}")]
+    IssuerNotCa {
+        position: usize,
+        subject: String,
+        reason: String,
+    },
+    #[error("the chain ends at {subject}, which is not a configured trust anchor")]
+    UnknownRoot { subject: String },
+    #[error("the chain does not end with a self-signed root (last: {subject})")]
+    NoRoot { subject: String },
+    #[error("no trust anchors configured")]
+    NoTrustAnchors,
+}
+
+/// A verified certificate: the leaf for our key, its chain and the root it validated to.
+#[derive(Clone, PartialEq, Eq)]
+pub struct IssuedCert {
+    /// The SPIFFE ID in the leaf (equals the expected one).
+    pub spiffe_id: SpiffeId,
+    /// Leaf first, then intermediates; without the root.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The trust anchor the chain validated to (the returned root, or the bundle root).
+    pub root: CertificateDer<'static>,
+    pub not_before: SystemTime,
+    pub not_after: SystemTime,
+    /// Leaf serial number, lower-case hex.
+    pub serial: String,
+}
+
+impl std::fmt::Debug for IssuedCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedCert")
+            .field("spiffe_id", &self.spiffe_id.to_string())
+            .field("chain_len", &self.chain.len())
+            .field("not_before", &fmt_time(self.not_before))
+            .field("not_after", &fmt_time(self.not_after))
+            .field("serial", &self.serial)
+            .finish()
+    }
+}
+
+impl IssuedCert {
+    /// The leaf certificate (DER).
+    pub fn leaf(&self) -> &CertificateDer<'static> {
+        &self.chain[0]
+    }
+
+    /// Leaf + intermediates as PEM (Istio's `cert-chain.pem`; SDS `certificate_chain`).
+    pub fn chain_pem(&self) -> String {
+        certs_to_pem(&self.chain)
+    }
+
+    /// The root as PEM (Istio's `root-cert.pem`; SDS `trusted_ca`).
+    pub fn root_pem(&self) -> String {
+        certs_to_pem(std::slice::from_ref(&self.root))
+    }
+
+    /// The certificate's lifetime (`not_after - not_before`).
+    pub fn lifetime(&self) -> Duration {
+        self.not_after
+            .duration_since(self.not_before)
+            .unwrap_or(Duration::ZERO)
+    }
+}
+
+/// PEM-encodes certificates (LF line endings), concatenated.
+pub fn certs_to_pem(certs: &[CertificateDer<'_>]) -> String {
+    let cfg = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
+    certs
+        .iter()
+        .map(|c| pem::encode_config(&pem::Pem::new("CERTIFICATE", c.as_ref()), cfg))
+        .collect()
+}
+
+/// Splits the CA's `cert_chain` strings into DER certificates, in order. Each element may
+/// hold several PEM blocks; a certificate repeated right after itself (istiod sends the root
+/// both at the end of `cert-chain.pem` and as the last element) is kept once.
+pub fn parse_chain(chain: &[String]) -> Result<Vec<CertificateDer<'static>>, ChainError> {
+    let mut out: Vec<CertificateDer<'static>> = Vec::new();
+    for (index, element) in chain.iter().enumerate() {
+        let blocks = pem::parse_many(element).map_err(|e| ChainError::Pem {
+            index,
+            reason: e.to_string(),
+        })?;
+        if blocks.is_empty() {
+            return Err(ChainError::Pem {
+                index,
+                reason: "no PEM block".into(),
+            });
+        }
+        for b in blocks {
+            if b.tag() != "CERTIFICATE" {
+                return Err(ChainError::NotACertificate {
+                    index,
+                    tag: b.tag().to_owned(),
+                });
+            }
+            let der = CertificateDer::from(b.into_contents());
+            if out.last() != Some(&der) {
+                out.push(der);
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(ChainError::EmptyChain);
+    }
+    Ok(out)
+}
+
+/// Verifies a CA answer for our CSR. See the module docs for every check.
+pub fn verify_issued(
+    chain: &[String],
+    expected: &SpiffeId,
+    our_public_key_der: &[u8],
+    anchors: Anchors<'_>,
+    now: SystemTime,
+    skew: Duration,
+) -> Result<IssuedCert, ChainError> {
+    let ders = parse_chain(chain)?;
+    verify_issued_der(ders, expected, our_public_key_der, anchors, now, skew)
+}
+
+/// [`verify_issued`] on already-split DER certificates (leaf first).
+pub fn verify_issued_der(
+    ders: Vec<CertificateDer<'static>>,
+    expected: &SpiffeId,
+    our_public_key_der: &[u8],
+    anchors: Anchors<'_>,
+    now: SystemTime,
+    skew: Duration,
+) -> Result<IssuedCert, ChainError> {
+    if ders.is_empty() {
+        return Err(ChainError::EmptyChain);
+    }
+    let certs = ders
+        .iter()
+        .enumerate()
+        .map(|(position, d)| parse_cert(d, position))
+        .collect::<Result<Vec<_>, _>>()?;
+    let leaf = &certs[0];
+
+    // 1. The leaf is an X509-SVID for exactly our ID and our key.
+    let got = check_leaf(leaf)?;
+    if got != *expected {
+        return Err(ChainError::WrongIdentity {
+            expected: expected.to_string(),
+            got: got.to_string(),
+        });
+    }
+    if !same_public_key(leaf, our_public_key_der) {
+        return Err(ChainError::WrongKey);
+    }
+
+    // 2. Validity windows of every certificate.
+    let now_s = unix_secs(now);
+    for (position, c) in certs.iter().enumerate() {
+        check_validity(c, position, now_s, skew)?;
+    }
+
+    // 3. Every link: signed by the next certificate, which is a CA.
+    for i in 0..certs.len() - 1 {
+        check_link(&certs[i], i, &certs[i + 1], i + 1)?;
+    }
+
+    // 4. The chain ends at a trust anchor.
+    let last_pos = certs.len() - 1;
+    let last = &certs[last_pos];
+    let last_self_signed =
+        last.issuer().as_raw() == last.subject().as_raw() && last.verify_signature(None).is_ok();
+    let root: CertificateDer<'static> = match anchors {
+        Anchors::ReturnedRoot => {
+            if !last_self_signed || last_pos == 0 {
+                return Err(ChainError::NoRoot {
+                    subject: last.subject().to_string(),
+                });
+            }
+            check_ca(last, last_pos, last_pos - 1)?;
+            ders[last_pos].clone()
+        }
+        Anchors::Bundle(bundle) => {
+            if bundle.is_empty() {
+                return Err(ChainError::NoTrustAnchors);
+            }
+            if last_pos > 0 && bundle.iter().any(|a| a.as_ref() == ders[last_pos].as_ref()) {
+                ders[last_pos].clone()
+            } else {
+                // The last certificate is issued by an anchor.
+                let mut found = None;
+                for a in bundle {
+                    let Ok((_, anchor)) = X509Certificate::from_der(a.as_ref()) else {
+                        continue;
+                    };
+                    if anchor.subject().as_raw() == last.issuer().as_raw()
+                        && last.verify_signature(Some(anchor.public_key())).is_ok()
+                        && anchor.is_ca()
+                        && anchor.validity().not_after.timestamp() > now_s
+                    {
+                        found = Some(a.clone());
+                        break;
+                    }
+                }
+                found.ok_or_else(|| ChainError::UnknownRoot {
+                    subject: if last_self_signed {
+                        last.subject().to_string()
+                    } else {
+                        last.issuer().to_string()
+                    },
+                })?
+            }
+        }
+    };
+
+    let not_before = from_unix(leaf.validity().not_before.timestamp());
+    let not_after = from_unix(leaf.validity().not_after.timestamp());
+    let serial = hex::encode(leaf.raw_serial());
+    drop(certs);
+    // The chain we hand out: leaf + intermediates (without a self-signed root).
+    let mut out_chain = ders;
+    if last_self_signed && out_chain.len() > 1 {
+        out_chain.pop();
+    }
+    Ok(IssuedCert {
+        spiffe_id: got,
+        not_before,
+        not_after,
+        serial,
+        chain: out_chain,
+        root,
+    })
+}
+
+fn parse_cert<'a>(
+    der: &'a CertificateDer<'_>,
+    position: usize,
+) -> Result<X509Certificate<'a>, ChainError> {
+    match X509Certificate::from_der(der.as_ref()) {
+        Ok(([], c)) => Ok(c),
+        Ok(_) => Err(ChainError::Parse {
+            position,
+            reason: "trailing bytes after the certificate".into(),
+        }),
+        Err(e) => Err(ChainError::Parse {
+            position,
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// The X509-SVID leaf rules: exactly one URI SAN holding a valid workload SPIFFE ID, not a
+/// CA, keyUsage with digitalSignature and without keyCertSign/cRLSign, and if EKU is present
+/// it allows serverAuth or clientAuth.
+// Kept local until `svidgate_core::svid::check_leaf_der` lands; then this delegates to it.
+pub fn check_leaf(leaf: &X509Certificate<'_>) -> Result<SpiffeId, ChainError> {
+    let bad = |s: &str| ChainError::LeafNotSvid(s.to_owned());
+    let mut uris = Vec::new();
+    let mut basic_ca = false;
+    let mut ku = None;
+    for ext in leaf.extensions() {
+        match ext.parsed_extension() {
+            ParsedExtension::SubjectAlternativeName(san) => {
+                for n in &san.general_names {
+                    if let GeneralName::URI(u) = n {
+                        uris.push(*u);
+                    }
+                }
+            }
+            ParsedExtension::BasicConstraints(bc) => basic_ca = bc.ca,
+            ParsedExtension::KeyUsage(k) => ku = Some(*k),
+            ParsedExtension::ExtendedKeyUsage(eku)
+                if !(eku.any || eku.server_auth || eku.client_auth) =>
+            {
+                return Err(bad(
+                    "extendedKeyUsage allows neither serverAuth nor clientAuth",
+                ));
+            }
+            ParsedExtension::UnsupportedExtension { .. } if ext.critical => {
+                return Err(ChainError::LeafNotSvid(format!(
+                    "unknown critical extension {}",
+                    ext.oid.to_id_string()
+                )));
+            }
+            ParsedExtension::ParseError { error } => {
+                return Err(ChainError::LeafNotSvid(format!(
+                    "extension {}: {error}",
+                    ext.oid.to_id_string()
+                )));
+            }
+            _ => {}
+        }
+    }
+    if basic_ca {
+        return Err(bad("leaf certificate is a CA (basicConstraints CA:true)"));
+    }
+    let ku = ku.ok_or_else(|| bad("leaf has no keyUsage"))?;
+    if !ku.digital_signature() {
+        return Err(bad("keyUsage lacks digitalSignature"));
+    }
+    if ku.key_cert_sign() || ku.crl_sign() {
+        return Err(bad("leaf keyUsage has keyCertSign or cRLSign"));
+    }
+    match uris.as_slice() {
+        [] => Err(bad("certificate has no URI SAN")),
+        [one] => SpiffeId::parse(one).map_err(|e| {
+            ChainError::LeafNotSvid(format!("URI SAN {one:?} is not a SPIFFE ID: {e}"))
+        }),
+        many => Err(ChainError::LeafNotSvid(format!(
+            "certificate has {} URI SANs; an X509-SVID has exactly one",
+            many.len()
+        ))),
+    }
+}
+
+fn same_public_key(cert: &X509Certificate<'_>, our_spki_der: &[u8]) -> bool {
+    if cert.public_key().raw == our_spki_der {
+        return true;
+    }
+    // Same algorithm and same key bits, even if a CA re-encoded the algorithm parameters.
+    match x509_parser::x509::SubjectPublicKeyInfo::from_der(our_spki_der) {
+        Ok((_, ours)) => {
+            ours.algorithm.algorithm == cert.public_key().algorithm.algorithm
+                && ours.subject_public_key.data == cert.public_key().subject_public_key.data
+        }
+        Err(_) => false,
+    }
+}
+
+fn check_validity(
+    c: &X509Certificate<'_>,
+    position: usize,
+    now: i64,
+    skew: Duration,
+) -> Result<(), ChainError> {
+    let nb = c.validity().not_before.timestamp();
+    let na = c.validity().not_after.timestamp();
+    let skew_s = i64::try_from(skew.as_secs()).unwrap_or(i64::MAX);
+    if nb.saturating_sub(skew_s) > now {
+        return Err(ChainError::NotYetValid {
+            position,
+            subject: describe(c),
+            not_before: c.validity().not_before.to_string(),
+            now: fmt_unix(now),
+            skew_secs: skew.as_secs(),
+        });
+    }
+    if na <= now {
+        return Err(ChainError::Expired {
+            position,
+            subject: describe(c),
+            not_after: c.validity().not_after.to_string(),
+            now: fmt_unix(now),
+        });
+    }
+    Ok(())
+}
+
+fn check_link(
+    child: &X509Certificate<'_>,
+    position: usize,
+    issuer: &X509Certificate<'_>,
+    issuer_position: usize,
+) -> Result<(), ChainError> {
+    if child.issuer().as_raw() != issuer.subject().as_raw() {
+        return Err(ChainError::BrokenLink {
+            position,
+            issuer_position,
+            reason: format!(
+                "issuer {:?} is not the next certificate's subject {:?}",
+                child.issuer().to_string(),
+                issuer.subject().to_string()
+            ),
+        });
+    }
+    if let Err(e) = child.verify_signature(Some(issuer.public_key())) {
+        return Err(ChainError::BrokenLink {
+            position,
+            issuer_position,
+            reason: format!("signature does not verify: {e}"),
+        });
+    }
+    // CAs below this issuer, not counting the leaf.
+    check_ca(issuer, issuer_position, position)
+}
+
+/// `cas_below` is the number of CA certificates between the issuer and the leaf
+/// (the position of the certificate it signed, as position 0 is the leaf).
+fn check_ca(c: &X509Certificate<'_>, position: usize, cas_below: usize) -> Result<(), ChainError> {
+    let err = |reason: String| ChainError::IssuerNotCa {
+        position,
+        subject: describe(c),
+        reason,
+    };
+    match c.basic_constraints() {
+        Ok(Some(bc)) if bc.value.ca => {
+            if let Some(max) = bc.value.path_len_constraint {
+                if cas_below > max as usize {
+                    return Err(err(format!(
+                        "pathLenConstraint {max} exceeded ({cas_below} CA certificates below it)"
+                    )));
+                }
+            }
+        }
+        Ok(_) => return Err(err("no basicConstraints CA:true".into())),
+        Err(e) => return Err(err(format!("basicConstraints: {e}"))),
+    }
+    match c.key_usage() {
+        Ok(Some(ku)) if !ku.value.key_cert_sign() => Err(err("keyUsage lacks keyCertSign".into())),
+        Ok(_) => Ok(()),
+        Err(e) => Err(err(format!("keyUsage: {e}"))),
+    }
+}
+
+fn describe(c: &X509Certificate<'_>) -> String {
+    let s = c.subject().to_string();
+    if !s.is_empty() {
+        return s;
+    }
+    // SVIDs have an empty subject: name them by URI SAN.
+    if let Ok(Some(san)) = c.subject_alternative_name() {
+        for n in &san.value.general_names {
+            if let GeneralName::URI(u) = n {
+                return (*u).to_owned();
+            }
+        }
+    }
+    "<no subject>".into()
+}
+
+fn unix_secs(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
+    }
+}
+
+fn from_unix(s: i64) -> SystemTime {
+    if s >= 0 {
+        UNIX_EPOCH + Duration::from_secs(s as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(s.unsigned_abs())
+    }
+}
+
+fn fmt_unix(s: i64) -> String {
+    fmt_time(from_unix(s))
+}
+
+/// RFC 3339 time, seconds precision.
+pub fn fmt_time(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::{KeyType, WorkloadKey};
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType, IsCa,
+        KeyPair, KeyUsagePurpose, SanType,
+    };
+
+    const ID: &str = "spiffe://td.test/ns/a/sa/b";
+
+    fn ca_params(cn: &str) -> CertificateParams {
+        let mut p = CertificateParams::default();
+        p.distinguished_name = DistinguishedName::new();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        p
+    }
+
+    struct Pki {
+        root: CertifiedIssuer<'static, KeyPair>,
+        inter: CertifiedIssuer<'static, KeyPair>,
+    }
+
+    fn pki(name: &str) -> Pki {
+        let root = CertifiedIssuer::self_signed(
+            ca_params(&format!("{name} root")),
+            KeyPair::generate().unwrap(),
+        )
+        .unwrap();
+        let inter = CertifiedIssuer::signed_by(
+            ca_params(&format!("{name} intermediate")),
+            KeyPair::generate().unwrap(),
+            &root,
+        )
+        .unwrap();
+        Pki { root, inter }
+    }
+
+    fn leaf(pki: &Pki, id: &str, key: &WorkloadKey, nb: i64, na: i64) -> String {
+        let mut p = CertificateParams::default();
+        p.distinguished_name = DistinguishedName::new();
+        p.subject_alt_names = vec![SanType::URI(id.try_into().unwrap())];
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let now = time::OffsetDateTime::now_utc();
+        p.not_before = now + time::Duration::seconds(nb);
+        p.not_after = now + time::Duration::seconds(na);
+        p.use_authority_key_identifier_extension = true;
+        p.signed_by(key.rcgen_key_pair(), &pki.inter).unwrap().pem()
+    }
+
+    fn answer(pki: &Pki, leaf: String) -> Vec<String> {
+        vec![leaf, pki.inter.pem(), pki.root.pem()]
+    }
+
+    fn check(
+        chain: &[String],
+        key: &WorkloadKey,
+        anchors: Anchors<'_>,
+    ) -> Result<IssuedCert, ChainError> {
+        verify_issued(
+            chain,
+            &SpiffeId::parse(ID).unwrap(),
+            key.public_key_der(),
+            anchors,
+            SystemTime::now(),
+            DEFAULT_SKEW,
+        )
+    }
+
+    #[test]
+    fn accepts_a_good_chain_with_either_anchor_mode() {
+        let p = pki("a");
+        let key = WorkloadKey::generate(KeyType::EcdsaP256).unwrap();
+        let chain = answer(&p, leaf(&p, ID, &key, -60, 3600));
+        let bundle = vec![p.root.der().clone()];
+        let got = check(&chain, &key, Anchors::Bundle(&bundle)).unwrap();
+        assert_eq!(got.chain.len(), 2);
+        assert_eq!(got.root, *p.root.der());
+        assert!(got.lifetime() >= Duration::from_secs(3600));
+        check(&chain, &key, Anchors::ReturnedRoot).unwrap();
+        // istiod style: cert-chain.pem (intermediate + root) in one element, then the root again.
+        let istiod = vec![
+            chain[0].clone(),
+            format!("{}{}", p.inter.pem(), p.root.pem()),
+            p.root.pem(),
+        ];
+        let dedup = check(&istiod, &key, Anchors::Bundle(&bundle)).unwrap();
+        assert_eq!(
+            (dedup.chain, dedup.root),
+            (got.chain.clone(), got.root.clone())
+        );
+        // Without the root in the answer: the intermediate is signed by a bundle root.
+        let no_root = vec![chain[0].clone(), p.inter.pem()];
+        check(&no_root, &key, Anchors::Bundle(&bundle)).unwrap();
+        assert!(matches!(
+            check(&no_root, &key, Anchors::ReturnedRoot),
+            Err(ChainError::NoRoot { .. })
+        ));
+    }
+
+    #[test]
+    fn rejects_each_bad_answer_with_its_own_error() {
+        let p = pki("a");
+        let other = pki("b");
+        let key = WorkloadKey::generate(KeyType::EcdsaP256).unwrap();
+        let other_key = WorkloadKey::generate(KeyType::EcdsaP256).unwrap();
+        let bundle = vec![p.root.der().clone()];
+        let b = Anchors::Bundle(&bundle);
+
+        let e = check(
+            &answer(&p, leaf(&p, "spiffe://td.test/ns/a/sa/c", &key, -60, 3600)),
+            &key,
+            b,
+        );
+        assert!(matches!(e, Err(ChainError::WrongIdentity { .. })), "{e:?}");
+        let e = check(&answer(&p, leaf(&p, ID, &other_key, -60, 3600)), &key, b);
+        assert!(matches!(e, Err(ChainError::WrongKey)), "{e:?}");
+        let e = check(&answer(&p, leaf(&p, ID, &key, -7200, -3600)), &key, b);
+        assert!(
+            matches!(e, Err(ChainError::Expired { position: 0, .. })),
+            "{e:?}"
+        );
+        let e = check(&answer(&p, leaf(&p, ID, &key, 3600, 7200)), &key, b);
+        assert!(
+            matches!(e, Err(ChainError::NotYetValid { position: 0, .. })),
+            "{e:?}"
+        );
+        // 30 s in the future is within the skew.
+        check(&answer(&p, leaf(&p, ID, &key, 30, 7200)), &key, b).unwrap();
+        let e = check(&[], &key, b);
+        assert!(matches!(e, Err(ChainError::EmptyChain)), "{e:?}");
+        let e = check(&["garbage".to_string()], &key, b);
+        assert!(matches!(e, Err(ChainError::Pem { index: 0, .. })), "{e:?}");
+        let e = check(&[key.to_pkcs8_pem().to_string()], &key, b);
+        assert!(
+            matches!(e, Err(ChainError::NotACertificate { index: 0, .. })),
+            "{e:?}"
+        );
+        // A consistent chain to another root.
+        let e = check(&answer(&other, leaf(&other, ID, &key, -60, 3600)), &key, b);
+        assert!(matches!(e, Err(ChainError::UnknownRoot { .. })), "{e:?}");
+        // A leaf from one PKI with the intermediate of another.
+        let mixed = vec![
+            leaf(&other, ID, &key, -60, 3600),
+            p.inter.pem(),
+            p.root.pem(),
+        ];
+        let e = check(&mixed, &key, b);
+        assert!(
+            matches!(e, Err(ChainError::BrokenLink { position: 0, .. })),
+            "{e:?}"
+        );
+        let e = check(&mixed, &key, Anchors::ReturnedRoot);
+        assert!(
+            matches!(e, Err(ChainError::BrokenLink { position: 0, .. })),
+            "{e:?}"
+        );
+        let e = check(
+            &answer(&p, leaf(&p, ID, &key, -60, 3600)),
+            &key,
+            Anchors::Bundle(&[]),
+        );
+        assert!(matches!(e, Err(ChainError::NoTrustAnchors)), "{e:?}");
+    }
+
+    #[test]
+    fn rejects_a_leaf_signed_by_a_non_ca() {
+        let p = pki("a");
+        let key = WorkloadKey::generate(KeyType::EcdsaP256).unwrap();
+        // A "leaf" issued by another leaf.
+        let mut mid_params = CertificateParams::default();
+        mid_params
+            .distinguished_name
+            .push(DnType::CommonName, "not a ca");
+        let mid =
+            CertifiedIssuer::signed_by(mid_params, KeyPair::generate().unwrap(), &p.inter).unwrap();
+        let mut lp = CertificateParams::default();
+        lp.distinguished_name = DistinguishedName::new();
+        lp.subject_alt_names = vec![SanType::URI(ID.try_into().unwrap())];
+        lp.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let l = lp.signed_by(key.rcgen_key_pair(), &mid).unwrap().pem();
+        let bundle = vec![p.root.der().clone()];
+        let e = check(
+            &[l, mid.pem(), p.inter.pem(), p.root.pem()],
+            &key,
+            Anchors::Bundle(&bundle),
+        );
+        assert!(
+            matches!(e, Err(ChainError::IssuerNotCa { position: 1, .. })),
+            "{e:?}"
+        );
+    }
+}
