@@ -1,11 +1,17 @@
 //! `svidgate policy explain`: a human-readable trace of one decision.
 //!
 //! ```text
-//! request: peer spiffe://cluster.local/ns/web/sa/frontend, GET /api/x, host api, port 8080 (http)
-//!   <one line per policy and rule from the engine's trace>
-//! decision: allow by policy api-readers rule 0: <reason>
-//! dry-run: deny by policy new-rules rule 1: <reason>
+//! input: peer spiffe://cluster.local/ns/web/sa/frontend, GET /api/x, host api (http)
+//! request (HTTP): peer "cluster.local/ns/web/sa/frontend"
+//! policy "api-readers" (ALLOW):
+//!   rule 0: MATCH
+//! decision: ALLOW by policy "api-readers" rule 0: matched ALLOW policy
 //! ```
+//!
+//! The first line is the request as given, with why the peer has no identity if it has none
+//! (e.g. what is wrong with an invalid SPIFFE ID); the rest is `CompiledPolicy::explain`, the
+//! engine's trace: every policy and rule, matched or not and why, then the decision (and the
+//! dry-run decision).
 
 use std::io::Write;
 
@@ -54,19 +60,19 @@ pub fn explain(
     mode: EvalMode,
     out: &mut dyn Write,
 ) -> Result<(), PolicyCliError> {
-    writeln!(out, "request: {}", describe_request(spec, mode))?;
+    writeln!(out, "input: {}", describe_request(spec, mode))?;
     let (trace, decision) =
         spec.with_request(|req| (policy.explain(req, mode), policy.evaluate(req, mode)));
-    for line in trace {
-        writeln!(out, "  {line}")?;
+    for line in &trace {
+        writeln!(out, "{line}")?;
     }
-    writeln!(
-        out,
-        "{}",
-        verdict_line("decision", &spec.peer, &decision.enforced)
-    )?;
-    if let Some(dry) = &decision.dry_run {
-        writeln!(out, "{}", verdict_line("dry-run", &spec.peer, dry))?;
+    // The engine's trace ends with the decision; should it ever not, say it here.
+    if !trace.iter().any(|l| l.starts_with("decision")) {
+        let enforced = verdict_line("decision", &spec.peer, &decision.enforced);
+        writeln!(out, "{enforced}")?;
+        if let Some(dry) = &decision.dry_run {
+            writeln!(out, "{}", verdict_line("dry-run decision", &spec.peer, dry))?;
+        }
     }
     Ok(())
 }

@@ -220,10 +220,18 @@ pub fn peer_from_envoy(mtls: bool, uri_san: Option<&str>) -> PeerView {
 }
 
 /// The reason shown for a verdict: the engine's reason, preceded by why the peer has no
-/// identity when it has none.
+/// identity when it has none (e.g. `no valid peer identity: invalid SPIFFE ID "x": <what is
+/// wrong>; no ALLOW policy matched`). The engine's own short note on the missing identity
+/// (` (no peer identity: ...)`) is left out: the prefix says it, with the details.
 pub fn verdict_reason(peer: &PeerView, verdict: &Verdict<'_>) -> String {
     match &peer.why_none {
-        Some(why) => format!("{why}; {}", verdict.reason),
+        Some(why) => {
+            let base = match verdict.reason.find(" (no peer identity: ") {
+                Some(i) if verdict.reason.ends_with(')') => &verdict.reason[..i],
+                _ => verdict.reason,
+            };
+            format!("{why}; {base}")
+        }
         None => verdict.reason.to_owned(),
     }
 }
@@ -353,6 +361,14 @@ mod tests {
         );
         let some = peer_from_envoy(true, Some("spiffe://td/x"));
         assert_eq!(verdict_reason(&some, &verdict), "no ALLOW policy matched");
+        let engine_noted = Verdict {
+            reason: "no ALLOW policy matched (no peer identity: connection is not mTLS)",
+            ..verdict
+        };
+        assert_eq!(
+            verdict_reason(&none, &engine_noted),
+            "no valid peer identity: connection is not mTLS; no ALLOW policy matched"
+        );
     }
 
     #[test]
