@@ -76,9 +76,9 @@ fn deploy_manifests_validate_against_pinned_schemas() -> Result<()> {
     Ok(())
 }
 
-/// Is `svidgate policy check` implemented in the built binary? It exits 0 (valid) or 1
-/// (invalid); the workspace skeleton's stub exits 2 with "not implemented". Until the CLI lands
-/// the policy checks are skipped with a message rather than failing main.
+/// Is `svidgate policy check` working in the built binary? Until the CLI and the core policy
+/// engine have both landed, the skeleton answers "not implemented yet"; the policy checks are
+/// then skipped with a message rather than failing main.
 fn policy_cli(probe: &Path) -> Option<PathBuf> {
     let bin = svidgate_bin().ok()?;
     let out = Command::new(&bin)
@@ -86,9 +86,12 @@ fn policy_cli(probe: &Path) -> Option<PathBuf> {
         .arg(probe)
         .output()
         .ok()?;
-    let text = String::from_utf8_lossy(&out.stderr);
-    let stub = !matches!(out.status.code(), Some(0 | 1)) && text.contains("not implemented");
-    (!stub).then_some(bin)
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (!text.contains("not implemented yet")).then_some(bin)
 }
 
 fn policy_check(bin: &Path, file: &Path) -> Result<(bool, String)> {
