@@ -424,9 +424,33 @@ def write_plugin_configs(outdir):
     return 0
 
 
+# Sample downward-API values for --agent-command.
+SAMPLE_FIELDS = {"metadata.namespace": "shop", "spec.serviceAccountName": "backend"}
+
+
+def write_agent_command(dest):
+    """Writes the svidgate container's args and env, as rendered by the injection template (env
+    from the downward API filled with sample values), to DEST as JSON: {"args": [...], "env": {...}}.
+    tests/tests/deploy.rs runs the built binary with them to check the flags and variables exist."""
+    d = yaml_docs(DEPLOY / "istio/helm-values.yaml")[0]
+    text = d["sidecarInjectorWebhook"]["templates"]["svidgate"]
+    spec = yaml.safe_load(render_template(text, native_sidecar=False))["spec"]
+    c = next(c for c in spec["initContainers"] if c["name"] == "svidgate")
+    env = {}
+    for e in c.get("env", []):
+        if "value" in e:
+            env[e["name"]] = e["value"]
+        else:
+            env[e["name"]] = SAMPLE_FIELDS[e["valueFrom"]["fieldRef"]["fieldPath"]]
+    Path(dest).write_text(json.dumps({"args": c.get("args", []), "env": env}, indent=2))
+    return 0
+
+
 def main():
     if len(sys.argv) == 3 and sys.argv[1] == "--plugin-configs":
         return write_plugin_configs(sys.argv[2])
+    if len(sys.argv) == 3 and sys.argv[1] == "--agent-command":
+        return write_agent_command(sys.argv[2])
     files = sorted(p for p in DEPLOY.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
     if not files:
         print("no YAML files under deploy/", file=sys.stderr)

@@ -252,3 +252,99 @@ fn envoy_configs_validate_with_built_module() -> Result<()> {
     );
     Ok(())
 }
+
+/// The injection template's args and env are real `svidgate agent` flags and variables: the
+/// built binary is run with them (paths moved to a temp dir, the CA address pointed at a closed
+/// loopback port, `--once`) and must get past argument parsing to the CA call.
+#[test]
+fn injection_template_args_are_accepted_by_the_agent() -> Result<()> {
+    let Ok(bin) = svidgate_bin() else {
+        bail!("svidgate binary not built");
+    };
+    let help = Command::new(&bin).args(["agent", "--help"]).output()?;
+    if !help.status.success() {
+        eprintln!("SKIP: `svidgate agent` is not in the built binary yet");
+        return Ok(());
+    }
+    let tmp = tempfile::tempdir()?;
+    let spec = tmp.path().join("agent.json");
+    let out = Command::new(python()?)
+        .arg(repo_root().join("scripts/validate-deploy.py"))
+        .arg("--agent-command")
+        .arg(&spec)
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let spec: serde_json::Value = serde_json::from_slice(&std::fs::read(&spec)?)?;
+
+    // In-pod paths -> files in the temp dir; never bind anything but loopback here.
+    let local = |v: &str| -> Result<String> {
+        Ok(match v.strip_prefix("/var/run/") {
+            Some(rest) => {
+                let p = tmp.path().join(rest);
+                std::fs::create_dir_all(p.parent().context("path without parent")?)?;
+                std::fs::write(&p, "placeholder\n")?;
+                p.to_string_lossy().into_owned()
+            }
+            None => v.to_owned(),
+        })
+    };
+    let closed = svidgate_e2e::free_port()?;
+    let mut cmd = Command::new(&bin);
+    cmd.env_clear();
+    for a in spec["args"].as_array().context("args")? {
+        let a = a.as_str().context("arg")?;
+        let arg = match a.split_once('=') {
+            Some(("--admin-addr", _)) => {
+                format!("--admin-addr=127.0.0.1:{}", svidgate_e2e::free_port()?)
+            }
+            Some((flag, v)) => format!("{flag}={}", local(v)?),
+            None => a.to_owned(),
+        };
+        cmd.arg(arg);
+    }
+    for (k, v) in spec["env"].as_object().context("env")? {
+        let v = v.as_str().context("env value")?;
+        let v = if k == "CA_ADDR" {
+            format!("127.0.0.1:{closed}")
+        } else {
+            local(v)?
+        };
+        cmd.env(k, v);
+    }
+    let out_dir = tmp.path().join("out");
+    cmd.args([
+        "--once",
+        "--ca-max-attempts",
+        "1",
+        "--ca-timeout",
+        "2s",
+        "--out",
+    ])
+    .arg(&out_dir);
+    let out = cmd.output()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for usage_error in [
+        "unexpected argument",
+        "invalid value",
+        "Usage:",
+        "required arguments",
+    ] {
+        assert!(
+            !text.contains(usage_error),
+            "the agent rejected the template's arguments:\n{text}"
+        );
+    }
+    assert!(
+        !out.status.success(),
+        "the agent got a certificate from a closed port?\n{text}"
+    );
+    Ok(())
+}
