@@ -326,3 +326,141 @@ fn oci_verify_detects_tampering() -> Result<()> {
     );
     Ok(())
 }
+
+/// GET on 127.0.0.1:port with an Accept header; returns (status, body bytes).
+fn get(port: u16, path: &str, accept: &str) -> Result<(u16, Vec<u8>)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: {accept}\r\nConnection: close\r\n\r\n")?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("no HTTP header end")?;
+    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("no status")?;
+    ensure!(
+        !head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "chunked reply not handled"
+    );
+    Ok((status, buf[split + 4..].to_vec()))
+}
+
+/// Pushes both layouts with skopeo to a real OCI registry (Debian's docker-registry, CNCF
+/// distribution) on loopback, then pulls them back over the registry API the way Istio's fetcher
+/// does: the manifest digest the registry serves equals the one `make oci` printed, and the
+/// module fetched by Istio's rules is byte-identical to the built one.
+#[test]
+fn oci_push_to_local_registry_keeps_digests() -> Result<()> {
+    let have = |c: &str| {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {c}"))
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !have("skopeo") || !have("docker-registry") {
+        eprintln!("SKIP: skopeo or docker-registry not installed (make setup installs skopeo; docker-registry is optional: apt-get install docker-registry)");
+        return Ok(());
+    }
+    let wasm = std::fs::read(filter_wasm()?)?;
+    let tmp = tempfile::tempdir()?;
+    let out = tmp.path().join("oci");
+    build(&out)?;
+    let port = svidgate_e2e::free_port()?;
+    let config = tmp.path().join("registry.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            tmp.path().join("data").display()
+        ),
+    )?;
+    let mut cmd = Command::new("docker-registry");
+    cmd.arg("serve").arg(&config);
+    let mut registry = svidgate_e2e::Proc::spawn("registry", cmd, tmp.path().join("registry.log"))?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !matches!(get(port, "/v2/", "*/*"), Ok((200, _))) {
+        ensure!(
+            !registry.exited(),
+            "registry exited:\n{}",
+            registry.output()
+        );
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "registry not up:\n{}",
+            registry.output()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    for name in ["svidgate-filter", "svidgate-filter-compat"] {
+        let (digest, _, _) = read_layout(&out.join(name))?;
+        let o = Command::new("skopeo")
+            .args([
+                "copy",
+                "-q",
+                "--preserve-digests",
+                "--dest-tls-verify=false",
+            ])
+            .arg(format!(
+                "oci-archive:{}:{TAG}",
+                out.join(format!("{name}.tar")).display()
+            ))
+            .arg(format!("docker://127.0.0.1:{port}/{name}:{TAG}"))
+            .output()?;
+        ensure!(
+            o.status.success(),
+            "skopeo copy {name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+
+        // Istio: resolve the tag, check the manifest digest against WasmPlugin.sha256, fetch the module.
+        let (status, manifest_bytes) = get(
+            port,
+            &format!("/v2/{name}/manifests/{TAG}"),
+            "application/vnd.oci.image.manifest.v1+json",
+        )?;
+        ensure!(status == 200, "GET manifest {name}: {status}");
+        let served = tmp.path().join(format!("{name}.served"));
+        std::fs::write(&served, &manifest_bytes)?;
+        ensure!(
+            sha256_file(&served)? == digest,
+            "{name}: registry serves a manifest with another digest"
+        );
+        let manifest: Value = serde_json::from_slice(&manifest_bytes)?;
+        let layers = manifest["layers"].as_array().context("layers")?;
+        let layer = if name == "svidgate-filter" {
+            ensure!(layers.len() == 2, "oci variant must have 2 layers");
+            layers
+                .iter()
+                .find(|l| l["mediaType"] == WASM_LAYER)
+                .context("no wasm layer")?
+        } else {
+            layers.last().context("no layer")?
+        };
+        let digest = layer["digest"].as_str().context("layer digest")?;
+        let (status, blob) = get(port, &format!("/v2/{name}/blobs/{digest}"), "*/*")?;
+        ensure!(status == 200, "GET blob {name}: {status}");
+        let module = if name == "svidgate-filter" {
+            blob
+        } else {
+            let x = tmp.path().join(format!("x-{name}"));
+            std::fs::create_dir(&x)?;
+            untar_plugin(&blob, &x)?
+        };
+        ensure!(
+            module == wasm,
+            "{name}: module pulled from the registry differs from the built one"
+        );
+    }
+    registry.stop();
+    Ok(())
+}
