@@ -15,3 +15,9 @@ pub mod pb {
     #![allow(missing_docs, missing_debug_implementations, clippy::all)]
     tonic::include_proto!("istio.v1.auth");
 }
+
+pub mod admin;
+pub mod bundle;
+pub mod metrics;
+pub mod rotation;
+pub mod sds;

@@ -1,0 +1,206 @@
+//! The agent's Prometheus metrics (served by [`crate::admin`] at `/metrics`).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Label of `svidgate_rotations_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: &'static str,
+}
+
+/// Every metric of the agent, registered once.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    cert_not_after: Gauge,
+    cert_expiry_seconds: Gauge<f64, AtomicU64>,
+    rotations: Family<ResultLabel, Counter>,
+    ca_latency: Histogram,
+    expired: Counter,
+    sds_streams: Gauge,
+    sds_pushes: Counter,
+    sds_nacks: Counter,
+    ready_gauge: Gauge,
+    ready: AtomicBool,
+    not_after_unix: std::sync::atomic::AtomicI64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("svidgate");
+        let m = Metrics {
+            cert_not_after: Gauge::default(),
+            cert_expiry_seconds: Gauge::default(),
+            rotations: Family::default(),
+            ca_latency: Histogram::new(exponential_buckets(0.005, 2.0, 12)),
+            expired: Counter::default(),
+            sds_streams: Gauge::default(),
+            sds_pushes: Counter::default(),
+            sds_nacks: Counter::default(),
+            ready_gauge: Gauge::default(),
+            ready: AtomicBool::new(false),
+            not_after_unix: std::sync::atomic::AtomicI64::new(0),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "cert_not_after_seconds",
+            "Not-after of the served certificate, Unix seconds",
+            m.cert_not_after.clone(),
+        );
+        registry.register(
+            "cert_expiry_seconds",
+            "Seconds until the served certificate expires (negative once expired)",
+            m.cert_expiry_seconds.clone(),
+        );
+        registry.register(
+            "rotations",
+            "Certificate rotations by result (ok, failed)",
+            m.rotations.clone(),
+        );
+        registry.register(
+            "ca_request_duration_seconds",
+            "Latency of CA signing requests (successful or not)",
+            m.ca_latency.clone(),
+        );
+        registry.register(
+            "cert_expired",
+            "Times the served certificate expired before it could be replaced",
+            m.expired.clone(),
+        );
+        registry.register(
+            "sds_streams_open",
+            "Open SDS streams",
+            m.sds_streams.clone(),
+        );
+        registry.register("sds_pushes", "SDS responses sent", m.sds_pushes.clone());
+        registry.register(
+            "sds_nacks",
+            "SDS responses rejected by Envoy (NACK)",
+            m.sds_nacks.clone(),
+        );
+        registry.register(
+            "ready",
+            "1 when a currently valid certificate is served",
+            m.ready_gauge.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    pub fn rotation_ok(&self) {
+        self.rotations
+            .get_or_create(&ResultLabel { result: "ok" })
+            .inc();
+    }
+    pub fn rotation_failed(&self) {
+        self.rotations
+            .get_or_create(&ResultLabel { result: "failed" })
+            .inc();
+    }
+    pub fn rotations(&self, ok: bool) -> u64 {
+        self.rotations
+            .get_or_create(&ResultLabel {
+                result: if ok { "ok" } else { "failed" },
+            })
+            .get()
+    }
+    pub fn observe_ca_latency(&self, seconds: f64) {
+        self.ca_latency.observe(seconds);
+    }
+    pub fn cert_expired(&self) {
+        self.expired.inc();
+    }
+    pub fn expired_count(&self) -> u64 {
+        self.expired.get()
+    }
+    /// A new certificate is being served.
+    pub fn set_certificate(&self, not_after: SystemTime) {
+        let t = crate::sds::unix_seconds(not_after);
+        self.not_after_unix.store(t, Ordering::Relaxed);
+        self.cert_not_after.set(t);
+    }
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+        self.ready_gauge.set(i64::from(ready));
+    }
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+    pub fn stream_opened(&self) {
+        self.sds_streams.inc();
+    }
+    pub fn stream_closed(&self) {
+        self.sds_streams.dec();
+    }
+    pub fn streams_open(&self) -> i64 {
+        self.sds_streams.get()
+    }
+    pub fn pushed(&self) {
+        self.sds_pushes.inc();
+    }
+    pub fn pushes(&self) -> u64 {
+        self.sds_pushes.get()
+    }
+    pub fn nacked(&self) {
+        self.sds_nacks.inc();
+    }
+    pub fn nacks(&self) -> u64 {
+        self.sds_nacks.get()
+    }
+
+    /// The Prometheus text exposition (OpenMetrics text format).
+    pub fn encode(&self) -> String {
+        let na = self.not_after_unix.load(Ordering::Relaxed);
+        if na != 0 {
+            let now = crate::sds::unix_seconds(SystemTime::now());
+            #[allow(clippy::cast_precision_loss)]
+            self.cert_expiry_seconds.set((na - now) as f64);
+        }
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_names() {
+        let m = Metrics::new();
+        m.rotation_ok();
+        m.rotation_failed();
+        m.observe_ca_latency(0.01);
+        m.set_certificate(SystemTime::now() + std::time::Duration::from_secs(100));
+        let text = m.encode();
+        for name in [
+            "svidgate_cert_not_after_seconds ",
+            "svidgate_cert_expiry_seconds ",
+            "svidgate_rotations_total{result=\"ok\"} 1",
+            "svidgate_rotations_total{result=\"failed\"} 1",
+            "svidgate_ca_request_duration_seconds_bucket",
+            "svidgate_cert_expired_total 0",
+            "svidgate_sds_streams_open 0",
+            "svidgate_sds_pushes_total 0",
+            "svidgate_sds_nacks_total 0",
+            "svidgate_ready 0",
+        ] {
+            assert!(text.contains(name), "{name} missing in\n{text}");
+        }
+    }
+}
