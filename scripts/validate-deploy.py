@@ -142,9 +142,11 @@ class Schemas:
 # ---------------------------------------------------------------------------------------------
 # The injection template (a Go text/template string)
 
-# The Go template expressions the template may use, rendered here with sample values. A new
-# expression in the template must be added here, so the test keeps rendering what Istio renders.
-SAMPLE_ANNOTATIONS = {}  # a pod without svidgate.io/* annotations: the defaults apply
+# The Go template expressions the template may use are rendered here with sample values. A new
+# expression in the template must be added to render_template, so the test keeps rendering what
+# Istio renders. Istio's template data (pkg/kube/inject, Istio >= 1.25): .ObjectMeta (the pod's),
+# .MeshConfig (mesh config proto), .NativeSidecars (injector's native-sidecar setting); functions:
+# Istio's (`annotation`, ...) plus sprig (`default`, `fail`, ...).
 SAMPLE_MESH_TRUST_DOMAIN = "cluster.local"
 
 ACTION = re.compile(r"\{\{-?\s*(.*?)\s*-?\}\}", re.S)
@@ -155,11 +157,13 @@ def go_string(lit):
     return lit[1:-1] if lit.startswith("`") else json.loads(lit)
 
 
-def render_template(text, native_sidecar):
+def render_template(text, native_sidecars=False, annotations=None):
     """Renders the subset of Go templates the svidgate template uses: comments, `$v := int`,
-    `$v`, `if .NativeSidecar` / `end`, `fail "msg"`, `annotation .ObjectMeta KEY DEFAULT`,
-    `.MeshConfig.TrustDomain | default DEFAULT`. Trim markers (`{{-`, `-}}`) are honoured.
-    Raises Failure on an expression outside that subset or on `fail`."""
+    `$v := ne (index .ObjectMeta.Annotations KEY | default (printf "%t" .NativeSidecars)) "false"`
+    (Istio's own native-sidecar decision), `$v`, `if $v` / `end`, `fail "msg"`,
+    `annotation .ObjectMeta KEY DEFAULT`, `.MeshConfig.TrustDomain | default DEFAULT`. Trim markers
+    (`{{-`, `-}}`) are honoured. Raises Failure on an expression outside that subset or on `fail`."""
+    annotations = annotations or {}
     out, variables, skipping, pos = [], {}, [], 0
     for m in ACTION.finditer(text):
         chunk = text[pos:m.start()]
@@ -174,8 +178,10 @@ def render_template(text, native_sidecar):
         expr = m.group(1).strip()
         if expr.startswith("/*"):
             continue
-        if expr == "if .NativeSidecar":
-            skipping.append(not native_sidecar)
+        if mm := re.fullmatch(r"if\s+\$(\w+)", expr):
+            if mm.group(1) not in variables:
+                raise Failure(f"template: undefined variable ${mm.group(1)}")
+            skipping.append(not variables[mm.group(1)])
             continue
         if expr == "end":
             if not skipping:
@@ -186,14 +192,19 @@ def render_template(text, native_sidecar):
             continue
         if mm := re.fullmatch(r"\$(\w+)\s*:=\s*(\d+)", expr):
             variables[mm.group(1)] = mm.group(2)
+        elif mm := re.fullmatch(
+                rf'\$(\w+)\s*:=\s*ne\s+\(index\s+\.ObjectMeta\.Annotations\s+({STR})\s*\|\s*'
+                rf'default\s+\(printf\s+"%t"\s+\.NativeSidecars\)\)\s+"false"', expr):
+            value = annotations.get(go_string(mm.group(2)), "") or ("true" if native_sidecars else "false")
+            variables[mm.group(1)] = value != "false"
         elif mm := re.fullmatch(r"\$(\w+)", expr):
             if mm.group(1) not in variables:
                 raise Failure(f"template: undefined variable ${mm.group(1)}")
-            out.append(variables[mm.group(1)])
+            out.append(str(variables[mm.group(1)]))
         elif mm := re.fullmatch(rf"fail\s+({STR})", expr):
             raise Failure(f"template fail: {go_string(mm.group(1))}")
         elif mm := re.fullmatch(rf"annotation\s+\.ObjectMeta\s+({STR})\s+({STR})", expr):
-            out.append(SAMPLE_ANNOTATIONS.get(go_string(mm.group(1)), go_string(mm.group(2))))
+            out.append(annotations.get(go_string(mm.group(1)), go_string(mm.group(2))))
         elif mm := re.fullmatch(rf"\.MeshConfig\.TrustDomain\s*\|\s*default\s+({STR})", expr):
             out.append(SAMPLE_MESH_TRUST_DOMAIN or go_string(mm.group(1)))
         else:
@@ -204,19 +215,31 @@ def render_template(text, native_sidecar):
     return "".join(out)
 
 
+# (injector's NativeSidecars, pod annotations, must the template render?)
+NATIVE_SIDECAR_CASES = [
+    (False, {}, True),
+    (True, {"sidecar.istio.io/nativeSidecar": "false"}, True),
+    (True, {}, False),
+    (False, {"sidecar.istio.io/nativeSidecar": "true"}, False),
+]
+
+
 def template_checks(schemas, templates):
     """templates: {source file: template text}. Returns the number of objects validated."""
     texts = set(templates.values())
     if len(texts) != 1:
         raise Failure(f"the svidgate template differs between {', '.join(sorted(templates))}")
     text = texts.pop()
-    try:
-        render_template(text, native_sidecar=True)
-        raise Failure("template: with native istio-proxy injection the template must fail")
-    except Failure as e:
-        if "nativeSidecar" not in str(e):
-            raise
-    rendered = yaml.safe_load(render_template(text, native_sidecar=False))
+    for native, annotations, renders in NATIVE_SIDECAR_CASES:
+        try:
+            render_template(text, native_sidecars=native, annotations=annotations)
+            if not renders:
+                raise Failure(f"template: rendered with NativeSidecars={native} {annotations}: "
+                              "with istio-proxy as a native sidecar it must fail")
+        except Failure as e:
+            if renders or "nativeSidecar" not in str(e):
+                raise
+    rendered = yaml.safe_load(render_template(text))
     spec = rendered.get("spec") if isinstance(rendered, dict) else None
     if not isinstance(spec, dict) or set(rendered) != {"spec"}:
         raise Failure("template: must render to {spec: ...} (a pod overlay)")
@@ -395,7 +418,7 @@ def self_test(schemas):
         if schema is not None and not errors_of(schema, obj):
             wrong.append(what)
     try:
-        render_template("{{ .Values.global.hub }}", native_sidecar=False)
+        render_template("{{ .Values.global.hub }}")
         wrong.append("template renderer accepted an unknown expression")
     except Failure:
         pass
@@ -434,7 +457,7 @@ def write_agent_command(dest):
     tests/tests/deploy.rs runs the built binary with them to check the flags and variables exist."""
     d = yaml_docs(DEPLOY / "istio/helm-values.yaml")[0]
     text = d["sidecarInjectorWebhook"]["templates"]["svidgate"]
-    spec = yaml.safe_load(render_template(text, native_sidecar=False))["spec"]
+    spec = yaml.safe_load(render_template(text))["spec"]
     c = next(c for c in spec["initContainers"] if c["name"] == "svidgate")
     env = {}
     for e in c.get("env", []):
