@@ -469,7 +469,17 @@ def write_agent_command(dest):
     return 0
 
 
+def write_ca_command(dest):
+    """Writes the svidgate-ca container's args (deploy/ca/svidgate-ca.yaml) to DEST as JSON."""
+    dep = next(d for d in yaml_docs(DEPLOY / "ca/svidgate-ca.yaml") if d["kind"] == "Deployment")
+    c = next(c for c in dep["spec"]["template"]["spec"]["containers"] if c["name"] == "svidgate-ca")
+    Path(dest).write_text(json.dumps({"args": c["args"]}, indent=2))
+    return 0
+
+
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--ca-command":
+        return write_ca_command(sys.argv[2])
     if len(sys.argv) == 3 and sys.argv[1] == "--plugin-configs":
         return write_plugin_configs(sys.argv[2])
     if len(sys.argv) == 3 and sys.argv[1] == "--agent-command":

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use svidgate_e2e::{envoy_validate, filter_wasm, repo_root, svidgate_bin};
 
 /// The placeholder for the filter module path in Envoy configs under deploy/ and tests/envoy/.
@@ -416,5 +416,141 @@ fn example_policies_decide_as_documented() -> Result<()> {
         failures.join("\n")
     );
     assert!(checked >= 20, "only {checked} cases checked");
+    Ok(())
+}
+
+/// The manifests work together: `svidgate ca` started with the Deployment's arguments
+/// (deploy/ca/svidgate-ca.yaml; listen address moved to loopback, paths to a temp dir, plus
+/// `--generate` to create the cacerts files cert-manager would provide) issues a certificate to
+/// `svidgate agent` started with the injection template's arguments and environment, using a
+/// token from a tokens file in the documented format.
+#[test]
+fn deployed_agent_gets_its_svid_from_the_deployed_ca() -> Result<()> {
+    let Ok(bin) = svidgate_bin() else {
+        bail!("svidgate binary not built");
+    };
+    let help = Command::new(&bin)
+        .args(["ca", "serve", "--help"])
+        .output()?;
+    if !help.status.success() {
+        eprintln!("SKIP: `svidgate ca serve` is not in the built binary yet");
+        return Ok(());
+    }
+    let tmp = tempfile::tempdir()?;
+    let extract = |what: &str| -> Result<serde_json::Value> {
+        let file = tmp.path().join(format!("{what}.json"));
+        let out = Command::new(python()?)
+            .arg(repo_root().join("scripts/validate-deploy.py"))
+            .arg(format!("--{what}-command"))
+            .arg(&file)
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(serde_json::from_slice(&std::fs::read(&file)?)?)
+    };
+    // In-cluster paths -> the temp dir (same relative layout).
+    let local = |v: &str| tmp.path().join(v.trim_start_matches('/'));
+    let identity = "spiffe://cluster.local/ns/shop/sa/backend";
+    let token = "deploy-test-token-0123456789";
+
+    // The CA, as deployed.
+    let port = svidgate_e2e::free_port()?;
+    let mut cmd = Command::new(&bin);
+    cmd.env_clear();
+    let mut ca_dir = None;
+    for a in extract("ca")?["args"].as_array().context("ca args")? {
+        let a = a.as_str().context("arg")?;
+        let arg = match a.split_once('=') {
+            Some(("--listen", _)) => format!("--listen=127.0.0.1:{port}"),
+            Some(("--ca-dir", v)) => {
+                let d = local(v);
+                std::fs::create_dir_all(&d)?;
+                ca_dir = Some(d.clone());
+                format!("--ca-dir={}", d.display())
+            }
+            Some(("--tokens", v)) => {
+                let f = local(v);
+                std::fs::create_dir_all(f.parent().context("tokens dir")?)?;
+                std::fs::write(&f, format!("{token} {identity}\n"))?;
+                format!("--tokens={}", f.display())
+            }
+            _ => a.to_owned(),
+        };
+        cmd.arg(arg);
+    }
+    cmd.arg("--generate");
+    let ca_dir = ca_dir.context("the Deployment passes no --ca-dir")?;
+    let mut ca = svidgate_e2e::Proc::spawn("svidgate-ca", cmd, tmp.path().join("ca.log"))?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        ensure!(
+            !ca.exited(),
+            "svidgate ca (Deployment args) exited:\n{}",
+            ca.output()
+        );
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "svidgate ca not listening:\n{}",
+            ca.output()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    // The agent, as injected.
+    let agent = extract("agent")?;
+    let mut cmd = Command::new(&bin);
+    cmd.env_clear();
+    let token_file = tmp.path().join("istio-token");
+    std::fs::write(&token_file, token)?;
+    let root = ca_dir.join("root-cert.pem");
+    for a in agent["args"].as_array().context("agent args")? {
+        let a = a.as_str().context("arg")?;
+        let arg = match a.split_once('=') {
+            Some(("--admin-addr", _)) => {
+                format!("--admin-addr=127.0.0.1:{}", svidgate_e2e::free_port()?)
+            }
+            Some(("--token-file", _)) => format!("--token-file={}", token_file.display()),
+            Some(("--ca-root", _)) => format!("--ca-root={}", root.display()),
+            Some(("--sds-socket", _)) => {
+                format!("--sds-socket={}", tmp.path().join("sds.sock").display())
+            }
+            _ => a.to_owned(),
+        };
+        cmd.arg(arg);
+    }
+    for (k, v) in agent["env"].as_object().context("agent env")? {
+        let v = match k.as_str() {
+            "CA_ADDR" => format!("127.0.0.1:{port}"),
+            "CA_ROOT_CERT" => root.display().to_string(),
+            _ => v.as_str().context("env value")?.to_owned(),
+        };
+        cmd.env(k, v);
+    }
+    let out_dir = tmp.path().join("out");
+    cmd.args(["--once", "--out"]).arg(&out_dir);
+    let out = cmd.output()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ca.stop();
+    assert!(
+        out.status.success(),
+        "the agent (template args) got no certificate:\n{text}\nCA:\n{}",
+        ca.output()
+    );
+    let san = Command::new("openssl")
+        .args(["x509", "-noout", "-ext", "subjectAltName", "-in"])
+        .arg(out_dir.join("cert-chain.pem"))
+        .output()?;
+    let san = String::from_utf8_lossy(&san.stdout);
+    assert!(
+        san.contains(&format!("URI:{identity}")),
+        "issued certificate SAN: {san}"
+    );
     Ok(())
 }
