@@ -63,6 +63,9 @@ pub struct TrustBundles {
     local: TrustDomain,
     overlap: Duration,
     ca_roots: Vec<CaRoot>,
+    /// The local trust anchors file (`--bundle FILE` / `--ca-root`): its roots are the CA's
+    /// current roots, with the same overlap when one disappears.
+    anchors: Option<FileBundle>,
     files: BTreeMap<TrustDomain, FileBundle>,
 }
 
@@ -94,8 +97,19 @@ impl TrustBundles {
             local,
             overlap,
             ca_roots: Vec::new(),
+            anchors: None,
             files: BTreeMap::new(),
         }
+    }
+
+    /// Watches the local trust anchors file: when its roots change, the new set is applied as
+    /// [`TrustBundles::update_ca_roots`] does (removed roots kept for the overlap).
+    pub fn set_anchor_file(&mut self, path: &Path) {
+        self.anchors = Some(FileBundle {
+            path: path.to_path_buf(),
+            stamp: None,
+            certs: Vec::new(),
+        });
     }
 
     /// Adds a bundle file for `td` (loaded by [`TrustBundles::reload_files`]).
@@ -134,7 +148,7 @@ impl TrustBundles {
                 (false, None) => {
                     let at = now + self.overlap;
                     info!(root = %&old.fingerprint[..16], retire_at = %humantime::format_rfc3339_seconds(at),
-                        "CA no longer returns this root; keeping it trusted for the overlap");
+                        "root no longer current (CA answer / trust anchors); keeping it trusted for the overlap");
                     old.retire_at = Some(at);
                     changed = true;
                 }
@@ -148,7 +162,7 @@ impl TrustBundles {
         }
         for (pem, fp) in fresh {
             if !self.ca_roots.iter().any(|r| r.fingerprint == fp) {
-                info!(root = %&fp[..16], "new root from the CA added to the trust bundle");
+                info!(root = %&fp[..16], "new root added to the local trust bundle");
                 self.ca_roots.push(CaRoot {
                     pem,
                     fingerprint: fp,
@@ -180,31 +194,17 @@ impl TrustBundles {
 
     /// Re-reads bundle files whose modification time or size changed. A file that cannot be
     /// read or parsed keeps its previous contents (logged). Returns whether anything changed.
-    pub fn reload_files(&mut self) -> bool {
+    pub fn reload_files(&mut self, now: SystemTime) -> bool {
         let mut changed = false;
+        let local = self.local.clone();
+        if let Some(f) = self.anchors.as_mut() {
+            if reload_one(&local, f) {
+                let certs = f.certs.clone();
+                changed |= self.update_ca_roots(&certs, now);
+            }
+        }
         for (td, f) in &mut self.files {
-            let stamp = std::fs::metadata(&f.path)
-                .ok()
-                .and_then(|m| Some((m.modified().ok()?, m.len())));
-            if stamp.is_some() && stamp == f.stamp {
-                continue;
-            }
-            match load_file(td, &f.path) {
-                Ok(certs) => {
-                    f.stamp = stamp;
-                    if certs != f.certs {
-                        info!(trust_domain = %td, path = %f.path.display(), roots = certs.len(), "trust bundle loaded");
-                        f.certs = certs;
-                        changed = true;
-                    }
-                }
-                Err(e) => {
-                    if stamp != f.stamp {
-                        warn!(error = %e, "keeping the previous trust bundle");
-                    }
-                    f.stamp = stamp;
-                }
-            }
+            changed |= reload_one(td, f);
         }
         changed
     }
@@ -241,6 +241,34 @@ impl TrustBundles {
         }
         out.retain(|_, v| !v.is_empty());
         out
+    }
+}
+
+/// Re-reads one file if its modification time or size changed; true if its certificates changed.
+fn reload_one(td: &TrustDomain, f: &mut FileBundle) -> bool {
+    let stamp = std::fs::metadata(&f.path)
+        .ok()
+        .and_then(|m| Some((m.modified().ok()?, m.len())));
+    if stamp.is_some() && stamp == f.stamp {
+        return false;
+    }
+    let report = stamp != f.stamp || f.certs.is_empty();
+    f.stamp = stamp;
+    match load_file(td, &f.path) {
+        Ok(certs) => {
+            if certs == f.certs {
+                return false;
+            }
+            info!(trust_domain = %td, path = %f.path.display(), roots = certs.len(), "trust bundle loaded");
+            f.certs = certs;
+            true
+        }
+        Err(e) => {
+            if report {
+                warn!(error = %e, "keeping the previous trust bundle");
+            }
+            false
+        }
     }
 }
 
@@ -324,24 +352,52 @@ mod tests {
         std::fs::write(&f, &a).unwrap();
         let mut tb = TrustBundles::new(td("example.org"), Duration::from_secs(1));
         tb.add_file(td("fed.example"), &f);
-        assert!(tb.reload_files());
-        assert!(!tb.reload_files());
+        assert!(tb.reload_files(SystemTime::now()));
+        assert!(!tb.reload_files(SystemTime::now()));
         assert_eq!(tb.bundles()[&td("fed.example")].len(), 1);
         assert!(
             !tb.bundles().contains_key(&td("example.org")),
             "no CA root yet"
         );
         std::fs::write(&f, format!("{a}{b}")).unwrap();
-        assert!(tb.reload_files());
+        assert!(tb.reload_files(SystemTime::now()));
         assert_eq!(tb.bundles()[&td("fed.example")].len(), 2);
         std::fs::write(&f, "garbage").unwrap();
-        assert!(!tb.reload_files(), "bad file keeps the last good bundle");
+        assert!(
+            !tb.reload_files(SystemTime::now()),
+            "bad file keeps the last good bundle"
+        );
         assert_eq!(tb.bundles()[&td("fed.example")].len(), 2);
         std::fs::remove_file(&f).unwrap();
-        assert!(!tb.reload_files());
+        assert!(!tb.reload_files(SystemTime::now()));
         assert_eq!(tb.bundles()[&td("fed.example")].len(), 2);
         let tds: Vec<_> = tb.trust_domains().map(|t| t.to_string()).collect();
         assert_eq!(tds, ["example.org", "fed.example"]);
+    }
+
+    #[test]
+    fn anchor_file_changes_retire_with_overlap() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("root-cert.pem");
+        let (a, b) = (root("A"), root("B"));
+        std::fs::write(&f, &a).unwrap();
+        let t0 = SystemTime::now();
+        let mut tb = TrustBundles::new(td("example.org"), Duration::from_secs(100));
+        tb.set_anchor_file(&f);
+        assert!(tb.reload_files(t0));
+        assert_eq!(tb.bundles()[&td("example.org")].len(), 1);
+        std::fs::write(&f, format!("{a}{b}")).unwrap();
+        assert!(tb.reload_files(t0));
+        assert_eq!(tb.bundles()[&td("example.org")].len(), 2);
+        std::fs::write(&f, &b).unwrap();
+        assert!(tb.reload_files(t0));
+        assert_eq!(
+            tb.bundles()[&td("example.org")].len(),
+            2,
+            "A kept for the overlap"
+        );
+        assert!(tb.expire(t0 + Duration::from_secs(100)));
+        assert_eq!(tb.bundles()[&td("example.org")].len(), 1);
     }
 
     #[test]

@@ -9,6 +9,12 @@
 //!   while a request is running are answered by that request.
 //! - When the current certificate expires before a renewal succeeds, readiness turns false and
 //!   `svidgate_cert_expired_total` is incremented.
+//! - CAs back-date `not_before` to absorb clock skew (`svidgate ca` by 60 s). The lifetime is
+//!   then counted from when we asked for the certificate, not from `not_before`: otherwise a
+//!   short-lived certificate would be "due" the moment it arrives and the agent would renew in
+//!   a loop.
+//! - Near expiry the retry delay is capped at a third of the remaining life (at least the
+//!   base delay), so a CA that comes back is used before the certificate runs out.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -81,6 +87,21 @@ impl Backoff {
     }
     pub fn reset(&mut self) {
         self.attempt = 0;
+    }
+}
+
+/// The delay before retrying a failed rotation: the backoff delay, but never more than a third
+/// of the current certificate's remaining life (and never less than `floor`), so a CA that
+/// comes back is used before the certificate expires.
+pub fn retry_delay(
+    backoff: Duration,
+    floor: Duration,
+    not_after: Option<SystemTime>,
+    now: SystemTime,
+) -> Duration {
+    match not_after.and_then(|na| na.duration_since(now).ok()) {
+        Some(left) => backoff.min((left / 3).max(floor)),
+        None => backoff,
     }
 }
 
@@ -208,6 +229,7 @@ impl<S: SvidSource> Rotator<S> {
         let mut triggers_open = true;
         loop {
             self.trigger.borrow_and_update();
+            let requested_at = SystemTime::now();
             let started = Instant::now();
             let result = self.source.fetch().await;
             self.metrics
@@ -219,7 +241,7 @@ impl<S: SvidSource> Rotator<S> {
                     backoff.reset();
                     self.metrics.rotation_ok();
                     let at = refresh_at(
-                        svid.not_before(),
+                        svid.not_before().max(requested_at),
                         svid.not_after(),
                         self.cfg.ratio,
                         self.cfg.jitter,
@@ -236,7 +258,12 @@ impl<S: SvidSource> Rotator<S> {
                 }
                 failed => {
                     self.metrics.rotation_failed();
-                    let delay = backoff.next_delay(&mut rng);
+                    let delay = retry_delay(
+                        backoff.next_delay(&mut rng),
+                        self.cfg.backoff_base,
+                        self.store.current().svid.map(|s| s.not_after()),
+                        SystemTime::now(),
+                    );
                     let reason = match failed {
                         Err(e) => e.to_string(),
                         Ok(_) => "the CA returned a certificate that is already expired".to_owned(),
@@ -286,7 +313,7 @@ pub async fn bundle_watch(
             let mut b = bundles
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let changed = b.reload_files() | b.expire(SystemTime::now());
+            let changed = b.reload_files(SystemTime::now()) | b.expire(SystemTime::now());
             (changed.then(|| b.bundles()), b.next_expiry())
         };
         if let Some(map) = changed {
@@ -351,6 +378,27 @@ mod tests {
     }
 
     #[test]
+    fn retry_delay_is_capped_near_expiry() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        let s = Duration::from_secs;
+        let cases = [
+            (s(30), Some(now + s(300)), s(30)), // far from expiry: backoff as is
+            (s(30), Some(now + s(30)), s(10)),  // a third of the remaining life
+            (s(30), Some(now + s(1)), s(1)),    // never below the floor
+            (s(30), Some(now - s(5)), s(30)),   // already expired: plain backoff
+            (s(30), None, s(30)),               // nothing served yet
+            (s(2), Some(now + s(30)), s(2)),
+        ];
+        for (backoff, na, want) in cases {
+            assert_eq!(
+                retry_delay(backoff, s(1), na, now),
+                want,
+                "{backoff:?} {na:?}"
+            );
+        }
+    }
+
+    #[test]
     fn backoff_is_capped_exponential_with_jitter() {
         let mut rng = StdRng::seed_from_u64(1);
         let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(8));
@@ -372,6 +420,7 @@ mod tests {
         calls: Arc<Mutex<Vec<Instant>>>,
         in_flight: Arc<AtomicUsize>,
         max_in_flight: Arc<AtomicUsize>,
+        backdate: Duration,
     }
 
     impl FakeCa {
@@ -383,11 +432,12 @@ mod tests {
                 calls: Arc::default(),
                 in_flight: Arc::default(),
                 max_in_flight: Arc::default(),
+                backdate: Duration::ZERO,
             }
         }
     }
 
-    fn leaf(ttl: Duration) -> Svid {
+    fn leaf(ttl: Duration, backdate: Duration) -> Svid {
         let key = rcgen::KeyPair::generate().unwrap();
         let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         p.subject_alt_names = vec![rcgen::SanType::URI(
@@ -398,7 +448,7 @@ mod tests {
             time::OffsetDateTime::now_utc().unix_timestamp(),
         )
         .unwrap();
-        p.not_before = now;
+        p.not_before = now - backdate;
         p.not_after = now + ttl;
         let cert = p.self_signed(&key).unwrap();
         Svid::new(
@@ -421,7 +471,7 @@ mod tests {
                 return Err("CA unavailable".into());
             }
             Ok(Issued {
-                svid: leaf(self.ttl),
+                svid: leaf(self.ttl, self.backdate),
                 roots: vec![],
             })
         }
@@ -489,6 +539,22 @@ mod tests {
         assert_ne!(serial(&r.store), first);
         assert_eq!(r.metrics.rotations(true), calls.len() as u64);
         assert_eq!(r.metrics.rotations(false), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn backdated_not_before_does_not_cause_a_renewal_loop() {
+        // Like `svidgate ca`: not_before = now - 60 s, not_after = now + 10 s.
+        let mut ca = FakeCa::new(10);
+        ca.backdate = Duration::from_secs(60);
+        let calls = ca.calls.clone();
+        let r = spawn(ca, no_jitter());
+        tokio::time::sleep(Duration::from_secs(21)).await;
+        let n = calls.lock().unwrap().len();
+        assert!(
+            (4..=6).contains(&n),
+            "{n} calls in 21 s: renew every ~5 s, not in a loop"
+        );
+        assert!(r.metrics.is_ready());
     }
 
     #[tokio::test(start_paused = true)]

@@ -109,9 +109,31 @@ pub struct AgentArgs {
     )]
     pub ca_max_attempts: String,
 
-    /// PEM trust bundle the issued chain must end at (default: the --ca-root file).
-    #[arg(long, env = "SVIDGATE_BUNDLE", value_name = "FILE")]
-    pub bundle: Option<PathBuf>,
+    /// Trust bundles, repeatable. `FILE` (or `<local TD>=FILE`): the local trust domain's
+    /// roots — the issued chain must end at one of them (default: the --ca-root file); they are
+    /// served as ROOTCA. `TD=FILE`: another (federated) trust domain's roots, served as
+    /// `spiffe://TD` and in `ALL`. Files are re-read when they change. Env: comma-separated.
+    #[arg(
+        long,
+        env = "SVIDGATE_BUNDLE",
+        value_name = "[TD=]FILE",
+        value_delimiter = ','
+    )]
+    pub bundle: Vec<String>,
+
+    /// How long a root the CA stopped using stays trusted (default: twice --cert-ttl). Set it
+    /// to the CA's maximum certificate lifetime if peers may hold longer-lived certificates.
+    #[arg(long, env = "SVIDGATE_ROOT_OVERLAP", value_name = "DURATION")]
+    pub root_overlap: Option<String>,
+
+    /// Permissions of the SDS socket (octal).
+    #[arg(
+        long,
+        env = "SVIDGATE_SDS_SOCKET_MODE",
+        value_name = "MODE",
+        default_value = "0660"
+    )]
+    pub sds_socket_mode: String,
 
     /// Tolerated clock difference with the CA when checking validity windows.
     #[arg(
@@ -148,11 +170,11 @@ pub struct AgentArgs {
         long,
         env = "SVIDGATE_ADMIN_ADDR",
         value_name = "ADDR",
-        default_value = "127.0.0.1:15020"
+        default_value = crate::admin::DEFAULT_ADMIN_ADDR
     )]
     pub admin_addr: String,
 
-    /// Log format: human or json.
+    /// Log format: human (alias: text) or json.
     #[arg(
         long,
         env = "SVIDGATE_LOG_FORMAT",
@@ -176,8 +198,14 @@ pub struct AgentConfig {
     pub ca: CaClientConfig,
     pub cert_ttl: Duration,
     pub key_type: KeyType,
-    /// Trust bundle file for checking issued chains.
+    /// Trust bundle file for checking issued chains (the local trust domain's roots).
     pub bundle: PathBuf,
+    /// Other trust domains' bundle files (`--bundle TD=FILE`).
+    pub federated_bundles: Vec<(TrustDomain, PathBuf)>,
+    /// How long a root the CA stopped using stays trusted.
+    pub root_overlap: Duration,
+    /// SDS socket permissions.
+    pub sds_socket_mode: u32,
     pub clock_skew: Duration,
     pub once: bool,
     pub out: Option<PathBuf>,
@@ -341,20 +369,75 @@ impl AgentConfig {
                 ));
             }
         }
-        let bundle = a.bundle.clone().unwrap_or_else(|| a.ca_root.clone());
-        if a.bundle.is_some() {
-            check_readable_pem("--bundle", "SVIDGATE_BUNDLE", &bundle)?;
+        let mut local_bundle = None;
+        let mut federated_bundles = Vec::new();
+        for b in a.bundle.iter().map(|b| b.trim()).filter(|b| !b.is_empty()) {
+            let (td, path) = match b.split_once('=') {
+                Some((td, path)) => {
+                    let td = TrustDomain::new(td).map_err(|e| {
+                        bad(
+                            "--bundle",
+                            "SVIDGATE_BUNDLE",
+                            b,
+                            format!("trust domain: {e}"),
+                        )
+                    })?;
+                    (Some(td), PathBuf::from(path))
+                }
+                None => (None, PathBuf::from(b)),
+            };
+            check_readable_pem("--bundle", "SVIDGATE_BUNDLE", &path)?;
+            match td {
+                Some(td) if &td != spiffe_id.trust_domain() => {
+                    if federated_bundles.iter().any(|(t, _)| *t == td) {
+                        return Err(bad(
+                            "--bundle",
+                            "SVIDGATE_BUNDLE",
+                            b,
+                            "trust domain given twice",
+                        ));
+                    }
+                    federated_bundles.push((td, path));
+                }
+                _ => {
+                    if local_bundle.replace(path).is_some() {
+                        return Err(bad(
+                            "--bundle",
+                            "SVIDGATE_BUNDLE",
+                            b,
+                            "the local trust domain's bundle is given twice",
+                        ));
+                    }
+                }
+            }
         }
+        let bundle = local_bundle.unwrap_or_else(|| a.ca_root.clone());
 
         let cert_ttl = parse_duration("--cert-ttl", "SECRET_TTL", &a.cert_ttl)?;
-        if cert_ttl < Duration::from_secs(60) {
+        // Short lifetimes are for tests and demos (live rotation); below 5s rotation cannot keep up.
+        if cert_ttl < Duration::from_secs(5) {
             return Err(bad(
                 "--cert-ttl",
                 "SECRET_TTL",
                 &a.cert_ttl,
-                "must be at least 1m",
+                "must be at least 5s",
             ));
         }
+        let root_overlap = match a.root_overlap.as_deref() {
+            Some(v) => parse_duration("--root-overlap", "SVIDGATE_ROOT_OVERLAP", v)?,
+            None => cert_ttl.saturating_mul(2),
+        };
+        let sds_socket_mode = u32::from_str_radix(a.sds_socket_mode.trim(), 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+            .ok_or_else(|| {
+                bad(
+                    "--sds-socket-mode",
+                    "SVIDGATE_SDS_SOCKET_MODE",
+                    &a.sds_socket_mode,
+                    "expected an octal mode such as 0660",
+                )
+            })?;
         let request_timeout = parse_duration("--ca-timeout", "SVIDGATE_CA_TIMEOUT", &a.ca_timeout)?;
         let max_attempts: u32 = a
             .ca_max_attempts
@@ -434,14 +517,14 @@ impl AgentConfig {
                     )
                 })?;
         let log_format = match a.log_format.as_str() {
-            "human" => LogFormat::Human,
+            "human" | "text" => LogFormat::Human,
             "json" => LogFormat::Json,
             other => {
                 return Err(bad(
                     "--log-format",
                     "SVIDGATE_LOG_FORMAT",
                     other,
-                    "expected human or json",
+                    "expected human, text or json",
                 ))
             }
         };
@@ -463,6 +546,9 @@ impl AgentConfig {
             cert_ttl,
             key_type,
             bundle,
+            federated_bundles,
+            root_overlap,
+            sds_socket_mode,
             clock_skew,
             once: a.once,
             out: a.out.clone(),
@@ -544,6 +630,31 @@ mod tests {
         assert_eq!(c.key_type, KeyType::EcdsaP256);
         assert_eq!(c.bundle, root.path());
         assert_eq!(c.ca.cluster_id.as_deref(), Some("Kubernetes"));
+        assert_eq!(c.admin_addr.to_string(), "127.0.0.1:15030");
+        assert_eq!(c.root_overlap, Duration::from_secs(48 * 3600));
+        assert_eq!(c.sds_socket_mode, 0o660);
+        assert!(c.federated_bundles.is_empty());
+        // --bundle: FILE and <local TD>=FILE are the local anchors; other TDs are federated.
+        let r = root.path().to_str().unwrap();
+        let local = format!("cluster.local={r}");
+        let fed = format!("fed.example={r}");
+        let c = parse(
+            &[
+                "--namespace",
+                "web",
+                "--service-account",
+                "front",
+                "--bundle",
+                &local,
+                "--bundle",
+                &fed,
+            ],
+            root.path(),
+        )
+        .unwrap();
+        assert_eq!(c.bundle, root.path());
+        assert_eq!(c.federated_bundles.len(), 1);
+        assert_eq!(c.federated_bundles[0].0.as_str(), "fed.example");
     }
 
     #[test]
@@ -558,7 +669,7 @@ mod tests {
                 "SECRET_TTL",
             ),
             (
-                &["--spiffe-id", "spiffe://td/x", "--cert-ttl", "10s"],
+                &["--spiffe-id", "spiffe://td/x", "--cert-ttl", "4s"],
                 "--cert-ttl",
             ),
             (
@@ -570,6 +681,22 @@ mod tests {
                 "SECRET_GRACE_PERIOD_RATIO",
             ),
             (&["--spiffe-id", "spiffe://td/x", "--once"], "--out"),
+            (
+                &["--spiffe-id", "spiffe://td/x", "--bundle", "BAD TD=/x"],
+                "--bundle",
+            ),
+            (
+                &["--spiffe-id", "spiffe://td/x", "--bundle", "/nonexistent"],
+                "--bundle",
+            ),
+            (
+                &["--spiffe-id", "spiffe://td/x", "--sds-socket-mode", "999"],
+                "--sds-socket-mode",
+            ),
+            (
+                &["--spiffe-id", "spiffe://td/x", "--root-overlap", "0s"],
+                "--root-overlap",
+            ),
             (
                 &["--spiffe-id", "spiffe://td/x", "--ca-timeout", "0s"],
                 "--ca-timeout",

@@ -8,6 +8,7 @@
 pub mod config;
 pub mod once;
 pub mod output;
+pub mod serve;
 
 use config::{AgentArgs, AgentConfig};
 
@@ -19,10 +20,8 @@ pub enum AgentError {
     Config(#[from] config::ConfigError),
     #[error(transparent)]
     Once(#[from] once::OnceError),
-    #[error(
-        "long-running mode (SDS, rotation) is not available yet: see issue 5; use --once --out DIR"
-    )]
-    LongRunningNotImplemented,
+    #[error(transparent)]
+    Serve(#[from] serve::ServeError),
 }
 
 /// Runs the agent with a validated configuration.
@@ -36,8 +35,8 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
 }
 
 /// The long-running mode (issue 5): SDS, rotation, admin.
-pub async fn run_long_running(_config: AgentConfig) -> Result<(), AgentError> {
-    Err(AgentError::LongRunningNotImplemented)
+pub async fn run_long_running(config: AgentConfig) -> Result<(), AgentError> {
+    Ok(serve::run(config).await?)
 }
 
 /// `svidgate agent` from the command line: validate, start a runtime, run. Exit code 0 on success.

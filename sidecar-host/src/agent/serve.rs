@@ -1,0 +1,197 @@
+//! `svidgate agent` (long-running): rotation loop → [`SecretStore`] → SDS on a Unix socket,
+//! trust bundles kept current, admin HTTP, clean drain on SIGTERM/SIGINT.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use svidgate_core::{SpiffeId, TrustDomain};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::config::AgentConfig;
+use super::once::{load_bundle, OnceError};
+use crate::admin::{self, AdminError};
+use crate::bundle::TrustBundles;
+use crate::ca_client::{CaError, IstioCaClient};
+use crate::chain::{certs_to_pem, Anchors};
+use crate::fetch::{fetch_svid, FetchError};
+use crate::keys::KeyType;
+use crate::metrics::Metrics;
+use crate::rotation::{bundle_watch, Issued, RotationConfig, Rotator, SvidSource};
+use crate::sds::{self, SdsService, SecretStore, Svid, SvidError, UdsError};
+
+/// How often bundle files are checked for changes.
+pub const BUNDLE_POLL: Duration = Duration::from_secs(2);
+/// How long the drain may take before the agent exits anyway.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the long-running agent stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    #[error(transparent)]
+    Client(#[from] CaError),
+    #[error(transparent)]
+    Socket(#[from] UdsError),
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+    #[error("SDS server: {0}")]
+    Sds(#[from] tonic::transport::Error),
+    #[error("installing signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// Why one rotation attempt failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error(transparent)]
+    Bundle(#[from] OnceError),
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error("issued certificate cannot be served: {0}")]
+    Svid(#[from] SvidError),
+}
+
+/// The real certificate source: fresh key → CSR → CA → check against the trust anchors
+/// (re-read on every attempt, so a root rotation in the file takes effect without restart).
+#[derive(Debug)]
+pub struct CaSource {
+    pub client: IstioCaClient,
+    pub spiffe_id: SpiffeId,
+    pub key_type: KeyType,
+    pub ttl: Duration,
+    pub anchors: PathBuf,
+    pub skew: Duration,
+}
+
+impl SvidSource for CaSource {
+    type Error = SourceError;
+
+    async fn fetch(&self) -> Result<Issued, SourceError> {
+        let anchors = load_bundle(&self.anchors)?;
+        let got = fetch_svid(
+            &self.client,
+            &self.spiffe_id,
+            self.key_type,
+            self.ttl,
+            Anchors::Bundle(&anchors),
+            self.skew,
+        )
+        .await?;
+        let chain: Vec<String> = got
+            .cert
+            .chain
+            .iter()
+            .map(|c| certs_to_pem(std::slice::from_ref(c)))
+            .collect();
+        let svid = Svid::new(got.cert.spiffe_id.clone(), &chain, got.key.to_pkcs8_pem())?;
+        Ok(Issued {
+            svid,
+            roots: vec![certs_to_pem(&anchors)],
+        })
+    }
+}
+
+/// Runs until SIGTERM/SIGINT, then drains: stops accepting, ends every SDS stream, removes the
+/// socket.
+pub async fn run(config: AgentConfig) -> Result<(), ServeError> {
+    let mut sigterm = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;
+    let metrics = Arc::new(Metrics::new());
+    let store = Arc::new(SecretStore::new());
+    let (shutdown_tx, shutdown) = watch::channel(false);
+
+    let local = config.spiffe_id.trust_domain().clone();
+    let mut tb = TrustBundles::new(local.clone(), config.root_overlap);
+    tb.set_anchor_file(&config.bundle);
+    for (td, path) in &config.federated_bundles {
+        tb.add_file(td.clone(), path);
+    }
+    let known: BTreeSet<TrustDomain> = tb.trust_domains().cloned().collect();
+    let bundles = Arc::new(Mutex::new(tb));
+
+    let admin_listener = admin::bind(config.admin_addr).await?;
+    let listener = sds::bind_socket(&config.sds_socket, config.sds_socket_mode).await?;
+    let source = CaSource {
+        client: IstioCaClient::new(config.ca.clone())?,
+        spiffe_id: config.spiffe_id.clone(),
+        key_type: config.key_type,
+        ttl: config.cert_ttl,
+        anchors: config.bundle.clone(),
+        skew: config.clock_skew,
+    };
+    let rotator = Rotator::new(
+        source,
+        store.clone(),
+        bundles.clone(),
+        metrics.clone(),
+        RotationConfig {
+            ratio: config.rotation_ratio,
+            ..RotationConfig::default()
+        },
+    );
+    let service = SdsService::new(
+        store.subscribe(),
+        config.spiffe_id.clone(),
+        known.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    );
+
+    let mut sds_task = tokio::spawn(service.serve(listener));
+    let admin_task = tokio::spawn(admin::serve(
+        admin_listener,
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    let rotation_task = tokio::spawn(rotator.run(shutdown.clone()));
+    let bundle_task = tokio::spawn(bundle_watch(
+        bundles,
+        store.clone(),
+        BUNDLE_POLL,
+        shutdown.clone(),
+    ));
+
+    let tds: Vec<String> = known.iter().map(|t| format!("spiffe://{t}")).collect();
+    info!(
+        spiffe_id = %config.spiffe_id,
+        sds_socket = %config.sds_socket.display(),
+        admin = %format!("http://{}", config.admin_addr),
+        ca = %config.ca.addr,
+        cert_ttl = %humantime::format_duration(config.cert_ttl),
+        rotation_ratio = config.rotation_ratio,
+        "svidgate agent serving SDS secrets default, {}, ROOTCA, ALL, {} on {}; admin /healthz/ready and /metrics on http://{}",
+        config.spiffe_id,
+        tds.join(", "),
+        config.sds_socket.display(),
+        config.admin_addr,
+    );
+
+    let result = tokio::select! {
+        _ = sigterm.recv() => { info!("SIGTERM: draining"); Ok(()) }
+        _ = sigint.recv() => { info!("SIGINT: draining"); Ok(()) }
+        r = &mut sds_task => Some(r).map(|r| match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(ServeError::Sds(e)),
+            Err(e) => { warn!(error = %e, "SDS server task failed"); Ok(()) }
+        }).unwrap_or(Ok(())),
+    };
+    let _ = shutdown_tx.send(true);
+    let drain = async {
+        if !sds_task.is_finished() {
+            let _ = (&mut sds_task).await;
+        }
+        let _ = admin_task.await;
+        let _ = rotation_task.await;
+        let _ = bundle_task.await;
+    };
+    if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
+        warn!("drain did not finish within {DRAIN_TIMEOUT:?}; exiting anyway");
+    }
+    sds::remove_socket(&config.sds_socket);
+    info!(sds_socket = %config.sds_socket.display(), "stopped; SDS socket removed");
+    result
+}
