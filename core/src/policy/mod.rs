@@ -13,6 +13,27 @@ use std::fmt;
 
 use crate::spiffe_id::SpiffeId;
 
+mod compile;
+mod evaluate;
+mod explain;
+mod index;
+mod model;
+mod parse;
+mod pattern;
+mod validate;
+
+pub use model::{
+    Action, Condition, Mode, Operation, Policy, PolicyDocument, Rule, RuleFrom, RuleTo, Source,
+};
+
+/// Is `path` equal to `parent` or below it (`parent.x`, `parent[i]`)?
+fn within(path: &str, parent: &str) -> bool {
+    match path.strip_prefix(parent) {
+        Some(rest) => rest.is_empty() || rest.starts_with('.') || rest.starts_with('['),
+        None => false,
+    }
+}
+
 /// One problem found in a policy document: `<path>: <problem> (<value>)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -42,23 +63,59 @@ pub enum PolicyError {
     Invalid(Vec<Problem>),
 }
 
-/// The policy document as written (YAML or JSON). Fields mirror DESIGN.md.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PolicyDocument {
-    // Filled in by the policy module implementation.
-    _private: (),
-}
-
 impl PolicyDocument {
-    pub fn from_yaml(_text: &str) -> Result<Self, PolicyError> {
-        Err(PolicyError::Syntax("not implemented yet".into()))
+    /// Parses and validates a YAML document.
+    pub fn from_yaml(text: &str) -> Result<Self, PolicyError> {
+        Self::from_json_value(parse::yaml_to_value(text)?)
     }
-    pub fn from_json(_text: &str) -> Result<Self, PolicyError> {
-        Err(PolicyError::Syntax("not implemented yet".into()))
+
+    /// Parses and validates a JSON document. Duplicate keys are rejected.
+    pub fn from_json(text: &str) -> Result<Self, PolicyError> {
+        Self::from_json_value(parse::json_to_value(text)?)
     }
-    /// Parses a `serde_json::Value` (the filter's `pluginConfig` minus its `filter` key).
-    pub fn from_json_value(_value: serde_json::Value) -> Result<Self, PolicyError> {
-        Err(PolicyError::Syntax("not implemented yet".into()))
+
+    /// Parses and validates a `serde_json::Value` (the filter's `pluginConfig` minus its
+    /// `filter` key). Every problem of the document is reported, in document order.
+    pub fn from_json_value(value: serde_json::Value) -> Result<Self, PolicyError> {
+        let mut walker = parse::Walker::new();
+        let doc = walker.document(&value);
+        let mut problems = walker.problems;
+        // A field that failed structurally is left empty (or holds a placeholder) in `doc`;
+        // the validator's findings at, below or above it (e.g. "empty source" for a source
+        // whose only field is unknown) would repeat the same problem and are left out.
+        for p in validate::validate(&doc) {
+            if !problems
+                .iter()
+                .any(|q| within(&p.path, &q.path) || within(&q.path, &p.path))
+            {
+                problems.push(p);
+            }
+        }
+        if problems.is_empty() {
+            Ok(doc)
+        } else {
+            Err(PolicyError::Invalid(problems))
+        }
+    }
+
+    /// Validates a document built in code (e.g. by `svidgate policy import`).
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        let problems = validate::validate(self);
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(PolicyError::Invalid(problems))
+        }
+    }
+
+    /// The document as YAML (what `import` prints).
+    pub fn to_yaml(&self) -> String {
+        serde_yaml::to_string(self).unwrap_or_default()
+    }
+
+    /// The document as pretty JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
     }
 }
 
@@ -84,11 +141,50 @@ pub enum NoIdentity {
     Unavailable,
 }
 
+impl NoIdentity {
+    /// A short description, e.g. `connection is not mTLS`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            NoIdentity::NotMtls => "connection is not mTLS",
+            NoIdentity::NoUriSan => "peer certificate has no URI SAN",
+            NoIdentity::InvalidSpiffeId => "URI SAN is not a valid SPIFFE ID",
+            NoIdentity::InvalidSvid => "peer certificate is not a valid X509-SVID",
+            NoIdentity::Unavailable => "peer identity unavailable",
+        }
+    }
+}
+
 /// The peer of a request: a verified SPIFFE ID, or none (and why).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Peer {
     Identity(SpiffeId),
     None(NoIdentity),
+}
+
+impl Peer {
+    /// The peer as Envoy reports it: `mtls` from `connection.mtls`, `uri_san` from
+    /// `connection.uri_san_peer_certificate` (absent or empty: no URI SAN). An invalid
+    /// SPIFFE ID is not an error: the peer simply has no identity.
+    pub fn from_uri_san(mtls: bool, uri_san: Option<&str>) -> Peer {
+        if !mtls {
+            return Peer::None(NoIdentity::NotMtls);
+        }
+        match uri_san {
+            None | Some("") => Peer::None(NoIdentity::NoUriSan),
+            Some(s) => match SpiffeId::parse(s) {
+                Ok(id) => Peer::Identity(id),
+                Err(_) => Peer::None(NoIdentity::InvalidSpiffeId),
+            },
+        }
+    }
+
+    /// The SPIFFE ID, if the peer has one.
+    pub fn identity(&self) -> Option<&SpiffeId> {
+        match self {
+            Peer::Identity(id) => Some(id),
+            Peer::None(_) => None,
+        }
+    }
 }
 
 /// The attributes of one request or connection. HTTP fields are `None` in network mode.
@@ -104,6 +200,39 @@ pub struct Request<'a> {
     /// Request headers the policy reads (see [`CompiledPolicy::header_names`]); names lower case.
     pub headers: &'a [(&'a str, &'a str)],
     pub sni: Option<&'a str>,
+}
+
+impl<'a> Request<'a> {
+    /// A request with only a peer; set the other public fields as needed.
+    pub fn new(peer: Peer) -> Self {
+        Request {
+            peer,
+            method: None,
+            path: None,
+            host: None,
+            port: None,
+            headers: &[],
+            sni: None,
+        }
+    }
+
+    /// A network (TCP) connection: peer, destination port and SNI only.
+    pub fn network(peer: Peer, port: Option<u16>, sni: Option<&'a str>) -> Self {
+        Request {
+            port,
+            sni,
+            ..Request::new(peer)
+        }
+    }
+
+    /// An HTTP request with method and path (query string allowed: it is ignored).
+    pub fn http(peer: Peer, method: &'a str, path: &'a str) -> Self {
+        Request {
+            method: Some(method),
+            path: Some(path),
+            ..Request::new(peer)
+        }
+    }
 }
 
 /// The outcome of one evaluation pass (enforced or dry-run).
@@ -126,33 +255,66 @@ pub struct Decision<'p> {
     pub dry_run: Option<Verdict<'p>>,
 }
 
+impl Decision<'_> {
+    /// Is the request allowed (the enforced verdict)?
+    pub fn allowed(&self) -> bool {
+        self.enforced.allow
+    }
+}
+
 /// The compiled, immutable index. Built once; evaluated per request.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct CompiledPolicy {
-    _private: (),
+    index: compile::Index,
 }
 
 impl CompiledPolicy {
-    pub fn compile(_doc: &PolicyDocument) -> Result<Self, PolicyError> {
-        Err(PolicyError::Syntax("not implemented yet".into()))
+    /// Validates (again: a document may have been built in code) and compiles a document.
+    pub fn compile(doc: &PolicyDocument) -> Result<Self, PolicyError> {
+        compile::compile(doc).map(|index| CompiledPolicy { index })
     }
-    pub fn evaluate<'p>(&'p self, _req: &Request<'_>, _mode: EvalMode) -> Decision<'p> {
-        Decision {
-            enforced: Verdict {
-                allow: false,
-                policy: None,
-                rule: None,
-                reason: "not implemented",
-            },
-            dry_run: None,
-        }
+
+    /// Parses, validates and compiles a YAML document.
+    pub fn from_yaml(text: &str) -> Result<Self, PolicyError> {
+        Self::compile(&PolicyDocument::from_yaml(text)?)
     }
-    /// Human-readable trace: one line per policy and rule, matched or not and why.
-    pub fn explain(&self, _req: &Request<'_>, _mode: EvalMode) -> Vec<String> {
-        Vec::new()
+
+    /// Decides one request. Cost does not depend on the size of the allowlists; nothing is
+    /// allocated for peer IDs up to 256 bytes and lower-case host/SNI values.
+    pub fn evaluate<'p>(&'p self, req: &Request<'_>, mode: EvalMode) -> Decision<'p> {
+        let mut bufs = (evaluate::IdBuf::new(), evaluate::IdBuf::new());
+        let ctx = self.index.ctx(req, mode, &mut bufs);
+        self.index.decide(&ctx, &req.peer)
     }
+
+    /// Human-readable trace: one line per policy and rule, matched or not and why, then the
+    /// decision (and the dry-run decision when there is one).
+    pub fn explain(&self, req: &Request<'_>, mode: EvalMode) -> Vec<String> {
+        explain::explain(&self.index, req, mode)
+    }
+
     /// Lower-case names of the request headers any `when` condition reads.
     pub fn header_names(&self) -> &[String] {
-        &[]
+        &self.index.header_names
+    }
+
+    /// The local trust domain.
+    pub fn trust_domain(&self) -> &str {
+        &self.index.local_td
+    }
+
+    /// Does any policy run in dry-run (so [`Decision::dry_run`] is always `Some`)?
+    pub fn has_dry_run(&self) -> bool {
+        self.index.has_dry_run
+    }
+
+    /// Every policy as `(name, action, dry_run)`: DENY policies first, then ALLOW, each in
+    /// document order (the evaluation order). For per-policy metrics.
+    pub fn policies(&self) -> impl Iterator<Item = (&str, Action, bool)> + '_ {
+        self.index
+            .deny
+            .iter()
+            .chain(&self.index.allow)
+            .map(|p| (&*p.name, p.action, p.dry_run))
     }
 }

@@ -1,0 +1,354 @@
+//! Compiling a validated document into the lookup index evaluated per request.
+//!
+//! Trust-domain aliases are handled by canonicalisation instead of by multiplying entries:
+//! the local trust domain and its aliases form one class. At compile time a principal (exact
+//! or a prefix that spells out the whole trust domain) written with a trust domain of the
+//! class, or with `cluster.local`, is rewritten to the local trust domain; per request, a peer
+//! whose trust domain is in the class is looked up under the local trust domain. Patterns that
+//! do not spell out a whole trust domain (`*suffix`, `clust*`) are matched against the peer's
+//! ID as presented. The allowlist thus stays one entry per written value whatever the number
+//! of aliases.
+
+use crate::spiffe_id::TrustDomain;
+
+use super::index::{PortSet, StrMatcher, StrMatcherBuilder};
+use super::model::{Action, Mode, PolicyDocument, Source};
+use super::pattern::{principal_body, Pattern};
+use super::validate::{parse_when_key, validate, WhenKey};
+use super::PolicyError;
+
+/// Istio's name for "the local trust domain", accepted in principals whatever the local one is.
+pub(crate) const CLUSTER_LOCAL: &str = "cluster.local";
+
+/// Matches an identity string (principal or trust domain) in its canonical form (exact values
+/// and whole-trust-domain prefixes) or in its presented form (other patterns).
+#[derive(Debug, Clone)]
+pub(crate) struct IdMatcher {
+    pub(crate) canonical: StrMatcher,
+    pub(crate) presented: StrMatcher,
+}
+
+impl IdMatcher {
+    #[inline]
+    pub(crate) fn matches(&self, canonical: &str, presented: &str) -> bool {
+        self.canonical.matches(canonical) || self.presented.matches(presented)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct CompiledSource {
+    pub(crate) principals: Option<IdMatcher>,
+    pub(crate) not_principals: Option<IdMatcher>,
+    pub(crate) namespaces: Option<StrMatcher>,
+    pub(crate) not_namespaces: Option<StrMatcher>,
+    pub(crate) trust_domains: Option<IdMatcher>,
+    pub(crate) not_trust_domains: Option<IdMatcher>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct CompiledOperation {
+    pub(crate) methods: Option<StrMatcher>,
+    pub(crate) not_methods: Option<StrMatcher>,
+    pub(crate) paths: Option<StrMatcher>,
+    pub(crate) not_paths: Option<StrMatcher>,
+    /// Lower-cased patterns; the request host is lower-cased before lookup.
+    pub(crate) hosts: Option<StrMatcher>,
+    pub(crate) not_hosts: Option<StrMatcher>,
+    pub(crate) ports: Option<PortSet>,
+    pub(crate) not_ports: Option<PortSet>,
+}
+
+/// `values` must match (when given) and `notValues` must not (when given).
+#[derive(Debug, Clone)]
+pub(crate) struct Cond<M> {
+    pub(crate) values: Option<M>,
+    pub(crate) not_values: Option<M>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum CompiledCondition {
+    /// Header name lower-cased.
+    Header(Box<str>, Cond<StrMatcher>),
+    SourcePrincipal(Box<Cond<IdMatcher>>),
+    SourceNamespace(Cond<StrMatcher>),
+    DestinationPort(Cond<PortSet>),
+    /// Lower-cased patterns.
+    ConnectionSni(Cond<StrMatcher>),
+}
+
+impl CompiledCondition {
+    pub(crate) fn is_http(&self) -> bool {
+        matches!(self, CompiledCondition::Header(..))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct CompiledRule {
+    pub(crate) from: Vec<CompiledSource>,
+    pub(crate) to: Vec<CompiledOperation>,
+    pub(crate) when: Vec<CompiledCondition>,
+    /// The rule uses an HTTP-only field (methods, paths, hosts, request headers).
+    pub(crate) needs_http: bool,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct CompiledPolicyEntry {
+    pub(crate) name: Box<str>,
+    pub(crate) action: Action,
+    /// Per-policy `dryRun`, or the document is in `mode: dryRun`.
+    pub(crate) dry_run: bool,
+    pub(crate) rules: Vec<CompiledRule>,
+}
+
+/// Everything [`super::CompiledPolicy`] holds.
+#[derive(Debug, Clone)]
+pub(crate) struct Index {
+    pub(crate) local_td: Box<str>,
+    /// Aliases of the local trust domain (without the local one).
+    pub(crate) aliases: Vec<Box<str>>,
+    /// DENY policies, document order.
+    pub(crate) deny: Vec<CompiledPolicyEntry>,
+    /// ALLOW policies, document order.
+    pub(crate) allow: Vec<CompiledPolicyEntry>,
+    pub(crate) has_dry_run: bool,
+    pub(crate) has_enforced_allow: bool,
+    pub(crate) header_names: Vec<String>,
+}
+
+struct Compiler<'d> {
+    local: &'d str,
+    aliases: Vec<&'d str>,
+    header_names: Vec<String>,
+}
+
+impl Compiler<'_> {
+    /// Is `td` the local trust domain or one of its aliases (as seen on a peer)?
+    fn in_class(&self, td: &str) -> bool {
+        td == self.local || self.aliases.contains(&td)
+    }
+
+    /// Adds a principal pattern to an [`IdMatcher`] under construction.
+    fn principal(
+        &self,
+        value: &str,
+        canonical: &mut StrMatcherBuilder,
+        presented: &mut StrMatcherBuilder,
+    ) {
+        let Ok(pattern) = Pattern::parse(value) else {
+            return;
+        };
+        let canon_body = |body: &str| -> Option<String> {
+            let (td, path) = body.split_once('/')?;
+            Some(if self.in_class(td) || td == CLUSTER_LOCAL {
+                format!("{}/{path}", self.local)
+            } else {
+                body.to_owned()
+            })
+        };
+        match pattern {
+            Pattern::Any => presented.any = true,
+            Pattern::Exact(s) => match canon_body(principal_body(s)) {
+                Some(c) => canonical.exact.push(c.into()),
+                None => presented.exact.push(principal_body(s).into()),
+            },
+            Pattern::Prefix(s) => match canon_body(principal_body(s)) {
+                Some(c) => canonical.prefix.push(c.into()),
+                None => presented.prefix.push(principal_body(s).into()),
+            },
+            Pattern::Suffix(s) => presented.suffix.push(s.into()),
+        }
+    }
+
+    fn principals(&self, values: &[String]) -> Option<IdMatcher> {
+        if values.is_empty() {
+            return None;
+        }
+        let mut canonical = StrMatcherBuilder::default();
+        let mut presented = StrMatcherBuilder::default();
+        for v in values {
+            self.principal(v, &mut canonical, &mut presented);
+        }
+        Some(IdMatcher {
+            canonical: canonical.build(),
+            presented: presented.build(),
+        })
+    }
+
+    /// Trust domains: an exact value of the class stands for the whole class (Istio's
+    /// `ExpandTrustDomainAliases`); patterns match the presented trust domain.
+    fn trust_domains(&self, values: &[String]) -> Option<IdMatcher> {
+        if values.is_empty() {
+            return None;
+        }
+        let mut canonical = StrMatcherBuilder::default();
+        let mut presented = StrMatcherBuilder::default();
+        for v in values {
+            match Pattern::parse(v) {
+                Ok(Pattern::Exact(td)) => {
+                    let td = if self.in_class(td) { self.local } else { td };
+                    canonical.exact.push(td.into());
+                }
+                Ok(p) => presented.add(p, false),
+                Err(_) => {}
+            }
+        }
+        Some(IdMatcher {
+            canonical: canonical.build(),
+            presented: presented.build(),
+        })
+    }
+
+    fn strings(values: &[String], fold_case: bool) -> Option<StrMatcher> {
+        if values.is_empty() {
+            return None;
+        }
+        Some(StrMatcher::from_patterns(
+            values.iter().filter_map(|v| Pattern::parse(v).ok()),
+            fold_case,
+        ))
+    }
+
+    fn ports(values: &[u16]) -> Option<PortSet> {
+        (!values.is_empty()).then(|| PortSet::new(values.to_vec()))
+    }
+
+    fn source(&self, s: &Source) -> CompiledSource {
+        CompiledSource {
+            principals: self.principals(&s.principals),
+            not_principals: self.principals(&s.not_principals),
+            namespaces: Self::strings(&s.namespaces, false),
+            not_namespaces: Self::strings(&s.not_namespaces, false),
+            trust_domains: self.trust_domains(&s.trust_domains),
+            not_trust_domains: self.trust_domains(&s.not_trust_domains),
+        }
+    }
+
+    fn condition(
+        &mut self,
+        key: &str,
+        values: &[String],
+        not_values: &[String],
+    ) -> Option<CompiledCondition> {
+        Some(match parse_when_key(key).ok()? {
+            WhenKey::Header(name) => {
+                let name = name.to_ascii_lowercase();
+                if !self.header_names.contains(&name) {
+                    self.header_names.push(name.clone());
+                }
+                CompiledCondition::Header(
+                    name.into(),
+                    Cond {
+                        values: Self::strings(values, false),
+                        not_values: Self::strings(not_values, false),
+                    },
+                )
+            }
+            WhenKey::SourcePrincipal => CompiledCondition::SourcePrincipal(Box::new(Cond {
+                values: self.principals(values),
+                not_values: self.principals(not_values),
+            })),
+            WhenKey::SourceNamespace => CompiledCondition::SourceNamespace(Cond {
+                values: Self::strings(values, false),
+                not_values: Self::strings(not_values, false),
+            }),
+            WhenKey::DestinationPort => {
+                let ports = |v: &[String]| {
+                    let p: Vec<u16> = v
+                        .iter()
+                        .filter_map(|s| super::parse::parse_port(s))
+                        .collect();
+                    Self::ports(&p)
+                };
+                CompiledCondition::DestinationPort(Cond {
+                    values: ports(values),
+                    not_values: ports(not_values),
+                })
+            }
+            WhenKey::ConnectionSni => CompiledCondition::ConnectionSni(Cond {
+                values: Self::strings(values, true),
+                not_values: Self::strings(not_values, true),
+            }),
+        })
+    }
+}
+
+/// Validates and compiles a document.
+pub(crate) fn compile(doc: &PolicyDocument) -> Result<Index, PolicyError> {
+    let problems = validate(doc);
+    if !problems.is_empty() {
+        return Err(PolicyError::Invalid(problems));
+    }
+    // Validated above: these parse. Normalise `spiffe://td` spellings to the bare name.
+    let local =
+        TrustDomain::new(&doc.trust_domain).map_err(|e| PolicyError::Syntax(e.to_string()))?;
+    let mut aliases: Vec<TrustDomain> = Vec::new();
+    for a in &doc.trust_domain_aliases {
+        let td = TrustDomain::new(a).map_err(|e| PolicyError::Syntax(e.to_string()))?;
+        if td != local && !aliases.contains(&td) {
+            aliases.push(td);
+        }
+    }
+    let mut c = Compiler {
+        local: local.as_str(),
+        aliases: aliases.iter().map(TrustDomain::as_str).collect(),
+        header_names: Vec::new(),
+    };
+    let mut deny = Vec::new();
+    let mut allow = Vec::new();
+    for p in &doc.policies {
+        let mut rules = Vec::with_capacity(p.rules.len());
+        for r in &p.rules {
+            let from = r.from.iter().map(|f| c.source(&f.source)).collect();
+            let to: Vec<CompiledOperation> =
+                r.to.iter()
+                    .map(|t| {
+                        let o = &t.operation;
+                        CompiledOperation {
+                            methods: Compiler::strings(&o.methods, false),
+                            not_methods: Compiler::strings(&o.not_methods, false),
+                            paths: Compiler::strings(&o.paths, false),
+                            not_paths: Compiler::strings(&o.not_paths, false),
+                            hosts: Compiler::strings(&o.hosts, true),
+                            not_hosts: Compiler::strings(&o.not_hosts, true),
+                            ports: Compiler::ports(&o.ports),
+                            not_ports: Compiler::ports(&o.not_ports),
+                        }
+                    })
+                    .collect();
+            let when: Vec<CompiledCondition> = r
+                .when
+                .iter()
+                .filter_map(|w| c.condition(&w.key, &w.values, &w.not_values))
+                .collect();
+            let needs_http = r.to.iter().any(|t| t.operation.uses_http())
+                || when.iter().any(CompiledCondition::is_http);
+            rules.push(CompiledRule {
+                from,
+                to,
+                when,
+                needs_http,
+            });
+        }
+        let entry = CompiledPolicyEntry {
+            name: p.name.as_str().into(),
+            action: p.action,
+            dry_run: p.dry_run || doc.mode == Mode::DryRun,
+            rules,
+        };
+        match p.action {
+            Action::Deny => deny.push(entry),
+            Action::Allow => allow.push(entry),
+        }
+    }
+    let has_dry_run = deny.iter().chain(&allow).any(|p| p.dry_run);
+    let has_enforced_allow = allow.iter().any(|p| !p.dry_run);
+    Ok(Index {
+        local_td: local.as_str().into(),
+        aliases: aliases.iter().map(|a| a.as_str().into()).collect(),
+        deny,
+        allow,
+        has_dry_run,
+        has_enforced_allow,
+        header_names: c.header_names,
+    })
+}

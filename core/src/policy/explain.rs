@@ -1,0 +1,283 @@
+//! A human-readable trace of an evaluation: every policy and rule, whether it matched and,
+//! if not, the first field that failed. Not on the request path: it allocates freely.
+
+use super::compile::{
+    CompiledCondition, CompiledOperation, CompiledPolicyEntry, CompiledRule, CompiledSource, Cond,
+    Index,
+};
+use super::evaluate::{
+    header_matches, namespace_matches, port_matches, principal_matches, trust_domain_matches, Ctx,
+};
+use super::{Decision, EvalMode, Peer, Request, Verdict};
+
+fn peer_text(ctx: &Ctx<'_>, peer: &Peer) -> String {
+    match (&ctx.id, peer) {
+        (Some(id), _) => format!("peer {:?}", id.presented),
+        (None, Peer::None(why)) => format!("no peer identity ({})", why.describe()),
+        (None, Peer::Identity(_)) => "peer".into(),
+    }
+}
+
+fn ns_text(ctx: &Ctx<'_>) -> String {
+    match ctx.id {
+        None => "no peer identity".into(),
+        Some(id) => match id.namespace {
+            Some(ns) => format!("namespace {ns:?}"),
+            None => format!("peer {:?} has no /ns/<namespace>", id.presented),
+        },
+    }
+}
+
+fn td_text(ctx: &Ctx<'_>) -> String {
+    match ctx.id {
+        None => "no peer identity".into(),
+        Some(id) => format!("trust domain {:?}", id.td),
+    }
+}
+
+fn opt_text(name: &str, v: Option<&str>) -> String {
+    match v {
+        Some(v) => format!("{name} {v:?}"),
+        None => format!("no {name}"),
+    }
+}
+
+/// The first failing field of a source, if any.
+fn source_miss(s: &CompiledSource, ctx: &Ctx<'_>, peer: &Peer) -> Option<String> {
+    if let Some(m) = &s.principals {
+        if !principal_matches(m, ctx) {
+            return Some(format!("principals: {} matches none", peer_text(ctx, peer)));
+        }
+    }
+    if let Some(m) = &s.not_principals {
+        if principal_matches(m, ctx) {
+            return Some(format!("notPrincipals: {} is listed", peer_text(ctx, peer)));
+        }
+    }
+    if let Some(m) = &s.namespaces {
+        if !namespace_matches(m, ctx) {
+            return Some(format!("namespaces: {} matches none", ns_text(ctx)));
+        }
+    }
+    if let Some(m) = &s.not_namespaces {
+        if namespace_matches(m, ctx) {
+            return Some(format!("notNamespaces: {} is listed", ns_text(ctx)));
+        }
+    }
+    if let Some(m) = &s.trust_domains {
+        if !trust_domain_matches(m, ctx) {
+            return Some(format!("trustDomains: {} matches none", td_text(ctx)));
+        }
+    }
+    if let Some(m) = &s.not_trust_domains {
+        if trust_domain_matches(m, ctx) {
+            return Some(format!("notTrustDomains: {} is listed", td_text(ctx)));
+        }
+    }
+    None
+}
+
+fn operation_miss(o: &CompiledOperation, ctx: &Ctx<'_>) -> Option<String> {
+    if !ctx.network {
+        let fields = [
+            ("methods", &o.methods, false, ctx.method, "method"),
+            ("notMethods", &o.not_methods, true, ctx.method, "method"),
+            ("paths", &o.paths, false, ctx.path, "path"),
+            ("notPaths", &o.not_paths, true, ctx.path, "path"),
+            ("hosts", &o.hosts, false, ctx.host.as_deref(), "host"),
+            ("notHosts", &o.not_hosts, true, ctx.host.as_deref(), "host"),
+        ];
+        for (field, m, negated, value, what) in fields {
+            let Some(m) = m else { continue };
+            let hit = value.is_some_and(|v| m.matches(v));
+            if hit == negated {
+                let verb = if negated { "is listed" } else { "matches none" };
+                return Some(format!("{field}: {} {verb}", opt_text(what, value)));
+            }
+        }
+    }
+    let port = ctx.port.map(|p| p.to_string());
+    if let Some(p) = &o.ports {
+        if !port_matches(p, ctx) {
+            return Some(format!(
+                "ports: {} matches none",
+                opt_text("port", port.as_deref())
+            ));
+        }
+    }
+    if let Some(p) = &o.not_ports {
+        if port_matches(p, ctx) {
+            return Some(format!(
+                "notPorts: {} is listed",
+                opt_text("port", port.as_deref())
+            ));
+        }
+    }
+    None
+}
+
+fn cond_miss<M>(c: &Cond<M>, f: impl Fn(&M) -> bool, what: &str) -> Option<String> {
+    if let Some(m) = &c.values {
+        if !f(m) {
+            return Some(format!("values: {what} matches none"));
+        }
+    }
+    if let Some(m) = &c.not_values {
+        if f(m) {
+            return Some(format!("notValues: {what} is listed"));
+        }
+    }
+    None
+}
+
+fn condition_miss(c: &CompiledCondition, ctx: &Ctx<'_>, peer: &Peer) -> Option<String> {
+    match c {
+        CompiledCondition::Header(name, cond) => {
+            if ctx.network {
+                return None;
+            }
+            let value = ctx
+                .headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| *v);
+            cond_miss(
+                cond,
+                |m| header_matches(name, m, ctx),
+                &opt_text(&format!("header {name}"), value),
+            )
+        }
+        CompiledCondition::SourcePrincipal(cond) => {
+            cond_miss(cond, |m| principal_matches(m, ctx), &peer_text(ctx, peer))
+        }
+        CompiledCondition::SourceNamespace(cond) => {
+            cond_miss(cond, |m| namespace_matches(m, ctx), &ns_text(ctx))
+        }
+        CompiledCondition::DestinationPort(cond) => {
+            let port = ctx.port.map(|p| p.to_string());
+            cond_miss(
+                cond,
+                |p| port_matches(p, ctx),
+                &opt_text("port", port.as_deref()),
+            )
+        }
+        CompiledCondition::ConnectionSni(cond) => cond_miss(
+            cond,
+            |m| ctx.sni.as_deref().is_some_and(|v| m.matches(v)),
+            &opt_text("SNI", ctx.sni.as_deref()),
+        ),
+    }
+}
+
+fn condition_key(c: &CompiledCondition) -> String {
+    match c {
+        CompiledCondition::Header(name, _) => format!("request.headers[{name}]"),
+        CompiledCondition::SourcePrincipal(_) => "source.principal".into(),
+        CompiledCondition::SourceNamespace(_) => "source.namespace".into(),
+        CompiledCondition::DestinationPort(_) => "destination.port".into(),
+        CompiledCondition::ConnectionSni(_) => "connection.sni".into(),
+    }
+}
+
+/// Why a rule does not match (`None`: it matches).
+fn rule_miss(rule: &CompiledRule, ctx: &Ctx<'_>, peer: &Peer, allow: bool) -> Option<String> {
+    if ctx.network && allow && rule.needs_http {
+        return Some(
+            "needs HTTP fields (methods, paths, hosts or request headers), never matches in network mode"
+                .into(),
+        );
+    }
+    if !rule.from.is_empty() && !rule.from.iter().any(|s| s.matches(ctx)) {
+        let why: Vec<String> = rule
+            .from
+            .iter()
+            .enumerate()
+            .map(|(k, s)| {
+                let miss = source_miss(s, ctx, peer).unwrap_or_else(|| "?".into());
+                format!("from[{k}].source.{miss}")
+            })
+            .collect();
+        return Some(why.join("; "));
+    }
+    if !rule.to.is_empty() && !rule.to.iter().any(|o| o.matches(ctx)) {
+        let why: Vec<String> = rule
+            .to
+            .iter()
+            .enumerate()
+            .map(|(k, o)| {
+                let miss = operation_miss(o, ctx).unwrap_or_else(|| "?".into());
+                format!("to[{k}].operation.{miss}")
+            })
+            .collect();
+        return Some(why.join("; "));
+    }
+    for (k, c) in rule.when.iter().enumerate() {
+        if !c.matches(ctx) {
+            let miss = condition_miss(c, ctx, peer).unwrap_or_else(|| "?".into());
+            return Some(format!("when[{k}] ({}): {miss}", condition_key(c)));
+        }
+    }
+    None
+}
+
+fn policy_lines(out: &mut Vec<String>, p: &CompiledPolicyEntry, ctx: &Ctx<'_>, peer: &Peer) {
+    let allow = p.action == super::Action::Allow;
+    let dry = if p.dry_run { ", dry-run" } else { "" };
+    out.push(format!("policy {:?} ({}{dry}):", p.name, p.action.as_str()));
+    if p.rules.is_empty() {
+        out.push("  no rules: matches nothing".into());
+    }
+    for (i, r) in p.rules.iter().enumerate() {
+        match rule_miss(r, ctx, peer, allow) {
+            None => {
+                let note = if ctx.network && !allow && r.needs_http {
+                    " (HTTP-only conditions dropped in network mode)"
+                } else {
+                    ""
+                };
+                out.push(format!("  rule {i}: MATCH{note}"));
+            }
+            Some(why) => out.push(format!("  rule {i}: no match: {why}")),
+        }
+    }
+}
+
+fn verdict_line(label: &str, v: &Verdict<'_>) -> String {
+    let what = if v.allow { "ALLOW" } else { "DENY" };
+    match (v.policy, v.rule) {
+        (Some(p), Some(r)) => format!("{label}: {what} by policy {p:?} rule {r}: {}", v.reason),
+        _ => format!("{label}: {what}: {}", v.reason),
+    }
+}
+
+pub(crate) fn explain(index: &Index, req: &Request<'_>, mode: EvalMode) -> Vec<String> {
+    let mut bufs = (super::evaluate::IdBuf::new(), super::evaluate::IdBuf::new());
+    let ctx = index.ctx(req, mode, &mut bufs);
+    let mut out = Vec::new();
+    let mode_text = match mode {
+        EvalMode::Http => "HTTP",
+        EvalMode::Network => "network",
+    };
+    let mut head = format!("request ({mode_text}): {}", peer_text(&ctx, &req.peer));
+    if let Some(id) = ctx.id {
+        if id.canonical != id.presented {
+            head.push_str(&format!(
+                " (trust domain alias of {:?}: also matched as {:?})",
+                &*index.local_td, id.canonical
+            ));
+        }
+    }
+    out.push(head);
+    if index.deny.is_empty() && index.allow.is_empty() {
+        out.push("no policies".into());
+    }
+    for p in index.deny.iter().chain(&index.allow) {
+        policy_lines(&mut out, p, &ctx, &req.peer);
+    }
+    let Decision { enforced, dry_run } = index.decide(&ctx, &req.peer);
+    out.push(verdict_line("decision", &enforced));
+    if let Some(d) = dry_run {
+        out.push(verdict_line("dry-run decision", &d));
+    }
+    out
+}
