@@ -49,6 +49,22 @@ bench-core: setup
 
 bench: bench-core
 
+# Coverage-guided fuzzing of the core parsers (cargo-fuzz + libFuzzer, nightly); docs/fuzzing.md.
+# FUZZ_TIME seconds per target. New corpus entries go to fuzz/corpus/<target> (not committed).
+FUZZ_TARGETS ?= spiffe_id svid_leaf policy_document
+FUZZ_TIME    ?= 30
+fuzz:
+	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+	@if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then tc=+nightly; boot=; \
+	else echo "fuzz: no nightly toolchain; using stable with RUSTC_BOOTSTRAP=1"; tc=; boot=RUSTC_BOOTSTRAP=1; fi; \
+	for t in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/corpus/$$t; \
+	  dict=; if [ -f fuzz/dict/$$t.dict ]; then dict=-dict=$(CURDIR)/fuzz/dict/$$t.dict; fi; \
+	  echo "== fuzz $$t ($(FUZZ_TIME)s)"; \
+	  env $$boot $(CARGO) $$tc fuzz run -O $$t $(CURDIR)/fuzz/corpus/$$t $(CURDIR)/fuzz/seeds/$$t \
+	    -- -max_total_time=$(FUZZ_TIME) $$dict || exit 1; \
+	done
+
 # The filter as OCI images (Wasm artifact + compat) under target/oci/, no Docker needed.
 OCI_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 oci: wasm

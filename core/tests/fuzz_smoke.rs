@@ -1,0 +1,191 @@
+//! Stable-toolchain smoke run of the fuzz properties (`fuzz/props.rs`), part of `make test`.
+//!
+//! Coverage-guided fuzzing with cargo-fuzz needs nightly and time (`make fuzz`, see
+//! docs/fuzzing.md). This test drives the same property functions with a deterministic
+//! pseudo-random mutator over the fuzz seeds for a bounded number of iterations, so every
+//! `make test` re-checks "never panics, round-trips" on some tens of thousands of inputs.
+
+#[path = "../../fuzz/props.rs"]
+mod props;
+
+/// xorshift64*: deterministic, no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        if n == 0 {
+            0
+        } else {
+            (self.next() % n as u64) as usize
+        }
+    }
+}
+
+const INTERESTING: &[u8] = b"/.%:@?#\0\xff\x80-_aZ09 \n\r=+-0\x30\x82\x06\x86\x01";
+
+/// Applies one to five random mutations: flip, set, insert, delete, duplicate, splice a
+/// token, truncate.
+fn mutate(rng: &mut Rng, input: &[u8], tokens: &[&[u8]]) -> Vec<u8> {
+    let mut v = input.to_vec();
+    for _ in 0..=rng.below(4) {
+        let len = v.len();
+        match rng.below(7) {
+            0 if len > 0 => {
+                let i = rng.below(len);
+                v[i] ^= 1 << rng.below(8);
+            }
+            1 if len > 0 => {
+                let i = rng.below(len);
+                v[i] = INTERESTING[rng.below(INTERESTING.len())];
+            }
+            2 => {
+                let i = rng.below(len + 1);
+                v.insert(i, rng.next() as u8);
+            }
+            3 if len > 0 => {
+                let i = rng.below(len);
+                let n = 1 + rng.below((len - i).min(16));
+                v.drain(i..i + n);
+            }
+            4 if len > 0 => {
+                let i = rng.below(len);
+                let n = 1 + rng.below((len - i).min(32));
+                let chunk = v[i..i + n].to_vec();
+                let at = rng.below(v.len() + 1);
+                v.splice(at..at, chunk);
+            }
+            5 if !tokens.is_empty() => {
+                let t = tokens[rng.below(tokens.len())];
+                let at = rng.below(len + 1);
+                v.splice(at..at, t.iter().copied());
+            }
+            _ => v.truncate(rng.below(len + 1)),
+        }
+    }
+    v
+}
+
+fn run(seed: u64, iterations: usize, seeds: &[&[u8]], tokens: &[&[u8]], prop: fn(&[u8])) {
+    let mut rng = Rng(seed);
+    for s in seeds {
+        prop(s);
+    }
+    for _ in 0..iterations {
+        let base = seeds[rng.below(seeds.len())];
+        let input = mutate(&mut rng, base, tokens);
+        prop(&input);
+    }
+}
+
+macro_rules! seed {
+    ($path:literal) => {
+        include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../fuzz/seeds/",
+            $path
+        ))
+        .as_slice()
+    };
+}
+
+#[test]
+fn spiffe_id_properties_hold_on_mutated_inputs() {
+    let seeds: &[&[u8]] = &[
+        seed!("spiffe_id/istio"),
+        seed!("spiffe_id/td"),
+        seed!("spiffe_id/bare-td"),
+        seed!("spiffe_id/dot"),
+        seed!("spiffe_id/port-query"),
+        b"",
+    ];
+    let tokens: &[&[u8]] = &[
+        b"spiffe://",
+        b"/",
+        b"//",
+        b"/.",
+        b"/..",
+        b"%2F",
+        b":",
+        b"@",
+        b"?",
+        b"#",
+        b"A",
+    ];
+    run(0x5eed_0001, 100_000, seeds, tokens, props::spiffe_id);
+}
+
+#[test]
+fn svid_leaf_properties_hold_on_mutated_inputs() {
+    let seeds: &[&[u8]] = &[
+        seed!("svid_leaf/leaf.der"),
+        seed!("svid_leaf/leaf.pem"),
+        seed!("svid_leaf/ca.der"),
+        seed!("svid_leaf/chain.pem"),
+    ];
+    let tokens: &[&[u8]] = &[
+        b"-----BEGIN CERTIFICATE-----\n",
+        b"-----END CERTIFICATE-----\n",
+        b"\r\n",
+        b"====",
+        b"\x86\x1fspiffe://cluster.local/ns/a/sa/b",
+        b"\x06\x03\x55\x1d\x13",
+    ];
+    run(0x5eed_0002, 20_000, seeds, tokens, props::svid_leaf);
+}
+
+#[test]
+fn policy_document_properties_hold_on_mutated_inputs() {
+    let seeds: &[&[u8]] = &[
+        seed!("policy_document/design.yaml"),
+        seed!("policy_document/design.json"),
+    ];
+    let tokens: &[&[u8]] = &[
+        b"\n  - ",
+        b": ",
+        b"*",
+        b"[",
+        b"]",
+        b"{",
+        b"}",
+        b"&a ",
+        b"*a",
+        b"!!",
+        b"notPrincipals",
+        b"spiffe://",
+        b"\"",
+        b"ALLOW",
+        b"DENY",
+    ];
+    run(0x5eed_0003, 5_000, seeds, tokens, props::policy_document);
+}
+
+#[test]
+fn seeds_are_what_they_claim() {
+    // The leaf seeds are valid X509-SVIDs (so mutations start from the accepting path).
+    let id = "spiffe://cluster.local/ns/default/sa/web";
+    let leaf_der = seed!("svid_leaf/leaf.der");
+    let leaf_pem = seed!("svid_leaf/leaf.pem");
+    let chain = seed!("svid_leaf/chain.pem");
+    assert_eq!(
+        svidgate_core::svid::check_leaf_der(leaf_der)
+            .unwrap()
+            .as_str(),
+        id
+    );
+    for input in [leaf_pem, chain] {
+        assert_eq!(
+            svidgate_core::svid::check_leaf_pem(input).unwrap().as_str(),
+            id
+        );
+    }
+    assert_eq!(
+        svidgate_core::svid::check_leaf_der(seed!("svid_leaf/ca.der")),
+        Err(svidgate_core::svid::SvidError::NoUriSan)
+    );
+}

@@ -1,0 +1,97 @@
+//! The properties the fuzz targets check, shared by the cargo-fuzz targets
+//! (`fuzz/fuzz_targets/*.rs`) and the stable smoke test (`core/tests/fuzz_smoke.rs`), so
+//! both check exactly the same thing. Each function panics when a property is broken.
+
+// Each binary uses one or two of these functions.
+#![allow(dead_code)]
+
+use svidgate_core::policy::{CompiledPolicy, EvalMode, NoIdentity, Peer, PolicyDocument, Request};
+use svidgate_core::spiffe_id::{validate_path, validate_trust_domain, SpiffeId, TrustDomain};
+use svidgate_core::svid::{check_leaf_der, check_leaf_pem, LeafInfo};
+
+/// SpiffeId / TrustDomain parsing never panics; whatever parses round-trips exactly and
+/// agrees between the `&str` and the `&[u8]` entry points.
+pub fn spiffe_id(data: &[u8]) {
+    let from_bytes = SpiffeId::parse_bytes(data);
+    let Ok(text) = std::str::from_utf8(data) else {
+        assert!(from_bytes.is_err(), "non-UTF-8 input accepted");
+        return;
+    };
+    let parsed = SpiffeId::parse(text);
+    assert_eq!(parsed, from_bytes, "parse and parse_bytes disagree");
+    if let Ok(id) = &parsed {
+        assert_eq!(id.to_string(), text, "Display does not round-trip");
+        assert_eq!(id.as_str(), text);
+        assert!(text.is_ascii());
+        assert_eq!(
+            format!("spiffe://{}{}", id.trust_domain(), id.path()),
+            text,
+            "parts do not add up"
+        );
+        assert_eq!(
+            SpiffeId::from_parts(id.trust_domain(), id.path()).as_ref(),
+            Ok(id)
+        );
+        assert_eq!(validate_path(id.path()), Ok(()));
+        assert_eq!(validate_trust_domain(id.trust_domain().as_str()), Ok(()));
+        assert_eq!(id.principal_str(), &text["spiffe://".len()..]);
+        let _ = id.namespace();
+    }
+    if let Ok(td) = TrustDomain::new(text) {
+        assert!(text == td.as_str() || text == td.id_string());
+        assert_eq!(TrustDomain::new(td.as_str()).as_ref(), Ok(&td));
+        assert_eq!(TrustDomain::new(&td.id_string()).as_ref(), Ok(&td));
+    }
+    let _ = validate_path(text);
+}
+
+/// The X509-SVID leaf checks never panic, and the DER, PEM and LeafInfo entry points agree.
+pub fn svid_leaf(data: &[u8]) {
+    let der = check_leaf_der(data);
+    assert_eq!(
+        LeafInfo::from_der(data).map(|info| info.spiffe_id),
+        der,
+        "LeafInfo::from_der and check_leaf_der disagree"
+    );
+    let pem = check_leaf_pem(data);
+    assert_eq!(
+        LeafInfo::from_pem(data).map(|info| info.spiffe_id),
+        pem,
+        "LeafInfo::from_pem and check_leaf_pem disagree"
+    );
+}
+
+/// Policy documents (YAML and JSON) parse, compile and evaluate without panicking.
+pub fn policy_document(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    for doc in [
+        PolicyDocument::from_yaml(text),
+        PolicyDocument::from_json(text),
+    ] {
+        let Ok(doc) = doc else { continue };
+        let Ok(policy) = CompiledPolicy::compile(&doc) else {
+            continue;
+        };
+        let peers = [
+            SpiffeId::parse("spiffe://cluster.local/ns/web/sa/frontend").map(Peer::Identity),
+            Ok(Peer::None(NoIdentity::NotMtls)),
+        ];
+        let headers = [("x-test", "1")];
+        for peer in peers.into_iter().flatten() {
+            let req = Request {
+                peer,
+                method: Some("GET"),
+                path: Some("/api/x"),
+                host: Some("example.org"),
+                port: Some(8080),
+                headers: &headers,
+                sni: Some("example.org"),
+            };
+            for mode in [EvalMode::Http, EvalMode::Network] {
+                let _ = policy.evaluate(&req, mode);
+            }
+        }
+    }
+}
