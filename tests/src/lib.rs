@@ -218,9 +218,32 @@ pub fn http_get(port: u16, path: &str) -> Result<String> {
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
     let text = String::from_utf8_lossy(&buf).into_owned();
-    let body = text.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("").to_owned();
-    Ok(body)
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text.as_str(), ""));
+    if head
+        .to_ascii_lowercase()
+        .contains("\r\ntransfer-encoding: chunked")
+    {
+        // Envoy's admin answers HTTP/1.1 requests with chunked bodies.
+        return Ok(dechunk(body));
+    }
+    Ok(body.to_owned())
 }
+
+/// Decodes an HTTP/1.1 chunked body (`<hex size>[;ext]\r\n<data>\r\n ... 0\r\n\r\n`).
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size_line, after)) = rest.split_once("\r\n") {
+        let size = usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
+            .unwrap_or(0);
+        if size == 0 || after.len() < size {
+            break;
+        }
+        out.push_str(&after[..size]);
+        rest = after[size..].strip_prefix("\r\n").unwrap_or(&after[size..]);
+    }
+    out
+}
+
 
 /// Runs `envoy --mode validate -c <file>`; returns (success, combined output).
 pub fn envoy_validate(config_file: &Path) -> Result<(bool, String)> {
@@ -232,4 +255,19 @@ pub fn envoy_validate(config_file: &Path) -> Result<(bool, String)> {
         .output()?;
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     Ok((out.status.success(), text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dechunk;
+
+    #[test]
+    fn dechunk_joins_chunks() {
+        assert_eq!(dechunk("5\r\nLIVE\n\r\n0\r\n\r\n"), "LIVE\n");
+        assert_eq!(
+            dechunk("3\r\nab:\r\n4;x=y\r\n 1\nc\r\n0\r\n\r\n"),
+            "ab: 1\nc"
+        );
+        assert_eq!(dechunk(""), "");
+    }
 }
