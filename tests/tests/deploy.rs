@@ -754,7 +754,10 @@ fn deploy_envoy_config_serves_mtls_from_agent_sds() -> Result<()> {
         "config still binds a non-loopback address"
     );
     let mut envoy = svidgate_e2e::Envoy::start("envoy-sidecar", dir, &cfg, envoy_admin)?;
-    envoy.wait_ready(std::time::Duration::from_secs(30))?;
+    if let Err(e) = envoy.wait_ready(std::time::Duration::from_secs(30)) {
+        let sds = envoy.admin("/stats?filter=^sds\\.").unwrap_or_default();
+        bail!("{e}\nEnvoy SDS stats:\n{sds}\nagent:\n{}", agent.output());
+    }
 
     let frontend = once_svid(&bin, dir, ca_port, &root, ids[1].0, ids[1].1)?;
     let legacy = once_svid(&bin, dir, ca_port, &root, ids[2].0, ids[2].1)?;
