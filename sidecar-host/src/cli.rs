@@ -23,6 +23,9 @@ pub enum Command {
     Policy(PolicyCommand),
     /// The workload agent: key, CSR, CA call, checked certificate (`--once --out DIR`), SDS.
     Agent(Box<crate::agent::config::AgentArgs>),
+    /// A small CA speaking the Istio CA gRPC API (local use, tests, demos).
+    #[command(subcommand)]
+    Ca(crate::ca::CaCommand),
 }
 
 /// Runs the CLI; returns the process exit code.
@@ -30,5 +33,6 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Policy(cmd) => Ok(crate::policy_cli::run(cmd)?),
         Command::Agent(args) => crate::agent::main(&args),
+        Command::Ca(cmd) => crate::ca::main(cmd),
     }
 }

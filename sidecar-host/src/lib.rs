@@ -1,6 +1,7 @@
 //! sidecar-host: the `svidgate` binary's library — agent, CA and policy CLI.
 
 pub mod agent;
+pub mod ca;
 pub mod ca_client;
 pub mod chain;
 pub mod cli;

@@ -1,0 +1,258 @@
+//! `svidgate ca`: a small CA speaking the Istio CA gRPC API over TLS, for local use, tests
+//! and demos.
+//!
+//! - [`store`]: the `cacerts` directory (load, check, `--generate`);
+//! - [`csr_policy`]: the CSR checks (istio-csr's rules), pure;
+//! - [`auth`]: caller identity (mTLS SVID, tokens file, or `--insecure-trust-csr`);
+//! - [`issue`]: X509-SVID leaves and the CA's serving certificate;
+//! - [`server`]: the tonic service, TLS acceptor and hot reload.
+
+pub mod auth;
+pub mod csr_policy;
+pub mod issue;
+pub mod server;
+pub mod store;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use svidgate_core::TrustDomain;
+
+use crate::agent::config::{parse_duration, LogFormat};
+pub use server::{start, CaHandle, CaServerConfig, RunningCa};
+
+/// `svidgate ca …`
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Serve the Istio CA API (`CreateCertificate`) over TLS.
+    Serve(Box<CaServeArgs>),
+    /// Create a root + intermediate `cacerts` directory and exit (never overwrites).
+    Init(CaInitArgs),
+}
+
+/// Flags of `svidgate ca serve`.
+#[derive(Debug, Clone, Args)]
+pub struct CaServeArgs {
+    /// Address to listen on (port 0 picks a free port; the chosen address is printed).
+    #[arg(
+        long,
+        env = "SVIDGATE_CA_LISTEN",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:15012"
+    )]
+    pub listen: String,
+    /// `cacerts` directory: ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem.
+    #[arg(long, env = "SVIDGATE_CA_DIR", value_name = "DIR")]
+    pub ca_dir: PathBuf,
+    /// Create a root + intermediate in --ca-dir if it holds none of the files.
+    #[arg(long, env = "SVIDGATE_CA_GENERATE")]
+    pub generate: bool,
+    /// Trust domain of the identities this CA signs.
+    #[arg(
+        long,
+        env = "TRUST_DOMAIN",
+        value_name = "TD",
+        default_value = "cluster.local"
+    )]
+    pub trust_domain: String,
+    /// Token file: lines `<token> <spiffe-id>` (re-read on every call).
+    #[arg(long, env = "SVIDGATE_CA_TOKENS", value_name = "FILE")]
+    pub tokens: Option<PathBuf>,
+    /// DEV ONLY: callers without credentials get the identity their CSR asks for.
+    #[arg(long, env = "SVIDGATE_CA_INSECURE_TRUST_CSR")]
+    pub insecure_trust_csr: bool,
+    /// Longest certificate lifetime issued (longer requests are capped).
+    #[arg(
+        long,
+        env = "SVIDGATE_CA_MAX_TTL",
+        value_name = "DURATION",
+        default_value = "24h"
+    )]
+    pub max_ttl: String,
+    /// Lifetime issued when a request asks for 0 (no preference).
+    #[arg(
+        long,
+        env = "SVIDGATE_CA_DEFAULT_TTL",
+        value_name = "DURATION",
+        default_value = "24h"
+    )]
+    pub default_ttl: String,
+    /// Names (DNS or IP) in the CA's serving certificate; repeat the flag. Default:
+    /// localhost, istiod.istio-system.svc, svidgate-ca.istio-system.svc, 127.0.0.1.
+    #[arg(
+        long = "server-name",
+        env = "SVIDGATE_CA_SERVER_NAMES",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    pub server_names: Vec<String>,
+    /// Re-read --ca-dir when its files change, checking this often (`0s` disables;
+    /// SIGHUP always reloads).
+    #[arg(
+        long,
+        env = "SVIDGATE_CA_WATCH_INTERVAL",
+        value_name = "DURATION",
+        default_value = "2s"
+    )]
+    pub watch_interval: String,
+    /// Log format: human or json.
+    #[arg(
+        long,
+        env = "SVIDGATE_LOG_FORMAT",
+        value_name = "FORMAT",
+        default_value = "human"
+    )]
+    pub log_format: String,
+}
+
+/// Flags of `svidgate ca init`.
+#[derive(Debug, Clone, Args)]
+pub struct CaInitArgs {
+    /// Directory to create the `cacerts` files in.
+    #[arg(long, env = "SVIDGATE_CA_DIR", value_name = "DIR")]
+    pub ca_dir: PathBuf,
+    /// Trust domain (the O= of the CA certificates).
+    #[arg(
+        long,
+        env = "TRUST_DOMAIN",
+        value_name = "TD",
+        default_value = "cluster.local"
+    )]
+    pub trust_domain: String,
+}
+
+fn trust_domain(v: &str) -> anyhow::Result<TrustDomain> {
+    TrustDomain::new(v)
+        .map_err(|e| anyhow::anyhow!("invalid --trust-domain (TRUST_DOMAIN) {v:?}: {e}"))
+}
+
+impl CaServeArgs {
+    /// Validates the flags into a server configuration.
+    pub fn to_config(&self) -> anyhow::Result<CaServerConfig> {
+        let max_ttl = parse_duration("--max-ttl", "SVIDGATE_CA_MAX_TTL", &self.max_ttl)?;
+        if max_ttl < server::MIN_TTL {
+            anyhow::bail!(
+                "invalid --max-ttl (SVIDGATE_CA_MAX_TTL) {:?}: must be at least 1m",
+                self.max_ttl
+            );
+        }
+        let default_ttl = parse_duration(
+            "--default-ttl",
+            "SVIDGATE_CA_DEFAULT_TTL",
+            &self.default_ttl,
+        )?;
+        let watch = humantime::parse_duration(self.watch_interval.trim()).map_err(|e| {
+            anyhow::anyhow!(
+                "invalid --watch-interval (SVIDGATE_CA_WATCH_INTERVAL) {:?}: {e}",
+                self.watch_interval
+            )
+        })?;
+        let server_names = if self.server_names.is_empty() {
+            server::DEFAULT_SERVER_NAMES
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        } else {
+            self.server_names.clone()
+        };
+        Ok(CaServerConfig {
+            ca_dir: self.ca_dir.clone(),
+            trust_domain: trust_domain(&self.trust_domain)?,
+            tokens: self.tokens.clone(),
+            insecure_trust_csr: self.insecure_trust_csr,
+            max_ttl,
+            default_ttl,
+            server_names,
+            watch_interval: (!watch.is_zero()).then_some(watch),
+        })
+    }
+}
+
+/// `svidgate ca …` from the command line.
+pub fn main(cmd: CaCommand) -> anyhow::Result<i32> {
+    match cmd {
+        CaCommand::Init(a) => {
+            let td = trust_domain(&a.trust_domain)?;
+            let files = store::generate(&a.ca_dir, &td)?;
+            for f in files {
+                println!("{}", f.display());
+            }
+            Ok(0)
+        }
+        CaCommand::Serve(a) => serve_main(&a),
+    }
+}
+
+fn serve_main(a: &CaServeArgs) -> anyhow::Result<i32> {
+    let cfg = a.to_config()?;
+    let log_format = match a.log_format.as_str() {
+        "human" => LogFormat::Human,
+        "json" => LogFormat::Json,
+        other => anyhow::bail!(
+            "invalid --log-format (SVIDGATE_LOG_FORMAT) {other:?}: expected human or json"
+        ),
+    };
+    crate::logging::init(log_format);
+    if a.insecure_trust_csr {
+        tracing::warn!("--insecure-trust-csr: callers without credentials get any identity in {} they ask for; never use this outside local demos", cfg.trust_domain);
+    }
+    if a.generate {
+        let existing = store::existing_files(&cfg.ca_dir);
+        if existing.is_empty() {
+            store::generate(&cfg.ca_dir, &cfg.trust_domain)?;
+            tracing::info!(ca_dir = %cfg.ca_dir.display(), "generated a new root and intermediate");
+        } else if existing.len() != store::ALL_FILES.len() {
+            anyhow::bail!(
+                "--generate: {} holds only {} of the cacerts files; refusing to overwrite or mix",
+                cfg.ca_dir.display(),
+                existing.join(", ")
+            );
+        }
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&a.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("--listen {}: {e}", a.listen))?;
+        let running = start(cfg, listener).await?;
+        println!("svidgate ca listening on {}", running.addr);
+        tracing::info!(addr = %running.addr, "svidgate ca serving");
+        let handle = running.handle.clone();
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        loop {
+            tokio::select! {
+                _ = hup.recv() => {
+                    if let Err(e) = handle.reload() {
+                        tracing::warn!(error = %e, "SIGHUP: reload failed; keeping the current material");
+                    }
+                }
+                _ = term.recv() => break,
+                _ = tokio::signal::ctrl_c() => break,
+            }
+        }
+        running.shutdown().await;
+        Ok::<_, anyhow::Error>(0)
+    })
+}
+
+/// Default `Duration` helpers for tests and embedders.
+pub fn dev_config(ca_dir: PathBuf, td: &str) -> anyhow::Result<CaServerConfig> {
+    Ok(CaServerConfig {
+        ca_dir,
+        trust_domain: trust_domain(td)?,
+        tokens: None,
+        insecure_trust_csr: false,
+        max_ttl: Duration::from_secs(24 * 3600),
+        default_ttl: Duration::from_secs(24 * 3600),
+        server_names: server::DEFAULT_SERVER_NAMES
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        watch_interval: None,
+    })
+}

@@ -1,0 +1,444 @@
+//! The agent's client against `svidgate ca` (the library server on 127.0.0.1:0), over real
+//! TLS on loopback: issuance for every key type, token and mTLS authentication, identity
+//! checks, CSR rules, TTL capping, root reload.
+
+mod common;
+
+use std::time::{Duration, SystemTime};
+
+use common::*;
+use rcgen::{
+    CertificateParams, DistinguishedName, ExtendedKeyUsagePurpose, KeyUsagePurpose, SanType,
+};
+use sidecar_host::ca_client::{CaClient, CaError, ClientIdentity};
+use sidecar_host::chain::{self, Anchors};
+use sidecar_host::fetch::{fetch_svid, FetchError};
+use sidecar_host::keys::{KeyType, WorkloadKey};
+use tonic::Code;
+use x509_parser::extensions::{GeneralName, ParsedExtension};
+use x509_parser::prelude::FromDer;
+
+fn rejected(e: &FetchError) -> Option<Code> {
+    match e {
+        FetchError::Ca(CaError::Rejected { code, .. }) => Some(*code),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn issues_checked_svids_for_every_key_type_with_a_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = ca_dir(tmp.path(), "cacerts");
+    let tokens = write(
+        tmp.path(),
+        "tokens",
+        &format!("# test\nweb-token {WEB}\napi-token {API}\n"),
+    );
+    let mut cfg = config(&dir);
+    cfg.tokens = Some(tokens);
+    let ca = start(cfg).await;
+    let token = write(tmp.path(), "token", "web-token\n");
+    let root = dir.join("root-cert.pem");
+    let c = client(ca.addr, &root, Some(&token));
+    let anchors = bundle(&root);
+
+    for kt in KeyType::ALL {
+        let svid = fetch_svid(
+            &c,
+            &id(WEB),
+            kt,
+            Duration::from_secs(3600),
+            Anchors::Bundle(&anchors),
+            chain::DEFAULT_SKEW,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{kt}: {e}"));
+        assert_eq!(svid.cert.spiffe_id, id(WEB));
+        assert_eq!(svid.cert.chain.len(), 2, "leaf + intermediate");
+        let life = svid.cert.lifetime();
+        assert!(
+            life >= Duration::from_secs(3600) && life <= Duration::from_secs(3600 + 61),
+            "{life:?}"
+        );
+
+        // The leaf follows the X509-SVID profile.
+        let (_, leaf) =
+            x509_parser::certificate::X509Certificate::from_der(svid.cert.leaf()).unwrap();
+        assert_eq!(leaf.subject().iter().count(), 0);
+        let serial = leaf.raw_serial();
+        assert!(
+            serial.len() >= 8 && serial[0] & 0x80 == 0 && serial[0] != 0,
+            "serial {serial:02x?}"
+        );
+        let nb = leaf.validity().not_before.timestamp();
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        assert!(
+            now - nb >= 50 && now - nb <= 120,
+            "not-before back-dated ~1 min: {}",
+            now - nb
+        );
+        let mut seen = Vec::new();
+        for ext in leaf.extensions() {
+            match ext.parsed_extension() {
+                ParsedExtension::SubjectAlternativeName(san) => {
+                    assert!(ext.critical, "SAN critical with an empty subject");
+                    assert_eq!(san.general_names, vec![GeneralName::URI(WEB)]);
+                    seen.push("san");
+                }
+                ParsedExtension::BasicConstraints(bc) => {
+                    assert!(!bc.ca);
+                    seen.push("bc");
+                }
+                ParsedExtension::KeyUsage(ku) => {
+                    assert!(ku.digital_signature() && !ku.key_cert_sign() && !ku.crl_sign());
+                    assert_eq!(ku.key_encipherment(), kt.is_rsa());
+                    seen.push("ku");
+                }
+                ParsedExtension::ExtendedKeyUsage(eku) => {
+                    assert!(eku.server_auth && eku.client_auth);
+                    seen.push("eku");
+                }
+                ParsedExtension::AuthorityKeyIdentifier(_) => seen.push("aki"),
+                ParsedExtension::SubjectKeyIdentifier(_) => seen.push("ski"),
+                other => panic!("{kt}: unexpected extension {other:?}"),
+            }
+        }
+        seen.sort();
+        assert_eq!(seen, ["aki", "bc", "eku", "ku", "san", "ski"], "{kt}");
+    }
+    ca.shutdown().await;
+}
+
+#[tokio::test]
+async fn wrong_or_missing_credentials_and_foreign_identities_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = ca_dir(tmp.path(), "cacerts");
+    let tokens = write(tmp.path(), "tokens", &format!("web-token {WEB}\n"));
+    let mut cfg = config(&dir);
+    cfg.tokens = Some(tokens);
+    let ca = start(cfg).await;
+    let root = dir.join("root-cert.pem");
+    let anchors = bundle(&root);
+    let ttl = Duration::from_secs(3600);
+
+    // Unknown token: PERMISSION_DENIED, not retried.
+    let bad = write(tmp.path(), "bad-token", "nope");
+    let e = fetch_svid(
+        &client(ca.addr, &root, Some(&bad)),
+        &id(WEB),
+        KeyType::EcdsaP256,
+        ttl,
+        Anchors::Bundle(&anchors),
+        chain::DEFAULT_SKEW,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(rejected(&e), Some(Code::PermissionDenied), "{e}");
+
+    // No credentials at all: UNAUTHENTICATED.
+    let e = fetch_svid(
+        &client(ca.addr, &root, None),
+        &id(WEB),
+        KeyType::EcdsaP256,
+        ttl,
+        Anchors::Bundle(&anchors),
+        chain::DEFAULT_SKEW,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(rejected(&e), Some(Code::Unauthenticated), "{e}");
+
+    // A valid token asking for another identity: PERMISSION_DENIED.
+    let good = write(tmp.path(), "good-token", "web-token");
+    let e = fetch_svid(
+        &client(ca.addr, &root, Some(&good)),
+        &id(API),
+        KeyType::EcdsaP256,
+        ttl,
+        Anchors::Bundle(&anchors),
+        chain::DEFAULT_SKEW,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(rejected(&e), Some(Code::PermissionDenied), "{e}");
+
+    // A CSR for our identity that also carries a DNS SAN: INVALID_ARGUMENT naming it.
+    let key = WorkloadKey::generate(KeyType::EcdsaP256).unwrap();
+    let mut p = CertificateParams::default();
+    p.distinguished_name = DistinguishedName::new();
+    p.subject_alt_names = vec![
+        SanType::URI(WEB.try_into().unwrap()),
+        SanType::DnsName("frontend.web.svc".try_into().unwrap()),
+    ];
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let csr = p
+        .serialize_request(key.rcgen_key_pair())
+        .unwrap()
+        .pem()
+        .unwrap();
+    let e = client(ca.addr, &root, Some(&good))
+        .sign(&csr, ttl)
+        .await
+        .unwrap_err();
+    match e {
+        CaError::Rejected {
+            code: Code::InvalidArgument,
+            message,
+        } => assert!(message.contains("DNS"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    // A CSR for another trust domain: PERMISSION_DENIED.
+    let e = fetch_svid(
+        &client(ca.addr, &root, Some(&good)),
+        &id("spiffe://other.td/ns/web/sa/frontend"),
+        KeyType::EcdsaP256,
+        ttl,
+        Anchors::Bundle(&anchors),
+        chain::DEFAULT_SKEW,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(rejected(&e), Some(Code::PermissionDenied), "{e}");
+    // Garbage CSR: INVALID_ARGUMENT.
+    let e = client(ca.addr, &root, Some(&good))
+        .sign("not a csr", ttl)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            CaError::Rejected {
+                code: Code::InvalidArgument,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    // Too short a lifetime: INVALID_ARGUMENT.
+    let e = fetch_svid(
+        &client(ca.addr, &root, Some(&good)),
+        &id(WEB),
+        KeyType::EcdsaP256,
+        Duration::from_secs(5),
+        Anchors::Bundle(&anchors),
+        chain::DEFAULT_SKEW,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(rejected(&e), Some(Code::InvalidArgument), "{e}");
+    ca.shutdown().await;
+}
+
+#[tokio::test]
+async fn ttl_is_capped_by_max_ttl() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = ca_dir(tmp.path(), "cacerts");
+    let mut cfg = config(&dir);
+    cfg.insecure_trust_csr = true;
+    cfg.max_ttl = Duration::from_secs(600);
+    let ca = start(cfg).await;
+    let root = dir.join("root-cert.pem");
+    let svid = fetch_svid(
+        &client(ca.addr, &root, None),
+        &id(WEB),
+        KeyType::EcdsaP256,
+        Duration::from_secs(48 * 3600),
+        Anchors::Bundle(&bundle(&root)),
+        chain::DEFAULT_SKEW,
+    )
+    .await
+    .unwrap();
+    let life = svid.cert.lifetime();
+    assert!(
+        life <= Duration::from_secs(600 + 61) && life >= Duration::from_secs(600),
+        "{life:?}"
+    );
+    ca.shutdown().await;
+}
+
+#[tokio::test]
+async fn renewal_over_mtls_uses_the_current_svid_identity() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = ca_dir(tmp.path(), "cacerts");
+    let tokens = write(tmp.path(), "tokens", &format!("web-token {WEB}\n"));
+    let mut cfg = config(&dir);
+    cfg.tokens = Some(tokens);
+    let ca = start(cfg).await;
+    let root = dir.join("root-cert.pem");
+    let anchors = bundle(&root);
+    let ttl = Duration::from_secs(3600);
+    let token = write(tmp.path(), "token", "web-token");
+    let first = fetch_svid(
+        &client(ca.addr, &root, Some(&token)),
+        &id(WEB),
+        KeyType::EcdsaP256,
+        ttl,
+        Anchors::Bundle(&anchors),
+        chain::DEFAULT_SKEW,
+    )
+    .await
+    .unwrap();
+
+    // No token now: the client certificate is the credential.
+    let renewing = client(ca.addr, &root, None);
+    renewing.set_client_identity(Some(ClientIdentity {
+        chain_pem: first.cert.chain_pem(),
+        key_pem: first.key.to_pkcs8_pem(),
+    }));
+    let second = fetch_svid(
+        &renewing,
+        &id(WEB),
+        KeyType::EcdsaP256,
+        ttl,
+        Anchors::Bundle(&anchors),
+        chain::DEFAULT_SKEW,
+    )
+    .await
+    .unwrap();
+    assert_ne!(second.cert.serial, first.cert.serial);
+    assert_ne!(second.key.public_key_der(), first.key.public_key_der());
+    // The SVID of WEB cannot get a certificate for API.
+    let e = fetch_svid(
+        &renewing,
+        &id(API),
+        KeyType::EcdsaP256,
+        ttl,
+        Anchors::Bundle(&anchors),
+        chain::DEFAULT_SKEW,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(rejected(&e), Some(Code::PermissionDenied), "{e}");
+    ca.shutdown().await;
+}
+
+#[tokio::test]
+async fn reload_switches_to_a_new_root() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = ca_dir(tmp.path(), "cacerts");
+    let new_dir = ca_dir(tmp.path(), "cacerts-new");
+    let mut cfg = config(&dir);
+    cfg.insecure_trust_csr = true;
+    let ca = start(cfg).await;
+    let old_root = std::fs::read_to_string(dir.join("root-cert.pem")).unwrap();
+    let new_root = std::fs::read_to_string(new_dir.join("root-cert.pem")).unwrap();
+    // Agents trust both roots during the rotation.
+    let both = write(
+        tmp.path(),
+        "both-roots.pem",
+        &format!("{old_root}{new_root}"),
+    );
+    let anchors = bundle(&both);
+    let c = client(ca.addr, &both, None);
+    let ttl = Duration::from_secs(3600);
+
+    let before = fetch_svid(
+        &c,
+        &id(WEB),
+        KeyType::EcdsaP256,
+        ttl,
+        Anchors::Bundle(&anchors),
+        chain::DEFAULT_SKEW,
+    )
+    .await
+    .unwrap();
+    assert_eq!(before.cert.root_pem(), old_root);
+
+    for f in [
+        "ca-cert.pem",
+        "ca-key.pem",
+        "cert-chain.pem",
+        "root-cert.pem",
+    ] {
+        std::fs::copy(new_dir.join(f), dir.join(f)).unwrap();
+    }
+    ca.handle.reload().unwrap();
+    let after = fetch_svid(
+        &c,
+        &id(WEB),
+        KeyType::EcdsaP256,
+        ttl,
+        Anchors::Bundle(&anchors),
+        chain::DEFAULT_SKEW,
+    )
+    .await
+    .unwrap();
+    assert_eq!(after.cert.root_pem(), new_root);
+    // An agent that trusts only the old root rejects the new chain (and cannot even connect).
+    let old_only = write(tmp.path(), "old-root.pem", &old_root);
+    let e = fetch_svid(
+        &client(ca.addr, &old_only, None),
+        &id(WEB),
+        KeyType::EcdsaP256,
+        ttl,
+        Anchors::Bundle(&bundle(&old_only)),
+        chain::DEFAULT_SKEW,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            FetchError::Ca(CaError::Exhausted {
+                code: Code::Unavailable,
+                ..
+            })
+        ),
+        "{e}"
+    );
+
+    // A broken directory is refused and the current material stays.
+    std::fs::write(dir.join("ca-key.pem"), "garbage").unwrap();
+    assert!(ca.handle.reload().is_err());
+    fetch_svid(
+        &c,
+        &id(WEB),
+        KeyType::EcdsaP256,
+        ttl,
+        Anchors::Bundle(&anchors),
+        chain::DEFAULT_SKEW,
+    )
+    .await
+    .unwrap();
+    ca.shutdown().await;
+}
+
+#[test]
+fn generate_never_overwrites_and_load_checks_the_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = ca_dir(tmp.path(), "cacerts");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.join("ca-key.pem"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    let key_before = std::fs::read(dir.join("ca-key.pem")).unwrap();
+    let td = svidgate_core::TrustDomain::new(TD).unwrap();
+    assert!(sidecar_host::ca::store::generate(&dir, &td).is_err());
+    assert_eq!(std::fs::read(dir.join("ca-key.pem")).unwrap(), key_before);
+    sidecar_host::ca::store::load(&dir).unwrap();
+
+    // A key that does not match ca-cert.pem.
+    let other = ca_dir(tmp.path(), "other");
+    std::fs::copy(other.join("ca-key.pem"), dir.join("ca-key.pem")).unwrap();
+    let e = sidecar_host::ca::store::load(&dir).unwrap_err();
+    assert!(e.to_string().contains("does not match"), "{e}");
+    // A chain to a root that is not in root-cert.pem.
+    std::fs::copy(other.join("ca-key.pem"), dir.join("ca-key.pem")).unwrap();
+    std::fs::copy(other.join("ca-cert.pem"), dir.join("ca-cert.pem")).unwrap();
+    std::fs::copy(other.join("cert-chain.pem"), dir.join("cert-chain.pem")).unwrap();
+    let e = sidecar_host::ca::store::load(&dir).unwrap_err();
+    assert!(
+        e.to_string().contains("not signed by any certificate"),
+        "{e}"
+    );
+}
