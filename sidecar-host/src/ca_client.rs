@@ -246,14 +246,25 @@ impl IstioCaClient {
             req.metadata_mut().insert("clusterid", v);
         }
         let mut client = IstioCertificateServiceClient::new(channel);
+        let started = tokio::time::Instant::now();
         let call = client.create_certificate(req);
-        match tokio::time::timeout(self.config.request_timeout, call).await {
-            Ok(Ok(resp)) => Ok(resp.into_inner().cert_chain),
-            Ok(Err(status)) => Err(status),
-            Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+        let deadline = || {
+            tonic::Status::deadline_exceeded(format!(
                 "no answer within {}",
                 humantime::format_duration(self.config.request_timeout)
-            ))),
+            ))
+        };
+        match tokio::time::timeout(self.config.request_timeout, call).await {
+            Ok(Ok(resp)) => Ok(resp.into_inner().cert_chain),
+            // tonic servers answer an expired `grpc-timeout` with CANCELLED: that is our deadline.
+            Ok(Err(status))
+                if status.code() == Code::Cancelled
+                    && started.elapsed() >= self.config.request_timeout.mul_f64(0.9) =>
+            {
+                Err(deadline())
+            }
+            Ok(Err(status)) => Err(status),
+            Err(_) => Err(deadline()),
         }
     }
 }

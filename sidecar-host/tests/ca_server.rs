@@ -226,7 +226,7 @@ async fn wrong_or_missing_credentials_and_foreign_identities_are_refused() {
         &client(ca.addr, &root, Some(&good)),
         &id(WEB),
         KeyType::EcdsaP256,
-        Duration::from_secs(5),
+        Duration::from_secs(2),
         Anchors::Bundle(&anchors),
         chain::DEFAULT_SKEW,
     )

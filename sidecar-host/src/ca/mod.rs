@@ -70,6 +70,14 @@ pub struct CaServeArgs {
         default_value = "24h"
     )]
     pub max_ttl: String,
+    /// Shortest lifetime issued (shorter requests get INVALID_ARGUMENT).
+    #[arg(
+        long,
+        env = "SVIDGATE_CA_MIN_TTL",
+        value_name = "DURATION",
+        default_value = "5s"
+    )]
+    pub min_ttl: String,
     /// Lifetime issued when a request asks for 0 (no preference).
     #[arg(
         long,
@@ -131,10 +139,12 @@ impl CaServeArgs {
     /// Validates the flags into a server configuration.
     pub fn to_config(&self) -> anyhow::Result<CaServerConfig> {
         let max_ttl = parse_duration("--max-ttl", "SVIDGATE_CA_MAX_TTL", &self.max_ttl)?;
-        if max_ttl < server::MIN_TTL {
+        let min_ttl = parse_duration("--min-ttl", "SVIDGATE_CA_MIN_TTL", &self.min_ttl)?;
+        if max_ttl < min_ttl {
             anyhow::bail!(
-                "invalid --max-ttl (SVIDGATE_CA_MAX_TTL) {:?}: must be at least 1m",
-                self.max_ttl
+                "invalid --max-ttl (SVIDGATE_CA_MAX_TTL) {:?}: below --min-ttl {:?}",
+                self.max_ttl,
+                self.min_ttl
             );
         }
         let default_ttl = parse_duration(
@@ -162,6 +172,7 @@ impl CaServeArgs {
             tokens: self.tokens.clone(),
             insecure_trust_csr: self.insecure_trust_csr,
             max_ttl,
+            min_ttl,
             default_ttl,
             server_names,
             watch_interval: (!watch.is_zero()).then_some(watch),
@@ -248,6 +259,7 @@ pub fn dev_config(ca_dir: PathBuf, td: &str) -> anyhow::Result<CaServerConfig> {
         tokens: None,
         insecure_trust_csr: false,
         max_ttl: Duration::from_secs(24 * 3600),
+        min_ttl: server::DEFAULT_MIN_TTL,
         default_ttl: Duration::from_secs(24 * 3600),
         server_names: server::DEFAULT_SERVER_NAMES
             .iter()

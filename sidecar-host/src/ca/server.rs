@@ -27,8 +27,8 @@ use crate::pb::istio_certificate_service_server::{
 };
 use crate::pb::{IstioCertificateRequest, IstioCertificateResponse};
 
-/// The shortest certificate the CA issues.
-pub const MIN_TTL: Duration = Duration::from_secs(60);
+/// The default shortest certificate the CA issues (short lifetimes are for demos of rotation).
+pub const DEFAULT_MIN_TTL: Duration = Duration::from_secs(5);
 /// The default names in the CA's serving certificate.
 pub const DEFAULT_SERVER_NAMES: [&str; 4] = [
     "localhost",
@@ -47,6 +47,8 @@ pub struct CaServerConfig {
     /// Dev only: trust the identity the CSR asks for when the caller has no credentials.
     pub insecure_trust_csr: bool,
     pub max_ttl: Duration,
+    /// Shorter requests are refused (INVALID_ARGUMENT).
+    pub min_ttl: Duration,
     /// Used when the request's validity_duration is 0.
     pub default_ttl: Duration,
     /// DNS names / IPs of the CA's serving certificate.
@@ -377,10 +379,10 @@ pub fn effective_ttl(requested: i64, cfg: &CaServerConfig) -> Result<Duration, S
         return Ok(cfg.default_ttl.min(cfg.max_ttl));
     }
     let d = Duration::from_secs(requested as u64);
-    if d < MIN_TTL {
+    if d < cfg.min_ttl {
         return Err(Status::invalid_argument(format!(
             "validity_duration {requested}s is below the minimum of {}s",
-            MIN_TTL.as_secs()
+            cfg.min_ttl.as_secs()
         )));
     }
     Ok(d.min(cfg.max_ttl))
