@@ -1,0 +1,704 @@
+//! The svidgate wasm filter inside a real Envoy 1.40.
+//!
+//! - every Envoy config the project ships (`deploy/envoy/*.yaml`) passes `envoy --mode
+//!   validate` with the built module, and a broken configuration makes Envoy refuse it;
+//! - end to end: one Envoy on loopback with mTLS listeners (HTTP strict, HTTP non-strict,
+//!   HTTP dry-run, TCP) in front of echo servers; certificates from a test CA (rcgen);
+//!   a rustls client presents the peer certificates.
+//!
+//! Needs `make wasm` (the module) and `make setup` (Envoy in `.venv`).
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use serde_json::{json, Value};
+use svidgate_e2e::{envoy_validate, filter_wasm, free_port, repo_root, Envoy};
+
+const TD: &str = "cluster.local";
+const FRONTEND: &str = "spiffe://cluster.local/ns/web/sa/frontend";
+const LEGACY: &str = "spiffe://cluster.local/ns/legacy/sa/old";
+const OTHER: &str = "spiffe://cluster.local/ns/other/sa/batch";
+const SERVER_NAME: &str = "svc.test";
+/// The module path written in the shipped example configs.
+const EXAMPLE_WASM_PATH: &str = "/etc/envoy/svidgate_filter.wasm";
+
+// ---------------------------------------------------------------------------------------
+// Test PKI
+
+struct Leaf {
+    cert: CertificateDer<'static>,
+    key: Vec<u8>,
+}
+
+struct Pki {
+    ca_pem: String,
+    ca: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl Pki {
+    /// A CA plus the Envoy server certificate (DNS `svc.test`), written to `dir`.
+    fn new(dir: &Path) -> Result<Pki> {
+        let mut p = CertificateParams::default();
+        p.distinguished_name = DistinguishedName::new();
+        p.distinguished_name.push(DnType::CommonName, "svidgate filter e2e CA");
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca = CertifiedIssuer::self_signed(p, KeyPair::generate()?)?;
+        let pki = Pki {
+            ca_pem: ca.pem(),
+            ca,
+        };
+        let mut p = CertificateParams::new(vec![SERVER_NAME.to_owned()])?;
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let key = KeyPair::generate()?;
+        let cert = p.signed_by(&key, &pki.ca)?;
+        std::fs::write(dir.join("server.pem"), cert.pem())?;
+        std::fs::write(dir.join("server.key"), key.serialize_pem())?;
+        std::fs::write(dir.join("ca.pem"), &pki.ca_pem)?;
+        Ok(pki)
+    }
+
+    /// A client leaf with the given URI SANs (in order), optionally CA:true.
+    fn leaf(&self, uris: &[&str], is_ca: bool) -> Result<Leaf> {
+        let mut p = CertificateParams::default();
+        p.subject_alt_names = uris
+            .iter()
+            .map(|u| Ok(SanType::URI((*u).try_into()?)))
+            .collect::<Result<_>>()?;
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        if is_ca {
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        }
+        let key = KeyPair::generate()?;
+        let cert = p.signed_by(&key, &self.ca)?;
+        Ok(Leaf {
+            cert: cert.der().clone(),
+            key: key.serialize_der(),
+        })
+    }
+
+    fn client_config(&self, leaf: &Leaf) -> Result<Arc<rustls::ClientConfig>> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca.der().clone())?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(
+                vec![leaf.cert.clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf.key.clone())),
+            )?;
+        Ok(Arc::new(cfg))
+    }
+
+    /// TLS connection to 127.0.0.1:port as `leaf` (SNI `svc.test`).
+    fn connect(
+        &self,
+        port: u16,
+        leaf: &Leaf,
+    ) -> Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
+        let conn = rustls::ClientConnection::new(
+            self.client_config(leaf)?,
+            ServerName::try_from(SERVER_NAME)?,
+        )?;
+        let sock = TcpStream::connect(("127.0.0.1", port))?;
+        sock.set_read_timeout(Some(Duration::from_secs(5)))?;
+        Ok(rustls::StreamOwned::new(conn, sock))
+    }
+}
+
+/// Reads until EOF; a missing close_notify or a reset after data counts as EOF.
+fn read_all(s: &mut impl Read) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return Ok(out),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::UnexpectedEof
+                        | ErrorKind::ConnectionReset
+                        | ErrorKind::ConnectionAborted
+                ) =>
+            {
+                return Ok(out)
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// One HTTP/1.1 GET over mTLS; returns (status, body).
+fn https_get(
+    pki: &Pki,
+    port: u16,
+    leaf: &Leaf,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<(u16, String)> {
+    let mut s = pki.connect(port, leaf)?;
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {SERVER_NAME}\r\n");
+    for (n, v) in headers {
+        req.push_str(&format!("{n}: {v}\r\n"));
+    }
+    req.push_str("Connection: close\r\n\r\n");
+    s.write_all(req.as_bytes())?;
+    s.flush()?;
+    let text = String::from_utf8(read_all(&mut s)?)?;
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .with_context(|| format!("no HTTP status in {text:?}"))?;
+    let body = text.split_once("\r\n\r\n").map(|x| x.1).unwrap_or_default();
+    Ok((status, body.to_owned()))
+}
+
+/// Sends `payload` over mTLS and returns whatever comes back before `payload.len()` bytes
+/// or the connection's end.
+fn tls_exchange(pki: &Pki, port: u16, leaf: &Leaf, payload: &[u8]) -> Result<Vec<u8>> {
+    let mut s = pki.connect(port, leaf)?;
+    // A refused peer may see the close while writing; that is part of the answer.
+    if let Err(e) = s.write_all(payload).and_then(|()| s.flush()) {
+        if !matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe) {
+            return Err(e.into());
+        }
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while out.len() < payload.len() {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::UnexpectedEof
+                        | ErrorKind::ConnectionReset
+                        | ErrorKind::ConnectionAborted
+                ) =>
+            {
+                break
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------
+// Upstream servers (threads in this process, stopped on drop)
+
+struct Server {
+    port: u16,
+    accepted: Arc<AtomicUsize>,
+    received: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    /// `http`: answer each request with 200 and the request head as the body.
+    /// Otherwise: echo every byte back.
+    fn start(http: bool) -> Result<Server> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let port = listener.local_addr()?.port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let received = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (a, r, st) = (accepted.clone(), received.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((sock, _)) => {
+                        a.fetch_add(1, Ordering::SeqCst);
+                        let r = r.clone();
+                        std::thread::spawn(move || {
+                            let _ = if http {
+                                serve_http(sock, &r)
+                            } else {
+                                serve_echo(sock, &r)
+                            };
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        Ok(Server {
+            port,
+            accepted,
+            received,
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve_http(mut sock: TcpStream, received: &AtomicUsize) -> std::io::Result<()> {
+    sock.set_nonblocking(false)?;
+    sock.set_read_timeout(Some(Duration::from_secs(5)))?;
+    loop {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if sock.read(&mut byte)? == 0 {
+                return Ok(());
+            }
+            head.push(byte[0]);
+        }
+        received.fetch_add(head.len(), Ordering::SeqCst);
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n",
+            head.len()
+        );
+        sock.write_all(resp.as_bytes())?;
+        sock.write_all(&head)?;
+    }
+}
+
+fn serve_echo(mut sock: TcpStream, received: &AtomicUsize) -> std::io::Result<()> {
+    sock.set_nonblocking(false)?;
+    sock.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = sock.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        received.fetch_add(n, Ordering::SeqCst);
+        sock.write_all(&buf[..n])?;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Envoy configuration
+
+/// The policy of the enforcing listeners: legacy is denied; only the frontend is allowed.
+fn enforce_policy(strict: bool) -> Value {
+    json!({
+        "trustDomain": TD,
+        "policies": [
+            {"name": "deny-legacy", "action": "DENY",
+             "rules": [{"from": [{"source": {"namespaces": ["legacy"]}}]}]},
+            {"name": "frontend", "action": "ALLOW",
+             "rules": [{"from": [{"source": {"principals": ["cluster.local/ns/web/sa/frontend"]}}]}]}
+        ],
+        "filter": {"strict": strict}
+    })
+}
+
+/// Only a dry-run ALLOW that matches nobody: everything is allowed, the shadow denies.
+fn dry_run_policy() -> Value {
+    json!({
+        "trustDomain": TD,
+        "policies": [
+            {"name": "shadow-allow", "action": "ALLOW", "dryRun": true,
+             "rules": [{"from": [{"source": {"principals": ["cluster.local/ns/nobody/sa/none"]}}]}]}
+        ]
+    })
+}
+
+fn wasm_plugin(wasm: &Path, config: &Value) -> Value {
+    json!({
+        "name": "svidgate",
+        "root_id": "svidgate",
+        "vm_config": {
+            "runtime": "envoy.wasm.runtime.v8",
+            "code": {"local": {"filename": wasm}}
+        },
+        "configuration": {
+            "@type": "type.googleapis.com/google.protobuf.StringValue",
+            "value": config.to_string()
+        },
+        "fail_open": false
+    })
+}
+
+fn downstream_mtls(dir: &Path) -> Value {
+    json!({
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+            "require_client_certificate": true,
+            "common_tls_context": {
+                "tls_certificates": [{
+                    "certificate_chain": {"filename": dir.join("server.pem")},
+                    "private_key": {"filename": dir.join("server.key")}
+                }],
+                "validation_context": {"trusted_ca": {"filename": dir.join("ca.pem")}}
+            }
+        }
+    })
+}
+
+fn tls_inspector() -> Value {
+    json!([{
+        "name": "envoy.filters.listener.tls_inspector",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"}
+    }])
+}
+
+fn loopback(port: u16) -> Value {
+    json!({"socket_address": {"address": "127.0.0.1", "port_value": port}})
+}
+
+fn http_listener(name: &str, port: u16, dir: &Path, wasm: &Path, config: &Value) -> Value {
+    json!({
+        "name": name,
+        "address": loopback(port),
+        "listener_filters": tls_inspector(),
+        "filter_chains": [{
+            "transport_socket": downstream_mtls(dir),
+            "filters": [{
+                "name": "envoy.filters.network.http_connection_manager",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                    "stat_prefix": name,
+                    "access_log": [{
+                        "name": "envoy.access_loggers.stdout",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+                            "log_format": {"text_format_source": {"inline_string":
+                                format!("ACCESS {name} %REQ(:PATH)% %RESPONSE_CODE% decision=[%FILTER_STATE(wasm.svidgate.decision:PLAIN)%]\n")}}
+                        }
+                    }],
+                    "route_config": {"virtual_hosts": [{
+                        "name": "all", "domains": ["*"],
+                        "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "http_echo"}}]
+                    }]},
+                    "http_filters": [
+                        {"name": "envoy.filters.http.wasm", "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                            "config": wasm_plugin(wasm, config)}},
+                        {"name": "envoy.filters.http.router", "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
+                    ]
+                }
+            }]
+        }]
+    })
+}
+
+fn tcp_listener(name: &str, port: u16, dir: &Path, wasm: &Path, config: &Value) -> Value {
+    json!({
+        "name": name,
+        "address": loopback(port),
+        "listener_filters": tls_inspector(),
+        "filter_chains": [{
+            "transport_socket": downstream_mtls(dir),
+            "filters": [
+                {"name": "envoy.filters.network.wasm", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm",
+                    "config": wasm_plugin(wasm, config)}},
+                {"name": "envoy.filters.network.tcp_proxy", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+                    "stat_prefix": name,
+                    "cluster": "tcp_echo",
+                    "upstream_connect_mode": "ON_DOWNSTREAM_DATA",
+                    "max_early_data_bytes": 65536}}
+            ]
+        }]
+    })
+}
+
+fn cluster(name: &str, port: u16) -> Value {
+    json!({
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
+            {"endpoint": {"address": loopback(port)}}]}]}
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Validation of shipped configs
+
+fn shipped_configs() -> Result<Vec<PathBuf>> {
+    let dir = repo_root().join("deploy/envoy");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| dir.display().to_string())?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// A shipped config with the real module path substituted, written to `dir`.
+fn with_module(src: &Path, dir: &Path, wasm: &Path) -> Result<(PathBuf, String)> {
+    let text = std::fs::read_to_string(src)?;
+    if !text.contains(EXAMPLE_WASM_PATH) {
+        bail!("{} does not load {EXAMPLE_WASM_PATH}", src.display());
+    }
+    let text = text.replace(EXAMPLE_WASM_PATH, &wasm.display().to_string());
+    let name = src.file_name().context("file name")?;
+    let out = dir.join(name);
+    std::fs::write(&out, &text)?;
+    Ok((out, text))
+}
+
+#[test]
+fn shipped_envoy_configs_validate() -> Result<()> {
+    let wasm = filter_wasm()?;
+    let tmp = tempfile::tempdir()?;
+    let files = shipped_configs()?;
+    let names: Vec<String> = files
+        .iter()
+        .filter_map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    assert!(
+        names.contains(&"http.yaml".to_owned()) && names.contains(&"tcp.yaml".to_owned()),
+        "{names:?}"
+    );
+    for src in &files {
+        let (cfg, text) = with_module(src, tmp.path(), &wasm)?;
+        if src.file_name().is_some_and(|n| n == "tcp.yaml") {
+            assert!(text.contains("upstream_connect_mode: ON_DOWNSTREAM_DATA"));
+            assert!(text.contains("max_early_data_bytes"));
+        }
+        let (ok, out) = envoy_validate(&cfg)?;
+        assert!(ok, "{} fails validation:\n{out}", src.display());
+        assert!(out.contains("svidgate: configured"), "{out}");
+    }
+    Ok(())
+}
+
+/// Plugin configurations Envoy must refuse, with the text the log must show.
+fn broken_configs() -> Vec<(Value, &'static str)> {
+    vec![
+        (
+            json!({"trustDomain": TD, "policies": [], "filter": {"denyStatus": 200}}),
+            "filter.denyStatus",
+        ),
+        (
+            json!({"trustDomain": TD, "policies": [], "filter": {"identityHeader": ":path"}}),
+            "filter.identityHeader",
+        ),
+        (json!(["not", "an", "object"]), "must be a JSON object"),
+    ]
+}
+
+#[test]
+fn broken_configuration_makes_envoy_refuse_the_plugin() -> Result<()> {
+    let wasm = filter_wasm()?;
+    let tmp = tempfile::tempdir()?;
+    Pki::new(tmp.path())?;
+    let port = free_port()?;
+    for (i, (config, needle)) in broken_configs().into_iter().enumerate() {
+        // Alternate HTTP and network filters: both refuse.
+        let listener = if i % 2 == 0 {
+            http_listener("broken", port, tmp.path(), &wasm, &config)
+        } else {
+            tcp_listener("broken", port, tmp.path(), &wasm, &config)
+        };
+        let cfg = json!({
+            "static_resources": {
+                "listeners": [listener],
+                "clusters": [cluster("http_echo", port), cluster("tcp_echo", port)]
+            }
+        });
+        let file = tmp.path().join(format!("broken{i}.yaml"));
+        std::fs::write(&file, cfg.to_string())?;
+        let (ok, out) = envoy_validate(&file)?;
+        assert!(!ok, "Envoy accepted {config}:\n{out}");
+        assert!(
+            out.contains("svidgate: rejecting plugin configuration") && out.contains(needle),
+            "expected the problem ({needle}) in Envoy's log:\n{out}"
+        );
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// End to end
+
+struct Ports {
+    admin: u16,
+    strict: u16,
+    lax: u16,
+    dry: u16,
+    tcp: u16,
+}
+
+fn e2e_config(dir: &Path, wasm: &Path, p: &Ports, http_echo: u16, tcp_echo: u16) -> Value {
+    json!({
+        "admin": {"address": loopback(p.admin)},
+        "static_resources": {
+            "listeners": [
+                http_listener("strict", p.strict, dir, wasm, &enforce_policy(true)),
+                http_listener("lax", p.lax, dir, wasm, &enforce_policy(false)),
+                http_listener("dry", p.dry, dir, wasm, &dry_run_policy()),
+                tcp_listener("tcp", p.tcp, dir, wasm, &enforce_policy(true)),
+            ],
+            "clusters": [cluster("http_echo", http_echo), cluster("tcp_echo", tcp_echo)]
+        }
+    })
+}
+
+/// Counters this test expects, by `wasmcustom.` name.
+fn expect_counters(envoy: &Envoy, want: &[(&str, u64)]) -> Result<()> {
+    // Envoy flushes wasm counters to the admin view promptly, but give it a moment.
+    let mut last = Vec::new();
+    for _ in 0..50 {
+        last.clear();
+        for (name, value) in want {
+            let got = envoy.counter(&format!("wasmcustom.{name}"))?;
+            if got != Some(*value) {
+                last.push(format!("{name}: want {value}, got {got:?}"));
+            }
+        }
+        if last.is_empty() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!(
+        "counters differ:\n{}\n{}",
+        last.join("\n"),
+        envoy.admin("/stats?filter=wasmcustom")?
+    )
+}
+
+#[test]
+fn filter_in_real_envoy_http_and_tcp() -> Result<()> {
+    let wasm = filter_wasm()?;
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path();
+    let pki = Pki::new(dir)?;
+    let http_echo = Server::start(true)?;
+    let tcp_echo = Server::start(false)?;
+    let ports = Ports {
+        admin: free_port()?,
+        strict: free_port()?,
+        lax: free_port()?,
+        dry: free_port()?,
+        tcp: free_port()?,
+    };
+    let cfg = e2e_config(dir, &wasm, &ports, http_echo.port, tcp_echo.port);
+    let mut envoy = Envoy::start("filter-e2e", dir, &cfg.to_string(), ports.admin)?;
+    envoy.wait_ready(Duration::from_secs(30))?;
+
+    let frontend = pki.leaf(&[FRONTEND], false)?;
+    let legacy = pki.leaf(&[LEGACY], false)?;
+    let other = pki.leaf(&[OTHER], false)?;
+    let no_san = pki.leaf(&[], false)?;
+    let two_sans = pki.leaf(&[FRONTEND, OTHER], false)?;
+    let ca_leaf = pki.leaf(&[FRONTEND], true)?;
+    let log = || envoy.proc.output();
+
+    // Allowed: 200, and the upstream sees exactly the verified identity.
+    let (code, body) = https_get(&pki, ports.strict, &frontend, "/api/x?q=1", &[])?;
+    assert_eq!(code, 200, "{body}\n{}", log());
+    assert!(
+        body.contains(&format!("x-spiffe-peer-id: {FRONTEND}\r\n")),
+        "{body}"
+    );
+
+    // A spoofed incoming identity header is replaced, not passed along.
+    let spoof = "spiffe://cluster.local/ns/admin/sa/root";
+    let (code, body) = https_get(
+        &pki,
+        ports.strict,
+        &frontend,
+        "/api/y",
+        &[("x-spiffe-peer-id", spoof), ("X-Spiffe-Peer-Id", spoof)],
+    )?;
+    assert_eq!(code, 200, "{body}");
+    assert!(!body.contains(spoof), "spoofed header reached upstream: {body}");
+    assert_eq!(body.matches("x-spiffe-peer-id:").count(), 1, "{body}");
+
+    // Denied: by the DENY policy, by no ALLOW match, by having no URI SAN.
+    let before = http_echo.accepted.load(Ordering::SeqCst);
+    for (leaf, what) in [
+        (&legacy, "legacy"),
+        (&other, "other"),
+        (&no_san, "no URI SAN"),
+        (&two_sans, "two URI SANs, strict"),
+        (&ca_leaf, "CA:true leaf, strict"),
+    ] {
+        let (code, body) = https_get(&pki, ports.strict, leaf, "/api/x", &[])?;
+        assert_eq!(code, 403, "{what}: {body}\n{}", log());
+        assert_eq!(body, "RBAC: access denied", "{what}");
+    }
+    assert_eq!(
+        http_echo.accepted.load(Ordering::SeqCst),
+        before,
+        "a denied request reached the upstream"
+    );
+
+    // Non-strict mode trusts Envoy's first URI SAN: the two-SAN certificate passes there.
+    let (code, body) = https_get(&pki, ports.lax, &two_sans, "/", &[])?;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains(&format!("x-spiffe-peer-id: {FRONTEND}\r\n")), "{body}");
+
+    // Dry run: the shadow policy would deny, the request still goes through.
+    let (code, _) = https_get(&pki, ports.dry, &other, "/", &[])?;
+    assert_eq!(code, 200, "{}", log());
+
+    // Network mode: the allowed peer's bytes reach the echo server and come back...
+    let got = tls_exchange(&pki, ports.tcp, &frontend, b"ping\n")?;
+    assert_eq!(got, b"ping\n", "{}", log());
+    assert_eq!(tcp_echo.accepted.load(Ordering::SeqCst), 1);
+    // ...a denied peer's connection is closed and nothing is forwarded.
+    let got = tls_exchange(&pki, ports.tcp, &legacy, b"secret\n")?;
+    assert!(got.is_empty(), "denied peer got {got:?}");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(tcp_echo.accepted.load(Ordering::SeqCst), 1, "upstream saw the denied peer");
+    assert_eq!(tcp_echo.received.load(Ordering::SeqCst), 5);
+
+    // Counters: strict 2 allowed + 5 denied; lax 1 allowed; dry 1 allowed (+1 dry-run
+    // denied); tcp 1 allowed + 1 denied.
+    expect_counters(
+        &envoy,
+        &[
+            ("svidgate_allowed", 5),
+            ("svidgate_denied", 6),
+            ("svidgate_dry_run_denied", 1),
+            ("svidgate_dry_run_allowed", 0),
+            ("svidgate_no_identity", 1),
+            ("svidgate_invalid_identity", 2),
+            ("svidgate_config_errors", 0),
+            ("svidgate_policy.frontend.allowed", 4),
+            ("svidgate_policy.deny-legacy.denied", 2),
+        ],
+    )?;
+
+    // The decision is in Envoy's access log (filter state), never in the response.
+    let out = log();
+    assert!(
+        out.lines().any(|l| l.contains("ACCESS strict /api/x 403")
+            && l.contains("decision=[svidgate denied: policy=deny-legacy")),
+        "{out}"
+    );
+    assert!(out.contains("svidgate: denied GET /api/x from spiffe://cluster.local/ns/legacy/sa/old"));
+    assert!(out.contains("svidgate: dry-run would deny GET / from spiffe://cluster.local/ns/other/sa/batch"));
+    Ok(())
+}
