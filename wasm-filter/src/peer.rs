@@ -438,4 +438,115 @@ mod tests {
         host.set_property(PROP_SNI, b"\xff");
         assert_eq!(string_property(&host, PROP_SNI), None);
     }
+
+    /// Real certificates through the strict path (core's X509-SVID leaf checks).
+    mod strict_with_certificates {
+        use super::*;
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa,
+            KeyPair, KeyUsagePurpose, SanType,
+        };
+
+        fn ca() -> CertifiedIssuer<'static, KeyPair> {
+            let mut p = CertificateParams::default();
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+            CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap()
+        }
+
+        fn leaf(
+            ca: &CertifiedIssuer<'static, KeyPair>,
+            uris: &[&str],
+            f: impl Fn(&mut CertificateParams),
+        ) -> String {
+            let mut p = CertificateParams::default();
+            p.subject_alt_names = uris
+                .iter()
+                .map(|u| SanType::URI((*u).try_into().unwrap()))
+                .collect();
+            p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+            p.extended_key_usages = vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ];
+            f(&mut p);
+            let key = KeyPair::generate().unwrap();
+            p.signed_by(&key, ca).unwrap().pem()
+        }
+
+        fn strict_peer(pem: &str) -> Peer {
+            let host = FakeHost::default();
+            host.set_property(PROP_MTLS, &[1]);
+            host.set_property(PROP_PEER_DIGEST, DIGEST.as_bytes());
+            host.set_property(PROP_PEER_CERT, pem.as_bytes());
+            // Envoy's first URI SAN: strict mode must not rely on it.
+            host.set_property(PROP_URI_SAN, ID.as_bytes());
+            let p = peer(&host, true, &mut SvidCache::new(4));
+            for (_, m) in host.logs() {
+                eprintln!("{m}");
+            }
+            p
+        }
+
+        #[test]
+        #[ignore = "needs svidgate_core::svid::check_leaf_pem; enabled when it lands"]
+        fn table() {
+            let ca = ca();
+            let other = "spiffe://cluster.local/ns/x/sa/y";
+            let id = SpiffeId::parse(ID).unwrap();
+            let cases: Vec<(&str, String, Peer)> = vec![
+                (
+                    "valid",
+                    leaf(&ca, &[ID], |_| {}),
+                    Peer::Identity(id.clone()),
+                ),
+                (
+                    "no uri san",
+                    leaf(&ca, &[], |_| {}),
+                    Peer::None(NoIdentity::NoUriSan),
+                ),
+                (
+                    "two uri sans",
+                    leaf(&ca, &[ID, other], |_| {}),
+                    Peer::None(NoIdentity::InvalidSvid),
+                ),
+                (
+                    "ca leaf",
+                    leaf(&ca, &[ID], |p| {
+                        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained)
+                    }),
+                    Peer::None(NoIdentity::InvalidSvid),
+                ),
+                (
+                    "keyCertSign",
+                    leaf(&ca, &[ID], |p| {
+                        p.key_usages.push(KeyUsagePurpose::KeyCertSign)
+                    }),
+                    Peer::None(NoIdentity::InvalidSvid),
+                ),
+                (
+                    "no digitalSignature",
+                    leaf(&ca, &[ID], |p| {
+                        p.key_usages = vec![KeyUsagePurpose::KeyAgreement]
+                    }),
+                    Peer::None(NoIdentity::InvalidSvid),
+                ),
+                (
+                    "invalid spiffe id",
+                    leaf(&ca, &["spiffe://Cluster.local/x"], |_| {}),
+                    Peer::None(NoIdentity::InvalidSpiffeId),
+                ),
+            ];
+            for (what, pem, want) in cases {
+                assert_eq!(strict_peer(&pem), want, "{what}");
+            }
+            // URL-encoded PEM (the access-log form) is accepted too.
+            let pem = leaf(&ca, &[ID], |_| {});
+            let encoded = pem
+                .replace(' ', "%20")
+                .replace('\n', "%0A")
+                .replace('=', "%3D");
+            assert_eq!(strict_peer(&encoded), Peer::Identity(id));
+        }
+    }
 }

@@ -86,3 +86,381 @@ fn peers_are_described_for_logs() {
         "an unidentified peer (not mTLS)"
     );
 }
+
+// ---- With the policy engine --------------------------------------------------------------
+
+const FRONTEND: &str = "spiffe://cluster.local/ns/web/sa/frontend";
+const LEGACY: &str = "spiffe://cluster.local/ns/legacy/sa/old";
+const OTHER: &str = "spiffe://cluster.local/ns/other/sa/x";
+
+fn policy(filter: serde_json::Value) -> Vec<u8> {
+    serde_json::json!({
+        "trustDomain": "cluster.local",
+        "policies": [
+            {"name": "deny-legacy", "action": "DENY",
+             "rules": [{"from": [{"source": {"namespaces": ["legacy"]}}]}]},
+            {"name": "frontend", "action": "ALLOW",
+             "rules": [{"from": [{"source": {"principals": ["cluster.local/ns/web/sa/frontend"]}}],
+                        "to": [{"operation": {"paths": ["/api/*"]}}]}]},
+            {"name": "tenant", "action": "ALLOW",
+             "rules": [{"from": [{"source": {"principals": [FRONTEND]}}],
+                        "when": [{"key": "request.headers[x-tenant]", "values": ["blue"]}]}]},
+            {"name": "shadow", "action": "DENY", "dryRun": true,
+             "rules": [{"to": [{"operation": {"paths": ["/api/admin/*"]}}]}]}
+        ],
+        "filter": filter
+    })
+    .to_string()
+    .into_bytes()
+}
+
+fn configured(filter: serde_json::Value) -> (FakeHost, Filter) {
+    let host = FakeHost::default();
+    let m = Metrics::define(&host);
+    let f = Filter::configure(&host, &policy(filter), m).unwrap();
+    (host, f)
+}
+
+/// A non-strict HTTP request from `peer` (a URI SAN, or None for no mTLS).
+fn request(host: &FakeHost, peer: Option<&str>, method: &str, path: &str) {
+    match peer {
+        Some(id) => {
+            host.set_property(crate::peer::PROP_MTLS, &[1]);
+            host.set_property(crate::peer::PROP_URI_SAN, id.as_bytes());
+        }
+        None => host.set_property(crate::peer::PROP_MTLS, &[0]),
+    }
+    host.add_header(":method", method);
+    host.add_header(":path", path);
+    host.add_header(":authority", "svc.test");
+}
+
+fn lax() -> serde_json::Value {
+    serde_json::json!({"strict": false})
+}
+
+#[test]
+fn allowed_request_gets_the_verified_identity_header() {
+    let (host, f) = configured(lax());
+    request(&host, Some(FRONTEND), "GET", "/api/x?debug=1");
+    host.add_header(
+        "x-spiffe-peer-id",
+        "spiffe://cluster.local/ns/admin/sa/root",
+    );
+    host.add_header("x-spiffe-peer-id", "second copy");
+    assert_eq!(f.on_http_request_headers(&host), Outcome::Continue);
+    assert_eq!(
+        host.header_values("x-spiffe-peer-id"),
+        vec![FRONTEND.to_owned()]
+    );
+    assert!(host.local_reply.borrow().is_none());
+    assert_eq!(host.count(metrics::ALLOWED), 1);
+    assert_eq!(host.count("svidgate_policy.frontend.allowed"), 1);
+    assert_eq!(host.count(metrics::DENIED), 0);
+}
+
+#[test]
+fn denied_request_gets_the_configured_local_reply() {
+    let (host, f) = configured(serde_json::json!({
+        "strict": false, "denyStatus": 401, "denyBody": "nope"
+    }));
+    request(&host, Some(LEGACY), "GET", "/api/x");
+    host.add_header("x-spiffe-peer-id", FRONTEND);
+    assert_eq!(f.on_http_request_headers(&host), Outcome::Stop);
+    assert_eq!(*host.local_reply.borrow(), Some((401, b"nope".to_vec())));
+    let state = host.decision_state.borrow().clone().unwrap();
+    assert!(
+        state.starts_with("svidgate denied: policy=deny-legacy rule=0"),
+        "{state}"
+    );
+    assert_eq!(host.count(metrics::DENIED), 1);
+    assert_eq!(host.count("svidgate_policy.deny-legacy.denied"), 1);
+    let logs = host.logs();
+    assert!(
+        logs.iter()
+            .any(|(l, m)| *l == Level::Info
+                && m.contains(&format!("denied GET /api/x from {LEGACY}")))
+    );
+    assert!(logs
+        .iter()
+        .any(|(l, m)| *l == Level::Debug && m.contains("policy=deny-legacy")));
+}
+
+#[test]
+fn http_decision_table() {
+    // (peer, method, path, extra header, allowed?)
+    let cases: &[(Option<&str>, &str, &str, Option<(&str, &str)>, bool)] = &[
+        (Some(FRONTEND), "GET", "/api/a", None, true),
+        (Some(FRONTEND), "POST", "/api/a?x", None, true),
+        (Some(FRONTEND), "GET", "/other", None, false),
+        (
+            Some(FRONTEND),
+            "GET",
+            "/other",
+            Some(("x-tenant", "blue")),
+            true,
+        ),
+        (
+            Some(FRONTEND),
+            "GET",
+            "/other",
+            Some(("x-tenant", "red")),
+            false,
+        ),
+        (Some(LEGACY), "GET", "/api/a", None, false),
+        (Some(OTHER), "GET", "/api/a", None, false),
+        (
+            Some("spiffe://cluster.local/a//b"),
+            "GET",
+            "/api/a",
+            None,
+            false,
+        ),
+        (Some("not a uri"), "GET", "/api/a", None, false),
+        (None, "GET", "/api/a", None, false),
+    ];
+    for &(peer, method, path, extra, allowed) in cases {
+        let (host, f) = configured(lax());
+        request(&host, peer, method, path);
+        if let Some((n, v)) = extra {
+            host.add_header(n, v);
+        }
+        let want = if allowed {
+            Outcome::Continue
+        } else {
+            Outcome::Stop
+        };
+        assert_eq!(
+            f.on_http_request_headers(&host),
+            want,
+            "{peer:?} {method} {path} {extra:?}"
+        );
+    }
+}
+
+#[test]
+fn identity_counters() {
+    let (host, f) = configured(lax());
+    for peer in [None, Some("bad id"), Some(FRONTEND)] {
+        request(&host, peer, "GET", "/api/a");
+        f.on_http_request_headers(&host);
+    }
+    assert_eq!(host.count(metrics::NO_IDENTITY), 1);
+    assert_eq!(host.count(metrics::INVALID_IDENTITY), 1);
+}
+
+#[test]
+fn dry_run_never_changes_the_outcome() {
+    let (host, f) = configured(lax());
+    request(&host, Some(FRONTEND), "GET", "/api/admin/users");
+    assert_eq!(f.on_http_request_headers(&host), Outcome::Continue);
+    assert_eq!(host.count(metrics::DRY_RUN_DENIED), 1);
+    assert_eq!(host.count(metrics::ALLOWED), 1);
+    assert!(host
+        .logs()
+        .iter()
+        .any(|(l, m)| *l == Level::Info && m.contains("dry-run would deny GET /api/admin/users")));
+    let (host, f) = configured(lax());
+    request(&host, Some(FRONTEND), "GET", "/api/users");
+    assert_eq!(f.on_http_request_headers(&host), Outcome::Continue);
+    assert_eq!(host.count(metrics::DRY_RUN_ALLOWED), 1);
+}
+
+#[test]
+fn disabled_identity_header_is_left_alone() {
+    let (host, f) = configured(serde_json::json!({"strict": false, "identityHeader": ""}));
+    request(&host, Some(FRONTEND), "GET", "/api/a");
+    host.add_header("x-spiffe-peer-id", "client value");
+    assert_eq!(f.on_http_request_headers(&host), Outcome::Continue);
+    assert_eq!(
+        host.header_values("x-spiffe-peer-id"),
+        vec!["client value".to_owned()]
+    );
+}
+
+#[test]
+fn custom_identity_header_is_replaced_and_policy_sees_the_verified_value() {
+    // A `when` on the identity header sees what the upstream will see, not the client's copy.
+    let host = FakeHost::default();
+    let cfg = serde_json::json!({
+        "trustDomain": "cluster.local",
+        "policies": [{"name": "by-header", "action": "ALLOW", "rules": [{"when": [
+            {"key": "request.headers[x-peer]", "values": [FRONTEND]}]}]}],
+        "filter": {"strict": false, "identityHeader": "X-Peer"}
+    });
+    let f = Filter::configure(&host, cfg.to_string().as_bytes(), Metrics::define(&host)).unwrap();
+    request(&host, Some(OTHER), "GET", "/");
+    host.add_header("x-peer", FRONTEND);
+    assert_eq!(
+        f.on_http_request_headers(&host),
+        Outcome::Stop,
+        "spoofed header must not count"
+    );
+    let host2 = FakeHost::default();
+    request(&host2, Some(FRONTEND), "GET", "/");
+    assert_eq!(f.on_http_request_headers(&host2), Outcome::Continue);
+    assert_eq!(host2.header_values("x-peer"), vec![FRONTEND.to_owned()]);
+}
+
+#[test]
+fn unidentified_allowed_request_loses_any_incoming_identity_header() {
+    // No ALLOW policy: everyone is allowed, but nobody may claim an identity by header.
+    let host = FakeHost::default();
+    let cfg = br#"{"trustDomain": "cluster.local", "policies": [], "filter": {"strict": false}}"#;
+    let f = Filter::configure(&host, cfg, Metrics::define(&host)).unwrap();
+    request(&host, None, "GET", "/");
+    host.add_header("x-spiffe-peer-id", FRONTEND);
+    assert_eq!(f.on_http_request_headers(&host), Outcome::Continue);
+    assert!(host.header_values("x-spiffe-peer-id").is_empty());
+}
+
+#[test]
+fn host_failures_fail_closed() {
+    // Unwritable identity header: deny rather than forward a spoofable request.
+    let (host, f) = configured(lax());
+    request(&host, Some(FRONTEND), "GET", "/api/a");
+    *host.fail_header_writes.borrow_mut() = true;
+    assert_eq!(f.on_http_request_headers(&host), Outcome::Stop);
+    assert_eq!(host.local_reply.borrow().as_ref().map(|r| r.0), Some(403));
+    // Unreadable request attributes: deny.
+    let (host, f) = configured(lax());
+    request(&host, Some(FRONTEND), "GET", "/api/a");
+    *host.fail_header_reads.borrow_mut() = true;
+    assert_eq!(f.on_http_request_headers(&host), Outcome::Stop);
+    assert_eq!(host.count(metrics::DENIED), 1);
+    // A non-UTF-8 path: deny.
+    let (host, f) = configured(lax());
+    request(&host, Some(FRONTEND), "GET", "/api/a");
+    host.headers.borrow_mut().retain(|(n, _)| n != ":path");
+    host.headers
+        .borrow_mut()
+        .push((":path".into(), b"/api/\xff".to_vec()));
+    assert_eq!(f.on_http_request_headers(&host), Outcome::Stop);
+    // Peer properties failing: no identity, denied by the ALLOW policies.
+    let (host, f) = configured(lax());
+    request(&host, Some(FRONTEND), "GET", "/api/a");
+    host.fail_property(crate::peer::PROP_URI_SAN);
+    assert_eq!(f.on_http_request_headers(&host), Outcome::Stop);
+    assert_eq!(host.count(metrics::NO_IDENTITY), 1);
+}
+
+#[test]
+fn strict_mode_without_certificate_denies() {
+    // Strict (the default) needs the certificate; a URI SAN alone is not enough.
+    let (host, f) = configured(serde_json::json!({}));
+    request(&host, Some(FRONTEND), "GET", "/api/a");
+    assert_eq!(f.on_http_request_headers(&host), Outcome::Stop);
+}
+
+fn network_policy(host: &FakeHost) -> Filter {
+    let doc = serde_json::json!({
+        "trustDomain": "cluster.local",
+        "policies": [
+            {"name": "deny-legacy", "action": "DENY",
+             "rules": [{"from": [{"source": {"namespaces": ["legacy"]}}]}]},
+            {"name": "clients", "action": "ALLOW",
+             "rules": [{"from": [{"source": {"principals": [FRONTEND]}}]}]}
+        ],
+        "filter": {"strict": false}
+    });
+    Filter::configure(host, doc.to_string().as_bytes(), Metrics::define(host)).unwrap()
+}
+
+#[test]
+fn network_mode_decides_once_on_first_data() {
+    let host = FakeHost::default();
+    let f = network_policy(&host);
+    host.set_property(crate::peer::PROP_MTLS, &[1]);
+    host.set_property(crate::peer::PROP_URI_SAN, FRONTEND.as_bytes());
+    let mut st = ConnState::default();
+    assert_eq!(f.on_downstream_data(&host, &mut st), Outcome::Continue);
+    assert_eq!(st, ConnState::Allowed);
+    // Later data is not re-evaluated (and not re-counted).
+    host.set_property(crate::peer::PROP_URI_SAN, LEGACY.as_bytes());
+    assert_eq!(f.on_downstream_data(&host, &mut st), Outcome::Continue);
+    assert_eq!(host.count(metrics::ALLOWED), 1);
+    assert!(!*host.closed.borrow());
+
+    let host = FakeHost::default();
+    let f = network_policy(&host);
+    host.set_property(crate::peer::PROP_MTLS, &[1]);
+    host.set_property(crate::peer::PROP_URI_SAN, LEGACY.as_bytes());
+    let mut st = ConnState::default();
+    assert_eq!(f.on_downstream_data(&host, &mut st), Outcome::Stop);
+    assert!(*host.closed.borrow());
+    assert_eq!(f.on_downstream_data(&host, &mut st), Outcome::Stop);
+    assert_eq!(host.count(metrics::DENIED), 1);
+    assert!(
+        host.local_reply.borrow().is_none(),
+        "no HTTP reply in network mode"
+    );
+}
+
+#[test]
+fn network_mode_sees_no_http_fields() {
+    // An ALLOW rule that needs a path never matches in network mode.
+    let host = FakeHost::default();
+    host.set_property(crate::peer::PROP_MTLS, &[1]);
+    host.set_property(crate::peer::PROP_URI_SAN, FRONTEND.as_bytes());
+    let doc = serde_json::json!({
+        "trustDomain": "cluster.local",
+        "policies": [{"name": "p", "action": "ALLOW", "rules": [{
+            "from": [{"source": {"principals": [FRONTEND]}}],
+            "to": [{"operation": {"paths": ["/api/*"]}}]}]}],
+        "filter": {"strict": false}
+    });
+    let g = Filter::configure(&host, doc.to_string().as_bytes(), Metrics::define(&host)).unwrap();
+    assert_eq!(
+        g.on_downstream_data(&host, &mut ConnState::default()),
+        Outcome::Stop
+    );
+}
+
+#[test]
+fn network_mode_passes_port_and_sni() {
+    let host = FakeHost::default();
+    let doc = serde_json::json!({
+        "trustDomain": "cluster.local",
+        "policies": [{"name": "p", "action": "ALLOW", "rules": [{
+            "from": [{"source": {"principals": [FRONTEND]}}],
+            "to": [{"operation": {"ports": ["5432"]}}],
+            "when": [{"key": "connection.sni", "values": ["db.test"]}]}]}],
+        "filter": {"strict": false}
+    });
+    let f = Filter::configure(&host, doc.to_string().as_bytes(), Metrics::define(&host)).unwrap();
+    host.set_property(crate::peer::PROP_MTLS, &[1]);
+    host.set_property(crate::peer::PROP_URI_SAN, FRONTEND.as_bytes());
+    host.set_property(crate::peer::PROP_DESTINATION_PORT, &5432u64.to_le_bytes());
+    host.set_property(crate::peer::PROP_SNI, b"db.test");
+    assert_eq!(
+        f.on_downstream_data(&host, &mut ConnState::default()),
+        Outcome::Continue
+    );
+    host.set_property(crate::peer::PROP_SNI, b"other.test");
+    assert_eq!(
+        f.on_downstream_data(&host, &mut ConnState::default()),
+        Outcome::Stop
+    );
+    host.set_property(crate::peer::PROP_SNI, b"db.test");
+    host.set_property(crate::peer::PROP_DESTINATION_PORT, &5433u64.to_le_bytes());
+    assert_eq!(
+        f.on_downstream_data(&host, &mut ConnState::default()),
+        Outcome::Stop
+    );
+}
+
+#[test]
+fn configuration_summary_and_policy_counters() {
+    let (host, _f) = configured(lax());
+    assert!(host
+        .logs()
+        .iter()
+        .any(|(l, m)| *l == Level::Info && m.contains("configured 4 policies")));
+    let names = host.defined_counters();
+    for p in ["deny-legacy", "frontend", "tenant", "shadow"] {
+        assert!(
+            names.contains(&format!("svidgate_policy.{p}.allowed")),
+            "{names:?}"
+        );
+    }
+}
