@@ -138,7 +138,7 @@ impl Filter {
             let set = host
                 .remove_request_header(name)
                 .and_then(|()| match &request.peer {
-                    Peer::Identity(id) => host.set_request_header(name, &id.to_string()),
+                    Peer::Identity(id) => host.set_request_header(name, id.as_str()),
                     Peer::None(_) => Ok(()),
                 });
             if let Err(e) = set {

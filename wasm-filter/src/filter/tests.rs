@@ -189,7 +189,14 @@ fn denied_request_gets_the_configured_local_reply() {
 #[test]
 fn http_decision_table() {
     // (peer, method, path, extra header, allowed?)
-    let cases: &[(Option<&str>, &str, &str, Option<(&str, &str)>, bool)] = &[
+    type Case<'a> = (
+        Option<&'a str>,
+        &'a str,
+        &'a str,
+        Option<(&'a str, &'a str)>,
+        bool,
+    );
+    let cases: &[Case] = &[
         (Some(FRONTEND), "GET", "/api/a", None, true),
         (Some(FRONTEND), "POST", "/api/a?x", None, true),
         (Some(FRONTEND), "GET", "/other", None, false),
