@@ -713,7 +713,6 @@ fn expect_counters(envoy: &Envoy, want: &[(&str, u64)]) -> Result<()> {
 }
 
 #[test]
-#[ignore = "needs svidgate_core::svid::check_leaf_pem (strict mode); enabled when it lands"]
 fn filter_in_real_envoy_http_and_tcp() -> Result<()> {
     let wasm = filter_wasm()?;
     let tmp = tempfile::tempdir()?;

@@ -489,7 +489,6 @@ mod tests {
         }
 
         #[test]
-        #[ignore = "needs svidgate_core::svid::check_leaf_pem; enabled when it lands"]
         fn table() {
             let ca = ca();
             let other = "spiffe://cluster.local/ns/x/sa/y";
