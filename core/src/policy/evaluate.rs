@@ -349,3 +349,36 @@ impl Index {
         Decision { enforced, dry_run }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{CompiledPolicy, EvalMode, Peer, Request};
+    use super::IdBuf;
+
+    #[test]
+    fn id_buf_inline_and_heap() {
+        let mut b = IdBuf::new();
+        assert_eq!(b.join("td", "/a/b"), "td/a/b");
+        let long = format!("/{}", "x".repeat(400));
+        assert_eq!(b.join("td", &long), format!("td{long}"));
+        assert_eq!(b.join("t", "/y"), "t/y");
+    }
+
+    #[test]
+    fn ids_longer_than_the_inline_buffer_match_too() {
+        let seg = "s".repeat(300);
+        let doc = format!(
+            "trustDomain: new.td\ntrustDomainAliases: [old.td]\npolicies:\n  - name: p\n    rules: [{{from: [{{source: {{principals: [new.td/ns/a/sa/{seg}]}}}}]}}]\n"
+        );
+        let policy = CompiledPolicy::from_yaml(&doc).unwrap();
+        for td in ["new.td", "old.td"] {
+            let peer = Peer::from_uri_san(true, Some(&format!("spiffe://{td}/ns/a/sa/{seg}")));
+            let req = Request::http(peer, "GET", "/");
+            assert!(policy.evaluate(&req, EvalMode::Http).allowed(), "{td}");
+        }
+        let peer = Peer::from_uri_san(true, Some(&format!("spiffe://new.td/ns/a/sa/{seg}x")));
+        assert!(!policy
+            .evaluate(&Request::http(peer, "GET", "/"), EvalMode::Http)
+            .allowed());
+    }
+}
