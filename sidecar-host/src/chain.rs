@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rustls::pki_types::CertificateDer;
 use svidgate_core::SpiffeId;
 use x509_parser::certificate::X509Certificate;
-use x509_parser::extensions::{GeneralName, ParsedExtension};
+use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::FromDer;
 
 /// Default tolerated clock skew between us and the CA.
@@ -45,7 +45,7 @@ pub enum ChainError {
     #[error("certificate {position} of the chain cannot be parsed: {reason}")]
     Parse { position: usize, reason: String },
     #[error("leaf is not a valid X509-SVID: {0}")]
-    LeafNotSvid(String),
+    LeafNotSvid(#[from] svidgate_core::svid::SvidError),
     #[error("leaf is for {got:?}, expected {expected:?}")]
     WrongIdentity { expected: String, got: String },
     #[error("leaf public key is not the key we generated")]
@@ -213,7 +213,7 @@ pub fn verify_issued_der(
     let leaf = &certs[0];
 
     // 1. The leaf is an X509-SVID for exactly our ID and our key.
-    let got = check_leaf(leaf)?;
+    let got = check_leaf_der(ders[0].as_ref())?;
     if got != *expected {
         return Err(ChainError::WrongIdentity {
             expected: expected.to_string(),
@@ -319,68 +319,12 @@ fn parse_cert<'a>(
     }
 }
 
-/// The X509-SVID leaf rules: exactly one URI SAN holding a valid workload SPIFFE ID, not a
-/// CA, keyUsage with digitalSignature and without keyCertSign/cRLSign, and if EKU is present
-/// it allows serverAuth or clientAuth.
-// Kept local until `svidgate_core::svid::check_leaf_der` lands; then this delegates to it.
-pub fn check_leaf(leaf: &X509Certificate<'_>) -> Result<SpiffeId, ChainError> {
-    let bad = |s: &str| ChainError::LeafNotSvid(s.to_owned());
-    let mut uris = Vec::new();
-    let mut basic_ca = false;
-    let mut ku = None;
-    for ext in leaf.extensions() {
-        match ext.parsed_extension() {
-            ParsedExtension::SubjectAlternativeName(san) => {
-                for n in &san.general_names {
-                    if let GeneralName::URI(u) = n {
-                        uris.push(*u);
-                    }
-                }
-            }
-            ParsedExtension::BasicConstraints(bc) => basic_ca = bc.ca,
-            ParsedExtension::KeyUsage(k) => ku = Some(*k),
-            ParsedExtension::ExtendedKeyUsage(eku)
-                if !(eku.any || eku.server_auth || eku.client_auth) =>
-            {
-                return Err(bad(
-                    "extendedKeyUsage allows neither serverAuth nor clientAuth",
-                ));
-            }
-            ParsedExtension::UnsupportedExtension { .. } if ext.critical => {
-                return Err(ChainError::LeafNotSvid(format!(
-                    "unknown critical extension {}",
-                    ext.oid.to_id_string()
-                )));
-            }
-            ParsedExtension::ParseError { error } => {
-                return Err(ChainError::LeafNotSvid(format!(
-                    "extension {}: {error}",
-                    ext.oid.to_id_string()
-                )));
-            }
-            _ => {}
-        }
-    }
-    if basic_ca {
-        return Err(bad("leaf certificate is a CA (basicConstraints CA:true)"));
-    }
-    let ku = ku.ok_or_else(|| bad("leaf has no keyUsage"))?;
-    if !ku.digital_signature() {
-        return Err(bad("keyUsage lacks digitalSignature"));
-    }
-    if ku.key_cert_sign() || ku.crl_sign() {
-        return Err(bad("leaf keyUsage has keyCertSign or cRLSign"));
-    }
-    match uris.as_slice() {
-        [] => Err(bad("certificate has no URI SAN")),
-        [one] => SpiffeId::parse(one).map_err(|e| {
-            ChainError::LeafNotSvid(format!("URI SAN {one:?} is not a SPIFFE ID: {e}"))
-        }),
-        many => Err(ChainError::LeafNotSvid(format!(
-            "certificate has {} URI SANs; an X509-SVID has exactly one",
-            many.len()
-        ))),
-    }
+/// The X509-SVID leaf rules (`svidgate_core::svid`): exactly one URI SAN holding a valid
+/// workload SPIFFE ID, not a CA, keyUsage with digitalSignature and without
+/// keyCertSign/cRLSign, EKU (when present) with serverAuth and clientAuth, well-formed
+/// extensions. Returns the leaf's SPIFFE ID.
+pub fn check_leaf_der(der: &[u8]) -> Result<SpiffeId, ChainError> {
+    svidgate_core::svid::check_leaf_der(der).map_err(ChainError::LeafNotSvid)
 }
 
 fn same_public_key(cert: &X509Certificate<'_>, our_spki_der: &[u8]) -> bool {

@@ -354,9 +354,7 @@ impl CaService {
 
 /// The SPIFFE ID of a (TLS-verified) client certificate.
 fn client_cert_identity(leaf: &CertificateDer<'_>) -> Result<SpiffeId, Status> {
-    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(leaf.as_ref())
-        .map_err(|_| Status::unauthenticated("client certificate cannot be parsed"))?;
-    crate::chain::check_leaf(&cert).map_err(|e| {
+    crate::chain::check_leaf_der(leaf.as_ref()).map_err(|e| {
         Status::permission_denied(format!("client certificate is not an X509-SVID: {e}"))
     })
 }
