@@ -266,7 +266,8 @@ fn bad_settings_are_reported_by_name_before_anything_happens() {
     let root = tmp.path().join("root.pem");
     let ck = rcgen::generate_simple_self_signed(vec!["x".to_string()]).unwrap();
     std::fs::write(&root, ck.cert.pem()).unwrap();
-    let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
         (&["--cert-ttl", "soon"], &[], "SECRET_TTL"),
         (&[], &[("SECRET_TTL", "forever")], "--cert-ttl (SECRET_TTL)"),
         (&["--key-type", "dsa"], &[], "--key-type"),
