@@ -434,9 +434,11 @@ def main():
         if status != 403:
             raise RuntimeError(f"expected 403, got {status}: {body}")
         time.sleep(0.2)
-        denial = [line for line in procs.log_of("envoy-backend").splitlines() if "svidgate" in line and "deny" in line.lower()]
+        denial = [line for line in procs.log_of("envoy-backend").splitlines()
+                  if "svidgate" in line and "denied" in line.lower() and "dry-run" not in line]
         if denial:
-            say(f"backend Envoy log: {DIM}{denial[-1].strip()[-160:]}{RESET}")
+            line = denial[-1].strip()
+            say(f"backend Envoy log: {DIM}{line[line.find('wasm log'):] if 'wasm log' in line else line}{RESET}")
         say("the same decision, explained by the policy tool:")
         out = subprocess.run([SVIDGATE, "policy", "explain", "--policy", POLICY, "--peer", IDS["legacy"],
                               "--method", "GET", "--path", "/api/hello"], capture_output=True, text=True)
