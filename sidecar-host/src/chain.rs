@@ -45,7 +45,7 @@ pub enum ChainError {
     #[error("certificate {position} of the chain cannot be parsed: {reason}")]
     Parse { position: usize, reason: String },
     #[error("leaf is not a valid X509-SVID: {0}")]
-    LeafNotSvid(#[from] svidgate_core::svid::SvidError),
+    LeafNotSvid(svidgate_core::svid::SvidError),
     #[error("leaf is for {got:?}, expected {expected:?}")]
     WrongIdentity { expected: String, got: String },
     #[error("leaf public key is not the key we generated")]
@@ -83,6 +83,14 @@ pub enum ChainError {
     NoRoot { subject: String },
     #[error("no trust anchors configured")]
     NoTrustAnchors,
+}
+
+// Manual `From`s: the inner error is part of the message, not a `source` (no duplicate
+// text in `{:#}` chains).
+impl From<svidgate_core::svid::SvidError> for ChainError {
+    fn from(e: svidgate_core::svid::SvidError) -> Self {
+        ChainError::LeafNotSvid(e)
+    }
 }
 
 /// A verified certificate: the leaf for our key, its chain and the root it validated to.

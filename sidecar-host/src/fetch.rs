@@ -24,13 +24,39 @@ pub struct Svid {
 #[non_exhaustive]
 pub enum FetchError {
     #[error("key generation: {0}")]
-    Key(#[from] KeyError),
+    Key(KeyError),
     #[error("CSR: {0}")]
-    Csr(#[from] CsrError),
+    Csr(CsrError),
     #[error("CA: {0}")]
-    Ca(#[from] CaError),
+    Ca(CaError),
     #[error("rejected the CA's answer: {0}")]
-    Chain(#[from] ChainError),
+    Chain(ChainError),
+}
+
+// Manual `From`s: the inner error is part of the message, not a `source` (no duplicate
+// text in `{:#}` chains).
+impl From<KeyError> for FetchError {
+    fn from(e: KeyError) -> Self {
+        FetchError::Key(e)
+    }
+}
+
+impl From<CsrError> for FetchError {
+    fn from(e: CsrError) -> Self {
+        FetchError::Csr(e)
+    }
+}
+
+impl From<CaError> for FetchError {
+    fn from(e: CaError) -> Self {
+        FetchError::Ca(e)
+    }
+}
+
+impl From<ChainError> for FetchError {
+    fn from(e: ChainError) -> Self {
+        FetchError::Chain(e)
+    }
 }
 
 /// Generates a fresh key of `key_type`, sends a CSR for `id` asking for `ttl`, and verifies

@@ -17,11 +17,19 @@ use config::{AgentArgs, AgentConfig};
 #[non_exhaustive]
 pub enum AgentError {
     #[error("configuration: {0}")]
-    Config(#[from] config::ConfigError),
+    Config(config::ConfigError),
     #[error(transparent)]
     Once(#[from] once::OnceError),
     #[error(transparent)]
     Serve(#[from] serve::ServeError),
+}
+
+// Manual `From`s: the inner error is part of the message, not a `source` (no duplicate
+// text in `{:#}` chains).
+impl From<config::ConfigError> for AgentError {
+    fn from(e: config::ConfigError) -> Self {
+        AgentError::Config(e)
+    }
 }
 
 /// Runs the agent with a validated configuration.

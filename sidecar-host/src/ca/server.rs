@@ -66,9 +66,23 @@ pub enum CaServeError {
     #[error("TLS setup: {0}")]
     Tls(String),
     #[error("{0}")]
-    Tokens(#[from] super::auth::TokensError),
+    Tokens(super::auth::TokensError),
     #[error("listening: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+}
+
+// Manual `From`s: the inner error is part of the message, not a `source` (no duplicate
+// text in `{:#}` chains).
+impl From<super::auth::TokensError> for CaServeError {
+    fn from(e: super::auth::TokensError) -> Self {
+        CaServeError::Tokens(e)
+    }
+}
+
+impl From<std::io::Error> for CaServeError {
+    fn from(e: std::io::Error) -> Self {
+        CaServeError::Io(e)
+    }
 }
 
 struct CaState {
