@@ -171,13 +171,22 @@ pub async fn run(config: AgentConfig) -> Result<(), ServeError> {
     );
 
     let result = tokio::select! {
-        _ = sigterm.recv() => { info!("SIGTERM: draining"); Ok(()) }
-        _ = sigint.recv() => { info!("SIGINT: draining"); Ok(()) }
-        r = &mut sds_task => Some(r).map(|r| match r {
+        _ = sigterm.recv() => {
+            info!("SIGTERM: draining");
+            Ok(())
+        }
+        _ = sigint.recv() => {
+            info!("SIGINT: draining");
+            Ok(())
+        }
+        r = &mut sds_task => match r {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(ServeError::Sds(e)),
-            Err(e) => { warn!(error = %e, "SDS server task failed"); Ok(()) }
-        }).unwrap_or(Ok(())),
+            Err(e) => {
+                warn!(error = %e, "SDS server task failed");
+                Ok(())
+            }
+        },
     };
     let _ = shutdown_tx.send(true);
     let drain = async {
