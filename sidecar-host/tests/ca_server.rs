@@ -410,6 +410,57 @@ async fn reload_switches_to_a_new_root() {
     ca.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_watched_directory_is_reloaded_when_its_files_change() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = ca_dir(tmp.path(), "cacerts");
+    let new_dir = ca_dir(tmp.path(), "cacerts-new");
+    let mut cfg = config(&dir);
+    cfg.insecure_trust_csr = true;
+    cfg.watch_interval = Some(Duration::from_millis(100));
+    let ca = start(cfg).await;
+    let new_root = std::fs::read_to_string(new_dir.join("root-cert.pem")).unwrap();
+    let both = write(
+        tmp.path(),
+        "both.pem",
+        &format!(
+            "{}{new_root}",
+            std::fs::read_to_string(dir.join("root-cert.pem")).unwrap()
+        ),
+    );
+    // Replace the files one by one (a half-copied directory in between is refused, then retried).
+    for f in [
+        "root-cert.pem",
+        "cert-chain.pem",
+        "ca-cert.pem",
+        "ca-key.pem",
+    ] {
+        std::fs::copy(new_dir.join(f), dir.join(f)).unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let c = client(ca.addr, &both, None);
+    let mut last = String::new();
+    for _ in 0..50 {
+        let svid = fetch_svid(
+            &c,
+            &id(WEB),
+            KeyType::EcdsaP256,
+            Duration::from_secs(600),
+            Anchors::Bundle(&bundle(&both)),
+            chain::DEFAULT_SKEW,
+        )
+        .await
+        .unwrap();
+        last = svid.cert.root_pem();
+        if last == new_root {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(last, new_root);
+    ca.shutdown().await;
+}
+
 #[test]
 fn generate_never_overwrites_and_load_checks_the_directory() {
     let tmp = tempfile::tempdir().unwrap();

@@ -329,3 +329,68 @@ fn bad_settings_are_reported_by_name_before_anything_happens() {
         assert!(help.contains(s), "--help lacks {s}");
     }
 }
+
+#[test]
+fn sighup_reloads_the_ca_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca_dir = tmp.path().join("cacerts");
+    let ca = start_ca(&ca_dir, &["--insecure-trust-csr", "--watch-interval", "0s"]);
+    let new_dir = tmp.path().join("new");
+    let o = Command::new(BIN)
+        .args(["ca", "init", "--trust-domain", TD, "--ca-dir"])
+        .arg(&new_dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let old_root = std::fs::read_to_string(ca_dir.join("root-cert.pem")).unwrap();
+    let new_root = std::fs::read_to_string(new_dir.join("root-cert.pem")).unwrap();
+    let both = tmp.path().join("both.pem");
+    std::fs::write(&both, format!("{old_root}{new_root}")).unwrap();
+    for f in [
+        "ca-cert.pem",
+        "ca-key.pem",
+        "cert-chain.pem",
+        "root-cert.pem",
+    ] {
+        std::fs::copy(new_dir.join(f), ca_dir.join(f)).unwrap();
+    }
+    let run = |out: &Path| {
+        Command::new(BIN)
+            .args([
+                "agent",
+                "--once",
+                "--ca-addr",
+                &format!("https://{}", ca.addr),
+                "--ca-root",
+            ])
+            .arg(&both)
+            .arg("--out")
+            .arg(out)
+            .args(["--spiffe-id", &format!("spiffe://{TD}/ns/a/sa/b")])
+            .output()
+            .unwrap()
+    };
+    // Not reloaded yet (watching is off): still the old root.
+    let out = tmp.path().join("before");
+    assert!(run(&out).status.success());
+    assert_eq!(
+        std::fs::read_to_string(out.join("root-cert.pem")).unwrap(),
+        old_root
+    );
+    let k = Command::new("kill")
+        .args(["-HUP", &ca.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(k.success());
+    let out = tmp.path().join("after");
+    for _ in 0..50 {
+        let o = run(&out);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        if std::fs::read_to_string(out.join("root-cert.pem")).unwrap() == new_root {
+            openssl_verify(&out);
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("SIGHUP did not switch the CA to the new root");
+}

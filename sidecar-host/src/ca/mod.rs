@@ -208,6 +208,9 @@ fn serve_main(a: &CaServeArgs) -> anyhow::Result<i32> {
     if a.insecure_trust_csr {
         tracing::warn!("--insecure-trust-csr: callers without credentials get any identity in {} they ask for; never use this outside local demos", cfg.trust_domain);
     }
+    if a.tokens.is_none() && !a.insecure_trust_csr {
+        tracing::warn!("neither --tokens nor --insecure-trust-csr: only callers presenting a client SVID issued under root-cert.pem can get certificates");
+    }
     if a.generate {
         let existing = store::existing_files(&cfg.ca_dir);
         if existing.is_empty() {
@@ -229,12 +232,14 @@ fn serve_main(a: &CaServeArgs) -> anyhow::Result<i32> {
         let listener = tokio::net::TcpListener::bind(&a.listen)
             .await
             .map_err(|e| anyhow::anyhow!("--listen {}: {e}", a.listen))?;
+        // Signal handlers before the "listening" line: a SIGHUP right after it must reload,
+        // not kill the process.
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let running = start(cfg, listener).await?;
         println!("svidgate ca listening on {}", running.addr);
         tracing::info!(addr = %running.addr, "svidgate ca serving");
         let handle = running.handle.clone();
-        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         loop {
             tokio::select! {
                 _ = hup.recv() => {
