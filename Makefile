@@ -33,7 +33,7 @@ wasm: setup
 
 # Unit, table, CLI and end-to-end tests (the e2e tests start real Envoys on loopback).
 test: setup wasm
-	$(CARGO) test --workspace --all-targets -- --test-threads=2
+	RUST_TEST_THREADS=2 $(CARGO) test --workspace --all-targets
 
 test-unit: setup
 	$(CARGO) test -p svidgate-core -p sidecar-host

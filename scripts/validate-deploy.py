@@ -317,7 +317,7 @@ def classify(path):
         return "schema"
     if rel.startswith("examples/"):
         return "policy"
-    if path.name.startswith("envoy"):
+    if rel.startswith("envoy/") or path.name.startswith("envoy"):
         return "envoy"
     if rel == "istio/helm-values.yaml":
         return "helm-values"

@@ -13,6 +13,8 @@ use svidgate_e2e::{envoy_validate, filter_wasm, repo_root, svidgate_bin};
 
 /// The placeholder for the filter module path in Envoy configs under deploy/ and tests/envoy/.
 const WASM_PLACEHOLDER: &str = "{{WASM}}";
+/// The module path the filter's shipped examples (deploy/envoy/http.yaml, tcp.yaml) name.
+const EXAMPLE_WASM_PATH: &str = "/etc/envoy/svidgate_filter.wasm";
 
 fn python() -> Result<PathBuf> {
     let py = repo_root().join(".venv/bin/python");
@@ -185,11 +187,13 @@ fn real_filter_module(wasm: &Path) -> bool {
     std::fs::read(wasm).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
 }
 
-/// Envoy configs shipped in deploy/ or used by tests: `deploy/**/envoy*.yaml`, `tests/envoy/*.yaml`.
+/// Envoy configs shipped in deploy/ or used by tests: `deploy/envoy/*.yaml`,
+/// `deploy/**/envoy*.yaml`, `tests/envoy/*.yaml`.
 fn envoy_configs() -> Vec<PathBuf> {
     let root = repo_root();
+    let envoy_deploy = root.join("deploy/envoy");
     let mut v = files_under(&root.join("deploy"), &|p| {
-        is_yaml(p) && file_name(p).starts_with("envoy")
+        is_yaml(p) && (file_name(p).starts_with("envoy") || p.starts_with(&envoy_deploy))
     });
     let envoy_dir = root.join("tests/envoy");
     v.extend(files_under(&envoy_dir, &|p| {
@@ -215,7 +219,9 @@ fn envoy_configs_validate_with_built_module() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let mut failures = Vec::new();
     for (i, f) in configs.iter().enumerate() {
-        let text = std::fs::read_to_string(f)?.replace(WASM_PLACEHOLDER, wasm_str);
+        let text = std::fs::read_to_string(f)?
+            .replace(WASM_PLACEHOLDER, wasm_str)
+            .replace(EXAMPLE_WASM_PATH, wasm_str);
         let file = tmp.path().join(format!("{i}-{}", file_name(f)));
         std::fs::write(&file, &text)?;
         let (ok, out) = envoy_validate(&file)?;
