@@ -1194,6 +1194,7 @@ fn json_and_yaml_get_the_same_treatment() {
         panic!()
     };
     assert_eq!(p[0].path, "(document)");
+    assert_eq!(p.len(), 1, "{p:?}");
 }
 
 #[test]

@@ -1,6 +1,7 @@
-//! Per-request evaluation. Allocation-free in the common case: the peer's principal strings
-//! are assembled once per request in a stack buffer (IDs up to [`INLINE`] bytes), host and
-//! SNI are lower-cased only when they contain upper-case letters.
+//! Per-request evaluation. Allocation-free in the common case: the peer's principal is
+//! borrowed from the parsed ID; for a peer of a trust-domain alias the canonical principal is
+//! assembled once per request in a stack buffer (IDs up to [`INLINE`] bytes); host and SNI are
+//! lower-cased only when they contain upper-case letters.
 
 use std::borrow::Cow;
 
@@ -14,16 +15,18 @@ use super::{Decision, EvalMode, NoIdentity, Peer, Request, Verdict};
 /// Principal strings up to this length are built on the stack.
 const INLINE: usize = 256;
 
-/// A principal string (`td/path`) assembled without allocating when short.
+/// A principal string (`td/path`) assembled without allocating when short; only needed for
+/// a peer of a trust-domain alias (its canonical form). The buffer is not even zeroed unless
+/// used.
 pub(crate) struct IdBuf {
-    inline: [u8; INLINE],
+    inline: Option<[u8; INLINE]>,
     heap: String,
 }
 
 impl IdBuf {
     pub(crate) fn new() -> Self {
         IdBuf {
-            inline: [0; INLINE],
+            inline: None,
             heap: String::new(),
         }
     }
@@ -32,10 +35,11 @@ impl IdBuf {
     pub(crate) fn join<'b>(&'b mut self, td: &str, path: &str) -> &'b str {
         let len = td.len() + path.len();
         if len <= INLINE {
-            self.inline[..td.len()].copy_from_slice(td.as_bytes());
-            self.inline[td.len()..len].copy_from_slice(path.as_bytes());
+            let buf = self.inline.get_or_insert([0; INLINE]);
+            buf[..td.len()].copy_from_slice(td.as_bytes());
+            buf[td.len()..len].copy_from_slice(path.as_bytes());
             // Both parts are UTF-8 and joined at a char boundary.
-            std::str::from_utf8(&self.inline[..len]).unwrap_or("")
+            std::str::from_utf8(&buf[..len]).unwrap_or("")
         } else {
             self.heap.clear();
             self.heap.push_str(td);
@@ -85,20 +89,19 @@ impl Index {
         *self.local_td == *td || self.aliases.iter().any(|a| **a == *td)
     }
 
-    /// Prepares the per-request context. `bufs` hold the principal strings.
+    /// Prepares the per-request context. `buf` holds the canonical principal of an alias peer.
     pub(crate) fn ctx<'r>(
         &'r self,
         req: &'r Request<'r>,
         mode: EvalMode,
-        bufs: &'r mut (IdBuf, IdBuf),
+        buf: &'r mut IdBuf,
     ) -> Ctx<'r> {
         let id = match &req.peer {
             Peer::Identity(id) => {
                 let td = id.trust_domain().as_str();
-                let (pbuf, cbuf) = bufs;
-                let presented = pbuf.join(td, id.path());
+                let presented = id.principal_str();
                 let (canonical, canonical_td) = if td != &*self.local_td && self.in_class(td) {
-                    (cbuf.join(&self.local_td, id.path()), &*self.local_td)
+                    (buf.join(&self.local_td, id.path()), &*self.local_td)
                 } else {
                     (presented, td)
                 };

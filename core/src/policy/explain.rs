@@ -251,8 +251,8 @@ fn verdict_line(label: &str, v: &Verdict<'_>) -> String {
 }
 
 pub(crate) fn explain(index: &Index, req: &Request<'_>, mode: EvalMode) -> Vec<String> {
-    let mut bufs = (super::evaluate::IdBuf::new(), super::evaluate::IdBuf::new());
-    let ctx = index.ctx(req, mode, &mut bufs);
+    let mut buf = super::evaluate::IdBuf::new();
+    let ctx = index.ctx(req, mode, &mut buf);
     let mut out = Vec::new();
     let mode_text = match mode {
         EvalMode::Http => "HTTP",

@@ -11,13 +11,70 @@
 //! Nothing allocates during a lookup.
 
 use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// A fast, unkeyed hasher for the exact-value sets: FxHash's word-at-a-time mixing with a
+/// full 64-bit finaliser (so similar keys spread over the low bits that pick the bucket).
+///
+/// Unkeyed is fine here: the sets are built from the policy document (trusted); a request
+/// only looks one value up and cannot add colliding entries.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct FastHasher {
+    hash: u64,
+}
+
+impl FastHasher {
+    const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.hash = (self.hash.rotate_left(5) ^ word).wrapping_mul(Self::SEED);
+    }
+}
+
+impl Hasher for FastHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.add(u64::from_le_bytes(w));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 59));
+        }
+    }
+
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        // murmur3's fmix64.
+        let mut h = self.hash;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
+    }
+}
+
+type FastSet<T> = HashSet<T, BuildHasherDefault<FastHasher>>;
 
 /// Up to this many entries a list is scanned linearly rather than hashed or put in a trie.
 pub(crate) const SMALL: usize = 8;
 
-/// A compressed byte trie answering "is any stored key a prefix of this input?".
+/// Builds a compressed byte (radix) trie; [`TrieBuilder::freeze`] turns it into the flat,
+/// read-only [`Trie`] used for lookups.
 #[derive(Debug, Clone)]
-pub(crate) struct Trie {
+pub(crate) struct TrieBuilder {
     nodes: Vec<Node>,
     /// Keys are stored and inputs walked back to front (a suffix trie).
     reversed: bool,
@@ -33,9 +90,9 @@ struct Node {
     children: Vec<(u8, u32)>,
 }
 
-impl Trie {
+impl TrieBuilder {
     pub(crate) fn new(reversed: bool) -> Self {
-        Trie {
+        TrieBuilder {
             nodes: vec![Node {
                 label: Box::new([]),
                 terminal: false,
@@ -43,12 +100,6 @@ impl Trie {
             }],
             reversed,
         }
-    }
-
-    /// Number of nodes (for tests and size estimates).
-    #[cfg(test)]
-    pub(crate) fn node_count(&self) -> usize {
-        self.nodes.len()
     }
 
     /// Stores a key (given front to back; reversed here for a suffix trie).
@@ -113,50 +164,140 @@ impl Trie {
         u32::try_from(self.nodes.len() - 1).unwrap_or(u32::MAX)
     }
 
-    /// Is some stored key a prefix (suffix, for a reversed trie) of `input`?
-    pub(crate) fn matches(&self, input: &str) -> bool {
-        let bytes = input.as_bytes();
-        let n = bytes.len();
-        if self.reversed {
-            self.walk(n, |i| bytes.get(n.wrapping_sub(1).wrapping_sub(i)).copied())
-        } else {
-            self.walk(n, |i| bytes.get(i).copied())
+    /// Lays the trie out flat, depth first: node records, labels and child tables each in one
+    /// contiguous array, labels in the input's orientation so a lookup compares slices.
+    pub(crate) fn freeze(&self) -> Trie {
+        let mut t = Trie {
+            nodes: Vec::with_capacity(self.nodes.len()),
+            labels: Vec::new(),
+            child_bytes: Vec::new(),
+            child_ids: Vec::new(),
+            reversed: self.reversed,
+        };
+        // (builder node, flat index) to lay out the children of.
+        let mut stack = vec![(0usize, t.push_node(&self.nodes[0], self.reversed))];
+        while let Some((b, flat)) = stack.pop() {
+            let children = &self.nodes[b].children;
+            let start = t.child_bytes.len();
+            for (byte, child) in children {
+                let c = *child as usize;
+                let f = t.push_node(&self.nodes[c], self.reversed);
+                t.child_bytes.push(*byte);
+                t.child_ids.push(f);
+                stack.push((c, f));
+            }
+            if let Some(n) = t.nodes.get_mut(flat as usize) {
+                n.child_start = to_u32(start);
+                n.child_len = to_u32(children.len());
+            }
         }
+        t
+    }
+}
+
+fn to_u32(n: usize) -> u32 {
+    // Sizes are bounded by the bytes of a policy document.
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// The read-only trie answering "is any stored key a prefix (suffix) of this input?" in
+/// O(input length), whatever the number of keys.
+#[derive(Debug, Clone)]
+pub(crate) struct Trie {
+    nodes: Vec<FlatNode>,
+    labels: Vec<u8>,
+    /// The first input byte of each child's label, per node sorted and contiguous.
+    child_bytes: Vec<u8>,
+    child_ids: Vec<u32>,
+    reversed: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct FlatNode {
+    label_start: u32,
+    label_len: u32,
+    child_start: u32,
+    child_len: u32,
+    terminal: bool,
+}
+
+impl Trie {
+    fn push_node(&mut self, n: &Node, reversed: bool) -> u32 {
+        let label_start = to_u32(self.labels.len());
+        if reversed {
+            self.labels.extend(n.label.iter().rev());
+        } else {
+            self.labels.extend_from_slice(&n.label);
+        }
+        self.nodes.push(FlatNode {
+            label_start,
+            label_len: to_u32(n.label.len()),
+            child_start: 0,
+            child_len: 0,
+            terminal: n.terminal,
+        });
+        to_u32(self.nodes.len() - 1)
     }
 
+    /// Number of nodes (for tests and size estimates).
+    #[cfg(test)]
+    pub(crate) fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Is some stored key a prefix (suffix, for a reversed trie) of `input`?
     #[inline]
-    fn walk(&self, n: usize, at: impl Fn(usize) -> Option<u8>) -> bool {
-        let mut node = match self.nodes.first() {
-            Some(root) => root,
-            None => return false,
+    pub(crate) fn matches(&self, input: &str) -> bool {
+        let input = input.as_bytes();
+        let n = input.len();
+        let Some(mut node) = self.nodes.first() else {
+            return false;
         };
+        // `i` input bytes are matched: input[..i] (forward) or input[n - i..] (reversed).
         let mut i = 0usize;
         loop {
             if node.terminal {
                 return true;
             }
-            let Some(b) = at(i) else {
+            if i >= n {
+                return false;
+            }
+            let next = if self.reversed {
+                input[n - 1 - i]
+            } else {
+                input[i]
+            };
+            let start = node.child_start as usize;
+            let end = start + node.child_len as usize;
+            let Some(bytes) = self.child_bytes.get(start..end) else {
                 return false;
             };
-            let Ok(pos) = node.children.binary_search_by_key(&b, |c| c.0) else {
-                return false;
+            let pos = if bytes.len() <= 16 {
+                bytes.iter().position(|b| *b == next)
+            } else {
+                bytes.binary_search(&next).ok()
             };
-            let Some(child) = node
-                .children
-                .get(pos)
-                .and_then(|c| self.nodes.get(c.1 as usize))
+            let Some(child) = pos
+                .and_then(|p| self.child_ids.get(start + p))
+                .and_then(|id| self.nodes.get(*id as usize))
             else {
                 return false;
             };
-            if n - i < child.label.len() {
+            let len = child.label_len as usize;
+            if n - i < len {
                 return false;
             }
-            for (k, lb) in child.label.iter().enumerate() {
-                if at(i + k) != Some(*lb) {
-                    return false;
-                }
+            let ls = child.label_start as usize;
+            let label = self.labels.get(ls..ls + len);
+            let window = if self.reversed {
+                input.get(n - i - len..n - i)
+            } else {
+                input.get(i..i + len)
+            };
+            if label.is_none() || label != window {
+                return false;
             }
-            i += child.label.len();
+            i += len;
             node = child;
         }
     }
@@ -166,7 +307,7 @@ impl Trie {
 #[derive(Debug, Clone)]
 pub(crate) enum ExactSet {
     Small(Vec<Box<str>>),
-    Large(HashSet<Box<str>>),
+    Large(FastSet<Box<str>>),
 }
 
 impl ExactSet {
@@ -206,11 +347,11 @@ impl AffixSet {
                 suffix,
             };
         }
-        let mut trie = Trie::new(suffix);
+        let mut trie = TrieBuilder::new(suffix);
         for v in &values {
             trie.insert(v);
         }
-        AffixSet::Large(trie)
+        AffixSet::Large(trie.freeze())
     }
 
     #[inline]
@@ -314,19 +455,19 @@ mod tests {
     use super::*;
 
     fn trie(keys: &[&str], reversed: bool) -> Trie {
-        let mut t = Trie::new(reversed);
+        let mut t = TrieBuilder::new(reversed);
         for k in keys {
             t.insert(k);
         }
-        t
+        t.freeze()
     }
 
     #[test]
     fn empty_trie_matches_nothing() {
-        let t = Trie::new(false);
+        let t = trie(&[], false);
         assert!(!t.matches(""));
         assert!(!t.matches("a"));
-        let t = Trie::new(true);
+        let t = trie(&[], true);
         assert!(!t.matches("a"));
     }
 
@@ -400,12 +541,13 @@ mod tests {
         let keys: Vec<String> = (0..300)
             .map(|i| format!("td/ns/n{}/sa/s{}", i % 17, i))
             .collect();
-        let mut t = Trie::new(false);
-        let mut s = Trie::new(true);
+        let mut t = TrieBuilder::new(false);
+        let mut s = TrieBuilder::new(true);
         for k in &keys {
             t.insert(&k[..k.len() - 1]);
             s.insert(&k[3..]);
         }
+        let (t, s) = (t.freeze(), s.freeze());
         for i in 0..400 {
             let probe = format!("td/ns/n{}/sa/s{}", i % 19, i);
             let want_p = keys.iter().any(|k| probe.starts_with(&k[..k.len() - 1]));
@@ -413,6 +555,26 @@ mod tests {
             assert_eq!(t.matches(&probe), want_p, "prefix {probe}");
             assert_eq!(s.matches(&probe), want_s, "suffix {probe}");
         }
+    }
+
+    #[test]
+    fn nodes_with_many_children_use_the_sorted_table() {
+        let alphabet: Vec<char> = ('a'..='z')
+            .chain('0'..='9')
+            .chain(['.', '-', '_'])
+            .collect();
+        let keys: Vec<String> = alphabet.iter().map(|c| format!("{c}{c}/")).collect();
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let t = trie(&refs, false);
+        let s = trie(&refs, true);
+        for c in &alphabet {
+            assert!(t.matches(&format!("{c}{c}/x")), "{c}");
+            assert!(!t.matches(&format!("{c}A/")), "{c}");
+            assert!(s.matches(&format!("x{c}{c}/")), "{c}");
+            assert!(!s.matches(&format!("{c}/")), "{c}");
+        }
+        assert!(!t.matches("A"));
+        assert!(!s.matches("/"));
     }
 
     #[test]
@@ -439,6 +601,20 @@ mod tests {
         assert!(any.matches(""));
         let folded = StrMatcher::from_patterns([Pattern::Exact("Example.COM")], true);
         assert!(folded.matches("example.com"));
+    }
+
+    #[test]
+    fn fast_hasher_spreads_similar_keys_over_the_low_bits() {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let b = BuildHasherDefault::<FastHasher>::default();
+        let mut low = HashSet::new();
+        for i in 0..100_000 {
+            let key = format!("cluster.local/ns/n{i}/sa/s{i}");
+            low.insert(b.hash_one(key.as_str()) & 0xffff);
+        }
+        // 100,000 random values over 65,536 buckets fill about 51,000 of them.
+        assert!(low.len() > 48_000, "{}", low.len());
+        assert_ne!(b.hash_one("ab"), b.hash_one("ab\0"));
     }
 
     #[test]

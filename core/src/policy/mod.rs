@@ -83,7 +83,13 @@ impl PolicyDocument {
         // A field that failed structurally is left empty (or holds a placeholder) in `doc`;
         // the validator's findings at, below or above it (e.g. "empty source" for a source
         // whose only field is unknown) would repeat the same problem and are left out.
-        for p in validate::validate(&doc) {
+        // A document that is not a mapping at all gets that one problem only.
+        let value_problems = if value.is_object() {
+            validate::validate(&doc)
+        } else {
+            Vec::new()
+        };
+        for p in value_problems {
             if !problems
                 .iter()
                 .any(|q| within(&p.path, &q.path) || within(&q.path, &p.path))
@@ -279,11 +285,12 @@ impl CompiledPolicy {
         Self::compile(&PolicyDocument::from_yaml(text)?)
     }
 
-    /// Decides one request. Cost does not depend on the size of the allowlists; nothing is
-    /// allocated for peer IDs up to 256 bytes and lower-case host/SNI values.
+    /// Decides one request. Cost does not depend on the size of the allowlists. Nothing is
+    /// allocated, except for a peer of a trust-domain alias whose ID is longer than 256 bytes
+    /// and for a host or SNI value with upper-case letters (lower-cased once per request).
     pub fn evaluate<'p>(&'p self, req: &Request<'_>, mode: EvalMode) -> Decision<'p> {
-        let mut bufs = (evaluate::IdBuf::new(), evaluate::IdBuf::new());
-        let ctx = self.index.ctx(req, mode, &mut bufs);
+        let mut buf = evaluate::IdBuf::new();
+        let ctx = self.index.ctx(req, mode, &mut buf);
         self.index.decide(&ctx, &req.peer)
     }
 
