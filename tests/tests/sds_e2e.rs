@@ -1,8 +1,8 @@
 //! SDS delivery and rotation with real processes: `svidgate ca`, two `svidgate agent`s and two
 //! Envoy 1.40s whose TLS certificates and trust come only over SDS from the agents' sockets.
 //!
-//! client Envoy (plain HTTP listener) → mTLS (SDS `default` + `ROOTCA`, server ID pinned) →
-//! server Envoy (mTLS listener, SDS `default` + `ALL`, direct response echoing
+//! client Envoy (plain HTTP listener) → mTLS (SotW SDS `default` + `ROOTCA`, server ID pinned)
+//! → server Envoy (mTLS listener, delta SDS `default` + `ALL`, direct response echoing
 //! `%DOWNSTREAM_PEER_URI_SAN%`).
 //!
 //! One setup, scenarios in sequence under one continuous, bounded load (~40 req/s, one TLS
@@ -223,18 +223,23 @@ impl Agent {
     }
 }
 
-fn sds(name: &str) -> Value {
+/// An SDS secret reference; `api_type` GRPC (state of the world) or DELTA_GRPC.
+fn sds_api(name: &str, api_type: &str) -> Value {
     json!({
         "name": name,
         "sds_config": {
             "resource_api_version": "V3",
             "api_config_source": {
-                "api_type": "GRPC",
+                "api_type": api_type,
                 "transport_api_version": "V3",
                 "grpc_services": [{"envoy_grpc": {"cluster_name": "sds"}}]
             }
         }
     })
+}
+
+fn sds(name: &str) -> Value {
+    sds_api(name, "GRPC")
 }
 
 fn sds_cluster(socket: &Path) -> Value {
@@ -284,8 +289,9 @@ fn server_envoy_config(admin: u16, port: u16, socket: &Path) -> String {
                     "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
                     "require_client_certificate": true,
                     "common_tls_context": {
-                        "tls_certificate_sds_secret_configs": [sds("default")],
-                        "validation_context_sds_secret_config": sds("ALL")
+                        // The server Envoy speaks incremental SDS (DeltaSecrets), the client SotW.
+                        "tls_certificate_sds_secret_configs": [sds_api("default", "DELTA_GRPC")],
+                        "validation_context_sds_secret_config": sds_api("ALL", "DELTA_GRPC")
                     }
                 }
             },
@@ -594,42 +600,52 @@ fn sds_rotation_restart_outage_and_root_rotation_under_load() -> Result<()> {
         );
 
         // 2. Agent restart: SIGKILL both agents under load, start them again.
-        let before = envoy_certs(&server)?.0;
         for a in [&mut client_agent, &mut server_agent] {
             if let Some(p) = a.proc.as_mut() {
                 p.signal("KILL", Duration::from_secs(5))?;
             }
         }
+        // Every serial the old agents ever served: anything else comes from the new ones.
+        let mut old: BTreeSet<String> = envoy_certs(&client)?.0;
+        old.extend(envoy_certs(&server)?.0);
+        for set in [&seen.client, &seen.server] {
+            old.extend(set.lock().map(|s| s.clone()).unwrap_or_default());
+        }
         std::thread::sleep(Duration::from_millis(500));
         let t_restart = Instant::now();
         client_agent.start()?;
         server_agent.start()?;
-        let mut reconnect = Duration::ZERO;
         for a in [&client_agent, &server_agent] {
             wait_until(
-                &format!("restarted agent {} serving", a.id),
+                &format!("restarted agent {} ready", a.id),
                 Duration::from_secs(15),
-                || a.ready() && a.metric("svidgate_sds_pushes_total").unwrap_or(0.0) >= 2.0,
+                || a.ready(),
             )
             .with_context(|| a.output())?;
-            reconnect = reconnect.max(t_restart.elapsed());
         }
-        wait_until(
-            "server Envoy on the restarted agent's certificate",
-            Duration::from_secs(10),
-            || {
-                envoy_certs(&server)
-                    .map(|(s, _)| s != before)
-                    .unwrap_or(false)
-            },
-        )?;
-        failed("agent restart")?;
-        report += &format!("agent restart: SIGKILL both, restarted; Envoys fed again after {reconnect:?}; 0 failures\n");
-
-        // 3. CA outage: longer than one refresh period (5 s), shorter than the remaining life.
+        // 3 (starts here). CA outage: stopped while the restarted agents' certificates are fresh,
+        // for longer than one refresh period (5 s) and shorter than their remaining life (~10 s).
         ca.stop();
         let outage_start = Instant::now();
-        std::thread::sleep(Duration::from_millis(5800));
+        let mut reconnect = Duration::ZERO;
+        for (name, e) in [("client", &client), ("server", &server)] {
+            wait_until(
+                &format!("{name} Envoy on the restarted agent's certificate"),
+                Duration::from_secs(15),
+                || {
+                    envoy_certs(e)
+                        .map(|(s, _)| s.iter().any(|x| !old.contains(x)))
+                        .unwrap_or(false)
+                },
+            )?;
+            reconnect = reconnect.max(t_restart.elapsed());
+        }
+        failed("agent restart")?;
+        report += &format!("agent restart: SIGKILL both, restarted; both Envoys on the new agents' certificates {reconnect:?} after the restart; 0 failures\n");
+
+        if let Some(rest) = Duration::from_millis(5800).checked_sub(outage_start.elapsed()) {
+            std::thread::sleep(rest);
+        }
         for a in [&client_agent, &server_agent] {
             assert!(a.ready(), "readiness stays true during the outage");
             assert!(
