@@ -24,7 +24,9 @@ pub fn envoy_bin() -> Result<PathBuf> {
         return Ok(PathBuf::from(p));
     }
     let lib = repo_root().join(".venv/lib");
-    for entry in std::fs::read_dir(&lib).with_context(|| format!("{} (run `make setup`)", lib.display()))? {
+    for entry in
+        std::fs::read_dir(&lib).with_context(|| format!("{} (run `make setup`)", lib.display()))?
+    {
         let bin = entry?.path().join("site-packages/envoy/_bin/envoy");
         if bin.exists() {
             return Ok(bin);
@@ -48,7 +50,10 @@ pub fn svidgate_bin() -> Result<PathBuf> {
             return Ok(bin);
         }
     }
-    bail!("svidgate binary not found under {} (run `cargo build -p sidecar-host`)", target.display())
+    bail!(
+        "svidgate binary not found under {} (run `cargo build -p sidecar-host`)",
+        target.display()
+    )
 }
 
 /// The wasm filter built by `make wasm`. `SVIDGATE_WASM` overrides it.
@@ -99,7 +104,11 @@ impl Proc {
             .stderr(err)
             .spawn()
             .with_context(|| format!("spawning {name}"))?;
-        Ok(Proc { name: name.to_owned(), child: Some(child), log })
+        Ok(Proc {
+            name: name.to_owned(),
+            child: Some(child),
+            log,
+        })
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -120,9 +129,18 @@ impl Proc {
     }
 
     /// Sends a signal (e.g. "TERM", "KILL") and waits up to `wait` for the exit.
-    pub fn signal(&mut self, sig: &str, wait: Duration) -> Result<Option<std::process::ExitStatus>> {
-        let Some(child) = self.child.as_mut() else { return Ok(None) };
-        let _ = Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status();
+    pub fn signal(
+        &mut self,
+        sig: &str,
+        wait: Duration,
+    ) -> Result<Option<std::process::ExitStatus>> {
+        let Some(child) = self.child.as_mut() else {
+            return Ok(None);
+        };
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(child.id().to_string())
+            .status();
         let deadline = Instant::now() + wait;
         while Instant::now() < deadline {
             if let Some(st) = child.try_wait()? {
@@ -166,11 +184,21 @@ impl Envoy {
         let mut cmd = Command::new(envoy_bin()?);
         cmd.arg("-c")
             .arg(&cfg)
-            .args(["--concurrency", "1", "--log-level", "info", "--disable-hot-restart"])
+            .args([
+                "--concurrency",
+                "1",
+                "--log-level",
+                "info",
+                "--disable-hot-restart",
+            ])
             .arg("--base-id")
             .arg(next_base_id().to_string());
         let proc = Proc::spawn(name, cmd, dir.join(format!("{name}.log")))?;
-        Ok(Envoy { proc, admin_port, dir: dir.to_path_buf() })
+        Ok(Envoy {
+            proc,
+            admin_port,
+            dir: dir.to_path_buf(),
+        })
     }
 
     /// Waits until the admin `/ready` says LIVE, or fails with Envoy's log.
@@ -187,7 +215,11 @@ impl Envoy {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        bail!("envoy {} not ready after {timeout:?}:\n{}", self.proc.name, self.proc.output())
+        bail!(
+            "envoy {} not ready after {timeout:?}:\n{}",
+            self.proc.name,
+            self.proc.output()
+        )
     }
 
     /// GET on the admin interface.
@@ -214,7 +246,10 @@ pub fn http_get(port: u16, path: &str) -> Result<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
     let text = String::from_utf8_lossy(&buf).into_owned();
@@ -244,16 +279,26 @@ fn dechunk(mut rest: &str) -> String {
     out
 }
 
-
 /// Runs `envoy --mode validate -c <file>`; returns (success, combined output).
 pub fn envoy_validate(config_file: &Path) -> Result<(bool, String)> {
     let out = Command::new(envoy_bin()?)
-        .args(["--mode", "validate", "--concurrency", "1", "--disable-hot-restart", "-c"])
+        .args([
+            "--mode",
+            "validate",
+            "--concurrency",
+            "1",
+            "--disable-hot-restart",
+            "-c",
+        ])
         .arg(config_file)
         .arg("--base-id")
         .arg(next_base_id().to_string())
         .output()?;
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok((out.status.success(), text))
 }
 
