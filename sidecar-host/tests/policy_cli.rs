@@ -12,6 +12,9 @@ struct Run {
 }
 
 impl Run {
+    fn out_lines(&self) -> Vec<&str> {
+        self.stdout.lines().collect()
+    }
     fn err_lines(&self) -> Vec<&str> {
         self.stderr.lines().collect()
     }
@@ -28,7 +31,10 @@ fn svidgate(dir: &Path, args: &[&str], stdin: &str) -> Run {
         .spawn()
         .expect("spawn svidgate");
     let mut pipe = child.stdin.take().expect("stdin");
-    pipe.write_all(stdin.as_bytes()).expect("write stdin");
+    // A command that fails before reading stdin closes it: a broken pipe is not an error here.
+    if let Err(e) = pipe.write_all(stdin.as_bytes()) {
+        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "write stdin: {e}");
+    }
     drop(pipe);
     let out = child.wait_with_output().expect("wait svidgate");
     Run {
@@ -205,4 +211,567 @@ fn import_rejects_invalid_resources_with_exit_1() {
         assert_eq!(run.stdout, "");
         assert_eq!(run.err_lines(), want);
     }
+}
+
+// ---- Tests that run the real policy engine. ----
+
+const POLICY: &str = r#"trustDomain: cluster.local
+policies:
+  - name: deny-legacy
+    action: DENY
+    rules:
+      - from:
+          - source:
+              namespaces: ["legacy"]
+  - name: api-readers
+    action: ALLOW
+    rules:
+      - from:
+          - source:
+              principals: ["cluster.local/ns/web/sa/frontend", "spiffe://cluster.local/ns/batch/*"]
+        to:
+          - operation:
+              methods: ["GET", "HEAD"]
+              paths: ["/api/*"]
+      - to:
+          - operation:
+              paths: ["/tenant/*"]
+        when:
+          - key: request.headers[x-tenant]
+            values: ["acme"]
+  - name: lock-admin
+    action: DENY
+    dryRun: true
+    rules:
+      - to:
+          - operation:
+              paths: ["/api/admin/*"]
+"#;
+
+/// The same without the dry-run policy.
+fn policy_without_dry_run() -> String {
+    let cut = POLICY.find("  - name: lock-admin").expect("lock-admin");
+    POLICY[..cut].to_owned()
+}
+
+const FRONTEND: &str = "spiffe://cluster.local/ns/web/sa/frontend";
+const LEGACY: &str = "spiffe://cluster.local/ns/legacy/sa/old";
+
+#[test]
+fn check_valid_policies() {
+    let json = r#"{"trustDomain": "example.org", "trustDomainAliases": ["old.example"], "policies": [{"name": "a", "action": "DENY", "rules": [{}]}]}"#;
+    let dir = tempdir_with(&[
+        ("policy.yaml", POLICY),
+        ("policy.json", json),
+        ("no-dry-run.yaml", &policy_without_dry_run()),
+    ]);
+    let cases: [(&[&str], &str, &str); 4] = [
+        (
+            &["policy.yaml"],
+            "",
+            "policy.yaml: ok: 3 policies (2 DENY, 1 ALLOW, 1 dry-run), trust domain cluster.local",
+        ),
+        (
+            &["no-dry-run.yaml"],
+            "",
+            "no-dry-run.yaml: ok: 2 policies (1 DENY, 1 ALLOW), trust domain cluster.local",
+        ),
+        (
+            &["policy.json"],
+            "",
+            "policy.json: ok: 1 policy (1 DENY, 0 ALLOW), trust domain example.org (aliases: old.example)",
+        ),
+        (
+            &["-"],
+            "{\"trustDomain\": \"td\", \"mode\": \"dryRun\", \"policies\": []}",
+            "<stdin>: ok: 0 policies, trust domain td, mode dryRun",
+        ),
+    ];
+    for (files, stdin, want) in cases {
+        let args: Vec<&str> = ["policy", "check"].iter().chain(files).copied().collect();
+        let run = svidgate(dir.path(), &args, stdin);
+        assert_eq!(
+            (run.code, run.stdout.as_str(), run.stderr.as_str()),
+            (0, &*format!("{want}\n"), ""),
+            "{files:?}"
+        );
+    }
+}
+
+#[test]
+fn check_reports_each_problem_on_its_own_line() {
+    // (what to break, the document, the exact line)
+    let cases = [
+        (
+            "unknown field",
+            "trustDomain: td\npolicies:\n- name: a\n  rules:\n  - from:\n    - source:\n        principal: [x]\n",
+            "p.yaml: policies[0].rules[0].from[0].source.principal: unknown field, expected one of: principals, notPrincipals, namespaces, notNamespaces, trustDomains, notTrustDomains (principal)",
+        ),
+        (
+            "invalid SPIFFE ID",
+            "trustDomain: td\npolicies:\n- name: a\n  rules:\n  - from:\n    - source:\n        principals: [\"spiffe://td/ns/a/../b\"]\n",
+            "p.yaml: policies[0].rules[0].from[0].source.principals[0]: invalid SPIFFE ID: path has a '.' or '..' segment (spiffe://td/ns/a/../b)",
+        ),
+        (
+            "invalid trust domain",
+            "trustDomain: Cluster.Local\npolicies: []\n",
+            "p.yaml: trustDomain: invalid trust domain: trust domain has an invalid character 'C' (upper case is not allowed): only a-z, 0-9, '.', '-' and '_' are allowed (Cluster.Local)",
+        ),
+        (
+            "wildcard in the middle",
+            "trustDomain: td\npolicies:\n- name: a\n  rules:\n  - from:\n    - source:\n        principals: [\"td/ns/*/sa/x\"]\n",
+            "p.yaml: policies[0].rules[0].from[0].source.principals[0]: wildcard '*' is only allowed at the start or the end of a value (td/ns/*/sa/x)",
+        ),
+        (
+            "empty name",
+            "trustDomain: td\npolicies:\n- name: \"\"\n",
+            "p.yaml: policies[0].name: empty policy name ()",
+        ),
+        (
+            "duplicate names",
+            "trustDomain: td\npolicies:\n- name: a\n- name: b\n- name: a\n",
+            "p.yaml: policies[2].name: duplicate policy name, first used at policies[0] (a)",
+        ),
+        (
+            "unknown when key",
+            "trustDomain: td\npolicies:\n- name: a\n  rules:\n  - when:\n    - key: source.ip\n      values: [\"10.0.0.1\"]\n",
+            "p.yaml: policies[0].rules[0].when[0].key: unknown when key: IP conditions are not supported by svidgate (source.ip)",
+        ),
+        (
+            "unknown action",
+            "trustDomain: td\npolicies:\n- name: a\n  action: PERMIT\n",
+            "p.yaml: policies[0].action: unknown action: expected ALLOW or DENY (PERMIT)",
+        ),
+    ];
+    for (what, doc, want) in cases {
+        let dir = tempdir_with(&[("p.yaml", doc)]);
+        let run = svidgate(dir.path(), &["policy", "check", "p.yaml"], "");
+        assert_eq!(run.code, 1, "{what}");
+        assert_eq!(run.stdout, format!("{want}\n"), "{what}");
+        assert_eq!(run.stderr, "", "{what}");
+    }
+
+    // Several problems: one line each, in document order; several files: the worst exit code.
+    let several = "trustDomain: td\npolicies:\n- name: \"\"\n  action: PERMIT\n- name: b\n  rules:\n  - from:\n    - source:\n        principals: [\"td/ns/*/sa/x\"]\n";
+    let dir = tempdir_with(&[("bad.yaml", several), ("good.yaml", POLICY)]);
+    let run = svidgate(
+        dir.path(),
+        &["policy", "check", "good.yaml", "bad.yaml"],
+        "",
+    );
+    assert_eq!(run.code, 1);
+    assert_eq!(
+        run.stdout.lines().collect::<Vec<_>>(),
+        [
+            "good.yaml: ok: 3 policies (2 DENY, 1 ALLOW, 1 dry-run), trust domain cluster.local",
+            "bad.yaml: policies[0].action: unknown action: expected ALLOW or DENY (PERMIT)",
+            "bad.yaml: policies[0].name: empty policy name ()",
+            "bad.yaml: policies[1].rules[0].from[0].source.principals[0]: wildcard '*' is only allowed at the start or the end of a value (td/ns/*/sa/x)",
+        ]
+    );
+}
+
+#[test]
+fn check_syntax_errors_name_line_and_column() {
+    let cases = [
+        (
+            "p.yaml",
+            "trustDomain: td\npolicies:\n  - name: a\n    rules: [\n",
+            "p.yaml: did not find expected node content at line 5 column 1, while parsing a flow node",
+        ),
+        (
+            "p.json",
+            "{\"trustDomain\": \"td\",}",
+            "p.json: trailing comma at line 1 column 22",
+        ),
+        (
+            // Content detection: a `.txt` file that starts with `{` is JSON.
+            "p.txt",
+            "{\"trustDomain\": \"td\", \"policies\": [}",
+            "p.txt: expected value at line 1 column 36",
+        ),
+    ];
+    for (name, text, want) in cases {
+        let dir = tempdir_with(&[(name, text)]);
+        let run = svidgate(dir.path(), &["policy", "check", name], "");
+        assert_eq!(
+            (run.code, run.stdout.as_str()),
+            (1, &*format!("{want}\n")),
+            "{name}"
+        );
+    }
+}
+
+/// Runs `eval` on `lines` against `policy`; returns (exit code, stdout lines as JSON, stderr).
+fn eval(policy: &str, extra: &[&str], lines: &str) -> (i32, Vec<serde_json::Value>, String) {
+    let dir = tempdir_with(&[("p.yaml", policy)]);
+    let mut args = vec!["policy", "eval", "--policy", "p.yaml"];
+    args.extend(extra);
+    let run = svidgate(dir.path(), &args, lines);
+    let out = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    (run.code, out, run.stderr)
+}
+
+#[test]
+fn eval_decides_each_line() {
+    use serde_json::json;
+    let bad_id = "SPIFFE://cluster.local/ns/web/sa/frontend";
+    let why = svidgate_core::SpiffeId::parse(bad_id).unwrap_err();
+    let input = [
+        json!({"peer": FRONTEND, "method": "GET", "path": "/api/orders"}).to_string(),
+        json!({"peer": LEGACY, "method": "GET", "path": "/api/orders"}).to_string(),
+        json!({"peer": FRONTEND, "method": "POST", "path": "/api/orders"}).to_string(),
+        json!({"peer": FRONTEND, "method": "GET", "path": "/api/admin/users"}).to_string(),
+        json!({"peer": bad_id, "method": "GET", "path": "/api/orders"}).to_string(),
+        json!({"peer": FRONTEND, "mtls": false, "method": "GET", "path": "/api/orders"})
+            .to_string(),
+        json!({"peer": null, "path": "/tenant/x", "headers": {"X-Tenant": "acme"}}).to_string(),
+    ]
+    .join("\n");
+    let (code, out, stderr) = eval(POLICY, &[], &input);
+    assert_eq!((code, stderr.as_str()), (0, ""));
+    let allow_readers = json!({"decision": "allow", "policy": "api-readers", "rule": 0, "reason": "matched ALLOW policy"});
+    let deny_legacy = json!({"decision": "deny", "policy": "deny-legacy", "rule": 0, "reason": "matched DENY policy"});
+    let no_allow = json!({"decision": "deny", "policy": null, "rule": null, "reason": "no ALLOW policy matched"});
+    let invalid_reason = format!(
+        "no valid peer identity: invalid SPIFFE ID \"{bad_id}\": {why}; no ALLOW policy matched"
+    );
+    let invalid =
+        json!({"decision": "deny", "policy": null, "rule": null, "reason": invalid_reason});
+    let not_mtls = json!({"decision": "deny", "policy": null, "rule": null, "reason": "no valid peer identity: connection is not mTLS; no ALLOW policy matched"});
+    let tenant = json!({"decision": "allow", "policy": "api-readers", "rule": 1, "reason": "no valid peer identity: peer certificate has no URI SAN; matched ALLOW policy"});
+    let with_dry = |enforced: &serde_json::Value, dry: &serde_json::Value| {
+        let mut v = enforced.clone();
+        v["dryRun"] = dry.clone();
+        v
+    };
+    let lock_admin = json!({"decision": "deny", "policy": "lock-admin", "rule": 0, "reason": "matched DENY policy"});
+    assert_eq!(
+        out,
+        [
+            with_dry(&allow_readers, &allow_readers),
+            with_dry(&deny_legacy, &deny_legacy),
+            with_dry(&no_allow, &no_allow),
+            with_dry(&allow_readers, &lock_admin),
+            with_dry(&invalid, &invalid),
+            with_dry(&not_mtls, &not_mtls),
+            with_dry(&tenant, &tenant),
+        ]
+    );
+
+    // Without dry-run policies there is no `dryRun` key; the exact line as written.
+    let dir = tempdir_with(&[("p.yaml", &policy_without_dry_run())]);
+    let run = svidgate(
+        dir.path(),
+        &["policy", "eval", "--policy", "p.yaml"],
+        &format!(
+            "{}\n",
+            json!({"peer": FRONTEND, "method": "GET", "path": "/api/x"})
+        ),
+    );
+    assert_eq!(
+        (run.code, run.stdout.as_str()),
+        (0, "{\"decision\":\"allow\",\"policy\":\"api-readers\",\"rule\":0,\"reason\":\"matched ALLOW policy\"}\n")
+    );
+}
+
+#[test]
+fn eval_network_mode_sees_no_http() {
+    use serde_json::json;
+    let line =
+        json!({"peer": FRONTEND, "method": "GET", "path": "/api/orders", "port": 8080}).to_string();
+    let (code, out, _) = eval(&policy_without_dry_run(), &["--network"], &line);
+    assert_eq!(code, 0);
+    // The ALLOW rule needs HTTP fields, so it never matches in network mode.
+    assert_eq!(
+        out,
+        [
+            json!({"decision": "deny", "policy": null, "rule": null, "reason": "no ALLOW policy matched"})
+        ]
+    );
+}
+
+#[test]
+fn eval_reports_malformed_lines_and_answers_the_rest() {
+    let input = format!(
+        "{{\"peer\": \"{FRONTEND}\", \"method\": \"GET\", \"path\": \"/api/a\"}}\n\
+         {{\"peer\": \"{FRONTEND}\", \"verb\": \"GET\"}}\n\
+         \n\
+         not json\n\
+         {{\"port\": \"80\"}}\n\
+         [\"{FRONTEND}\"]\n\
+         {{\"peer\": \"{LEGACY}\"}}\n"
+    );
+    let (code, out, stderr) = eval(&policy_without_dry_run(), &[], &input);
+    assert_eq!(code, 1);
+    assert_eq!(out.len(), 2, "lines 1 and 7 are answered");
+    assert_eq!(out[0]["decision"], "allow");
+    assert_eq!(out[1]["policy"], "deny-legacy");
+    assert_eq!(
+        stderr.lines().collect::<Vec<_>>(),
+        [
+            "line 2: unknown field `verb`, expected one of `peer`, `mtls`, `method`, `path`, `host`, `port`, `headers`, `sni` (column 60)",
+            "line 4: expected ident (column 2)",
+            "line 5: invalid type: string \"80\", expected u16 (column 13)",
+            "line 6: expected a JSON object, found an array",
+        ]
+    );
+}
+
+#[test]
+fn eval_and_explain_refuse_an_invalid_policy() {
+    let dir = tempdir_with(&[(
+        "p.yaml",
+        "trustDomain: td\npolicies:\n- name: a\n  action: PERMIT\n",
+    )]);
+    for args in [
+        &["policy", "eval", "--policy", "p.yaml"][..],
+        &[
+            "policy", "explain", "--policy", "p.yaml", "--peer", FRONTEND,
+        ],
+    ] {
+        let run = svidgate(dir.path(), args, "{}\n");
+        assert_eq!(run.code, 2, "{args:?}");
+        assert_eq!(run.stdout, "", "{args:?}");
+        assert_eq!(
+            run.err_lines(),
+            [
+                "p.yaml: policies[0].action: unknown action: expected ALLOW or DENY (PERMIT)",
+                "svidgate: p.yaml: policy is not valid (1 problem(s) above); run `svidgate policy check p.yaml`",
+            ],
+            "{args:?}"
+        );
+    }
+}
+
+#[test]
+fn explain_traces_allowed_and_denied_requests() {
+    let dir = tempdir_with(&[("p.yaml", POLICY)]);
+    let run = svidgate(
+        dir.path(),
+        &[
+            "policy",
+            "explain",
+            "--policy",
+            "p.yaml",
+            "--peer",
+            FRONTEND,
+            "--method",
+            "GET",
+            "--path",
+            "/api/orders",
+            "--host",
+            "api",
+            "--port",
+            "8080",
+        ],
+        "",
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        run.stdout.lines().collect::<Vec<_>>(),
+        [
+            "input: peer spiffe://cluster.local/ns/web/sa/frontend, GET /api/orders, host api, port 8080 (http)",
+            "request (HTTP): peer \"cluster.local/ns/web/sa/frontend\"",
+            "policy \"deny-legacy\" (DENY):",
+            "  rule 0: no match: from[0].source.namespaces: namespace \"web\" matches none",
+            "policy \"lock-admin\" (DENY, dry-run):",
+            "  rule 0: no match: to[0].operation.paths: path \"/api/orders\" matches none",
+            "policy \"api-readers\" (ALLOW):",
+            "  rule 0: MATCH",
+            "  rule 1: no match: to[0].operation.paths: path \"/api/orders\" matches none",
+            "decision: ALLOW by policy \"api-readers\" rule 0: matched ALLOW policy",
+            "dry-run decision: ALLOW by policy \"api-readers\" rule 0: matched ALLOW policy",
+        ]
+    );
+
+    let run = svidgate(
+        dir.path(),
+        &[
+            "policy",
+            "explain",
+            "--policy",
+            "p.yaml",
+            "--peer",
+            LEGACY,
+            "--method",
+            "GET",
+            "--path",
+            "/api/admin/x",
+            "--header",
+            "X-Tenant=acme",
+        ],
+        "",
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        run.stdout.lines().collect::<Vec<_>>(),
+        [
+            "input: peer spiffe://cluster.local/ns/legacy/sa/old, GET /api/admin/x, header x-tenant=acme (http)",
+            "request (HTTP): peer \"cluster.local/ns/legacy/sa/old\"",
+            "policy \"deny-legacy\" (DENY):",
+            "  rule 0: MATCH",
+            "policy \"lock-admin\" (DENY, dry-run):",
+            "  rule 0: MATCH",
+            "policy \"api-readers\" (ALLOW):",
+            "  rule 0: no match: from[0].source.principals: peer \"cluster.local/ns/legacy/sa/old\" matches none",
+            "  rule 1: no match: to[0].operation.paths: path \"/api/admin/x\" matches none",
+            "decision: DENY by policy \"deny-legacy\" rule 0: matched DENY policy",
+            "dry-run decision: DENY by policy \"deny-legacy\" rule 0: matched DENY policy",
+        ]
+    );
+
+    // No mTLS: the input line says why there is no identity; the decision is still last.
+    let run = svidgate(
+        dir.path(),
+        &[
+            "policy",
+            "explain",
+            "--policy",
+            "p.yaml",
+            "--no-mtls",
+            "--network",
+        ],
+        "",
+    );
+    assert_eq!(run.code, 0);
+    let lines = run.out_lines();
+    assert_eq!(
+        lines[0],
+        "input: peer none (connection is not mTLS) (network)"
+    );
+    assert_eq!(
+        lines[lines.len() - 2],
+        "decision: DENY: no ALLOW policy matched (no peer identity: connection is not mTLS)"
+    );
+}
+
+#[test]
+fn import_round_trips_through_check() {
+    let fixture = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/istio-authorization-policies.yaml"),
+    )
+    .expect("fixture");
+    let dir = tempdir_with(&[("istio.yaml", &fixture)]);
+
+    // Unsupported features: exit 3, nothing on stdout.
+    let run = svidgate(dir.path(), &["policy", "import", "istio.yaml"], "");
+    assert_eq!((run.code, run.stdout.as_str()), (3, ""), "{}", run.stderr);
+
+    let run = svidgate(
+        dir.path(),
+        &[
+            "policy",
+            "import",
+            "--skip-unsupported",
+            "--trust-domain",
+            "example.org",
+            "istio.yaml",
+        ],
+        "",
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        run.err_lines(),
+        [
+            r#"istio.yaml: warning: AuthorizationPolicy shop/api-readers (document 2): spec.selector: dropped: a svidgate policy applies to every workload whose filter loads it ({"matchLabels":{"app":"api"}}); load policy shop.api-readers only in the filters of the workloads it selected"#,
+            r#"istio.yaml: warning: AuthorizationPolicy shop/api-readers (document 2): spec.rules[1].from[0].source.ipBlocks: IP blocks are not supported: svidgate authorizes by SPIFFE identity, not address (["10.0.0.0/8"]); rule 1 dropped: an ALLOW rule svidgate cannot fully check allows nothing"#,
+            r#"istio.yaml: warning: AuthorizationPolicy shop/ext-authz (document 4): spec.action: CUSTOM action (provider "opa") is not supported: svidgate has no external authorizer ("CUSTOM"); policy skipped: the requests it sent to the external authorizer are no longer checked by it"#,
+        ]
+    );
+    assert_eq!(
+        run.stdout,
+        r#"# svidgate policy imported from Istio AuthorizationPolicy resources (istio.yaml).
+trustDomain: example.org
+policies:
+- name: shop.deny-legacy
+  action: DENY
+  rules:
+  - from:
+    - source:
+        namespaces:
+        - legacy
+- name: shop.api-readers
+  action: ALLOW
+  rules:
+  - from:
+    - source:
+        principals:
+        - cluster.local/ns/web/sa/frontend
+        - cluster.local/ns/batch/*
+    to:
+    - operation:
+        ports:
+        - 8080
+        methods:
+        - GET
+        - HEAD
+        paths:
+        - /api/*
+    when:
+    - key: request.headers[X-Tenant]
+      values:
+      - acme
+- name: shop.lock-admin
+  action: DENY
+  dryRun: true
+  rules:
+  - to:
+    - operation:
+        paths:
+        - /api/admin/*
+"#
+    );
+
+    std::fs::write(dir.path().join("imported.yaml"), &run.stdout).expect("write");
+    let run = svidgate(dir.path(), &["policy", "check", "imported.yaml"], "");
+    assert_eq!(
+        (run.code, run.stdout.as_str()),
+        (0, "imported.yaml: ok: 3 policies (2 DENY, 1 ALLOW, 1 dry-run), trust domain example.org\n")
+    );
+
+    // The imported policy decides like Istio would: the frontend may GET the API.
+    let run = svidgate(
+        dir.path(),
+        &["policy", "eval", "--policy", "imported.yaml"],
+        "{\"peer\": \"spiffe://example.org/ns/web/sa/frontend\", \"method\": \"GET\", \"path\": \"/api/x\", \"port\": 8080, \"headers\": {\"x-tenant\": \"acme\"}}\n",
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let out: serde_json::Value = serde_json::from_str(run.stdout.trim()).expect("json");
+    assert_eq!(out["decision"], "allow", "{out}");
+}
+
+#[test]
+fn import_stdin_and_output_the_engine_rejects() {
+    let dir = tempdir_with(&[]);
+    let text = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: a, namespace: n}\nspec:\n  rules:\n  - from:\n    - source: {principals: [\"cluster.local/ns/*/sa/x\"]}\n";
+    let run = svidgate(dir.path(), &["policy", "import", "-"], text);
+    assert_eq!((run.code, run.stdout.as_str()), (1, ""));
+    assert_eq!(
+        run.err_lines(),
+        [
+            "<stdin>: error: imported policy: policies[0].rules[0].from[0].source.principals[0]: wildcard '*' is only allowed at the start or the end of a value (cluster.local/ns/*/sa/x)",
+            "<stdin>: the imported policy is not valid for svidgate; nothing written",
+        ]
+    );
+
+    let run = svidgate(
+        dir.path(),
+        &["policy", "import", "-"],
+        "apiVersion: v1\nkind: Service\nmetadata: {name: s}\n",
+    );
+    assert_eq!(run.code, 0);
+    assert_eq!(run.stdout, "# svidgate policy imported from Istio AuthorizationPolicy resources (<stdin>).\ntrustDomain: cluster.local\npolicies: []\n");
+    assert_eq!(
+        run.err_lines(),
+        [
+            "<stdin>: note: document 1: skipped Service (v1): not an Istio AuthorizationPolicy",
+            "<stdin>: note: no AuthorizationPolicy imported",
+        ]
+    );
 }

@@ -186,36 +186,28 @@ pub struct PeerView {
     pub why_none: Option<String>,
 }
 
-/// Maps `connection.mtls` and `connection.uri_san_peer_certificate` to a [`Peer`], the same way
-/// the filter (non-strict mode, `wasm-filter/src/peer.rs`) does: not mTLS →
-/// [`NoIdentity::NotMtls`]; no or an empty URI SAN → [`NoIdentity::NoUriSan`];
-/// a URI SAN that is not a valid workload SPIFFE ID (strict parsing, nothing normalized) →
-/// [`NoIdentity::InvalidSpiffeId`].
+/// Maps `connection.mtls` and `connection.uri_san_peer_certificate` to a [`Peer`] with the
+/// engine's [`Peer::from_uri_san`] — the mapping the filter uses: not mTLS →
+/// [`NoIdentity::NotMtls`]; no or an empty URI SAN → [`NoIdentity::NoUriSan`]; a URI SAN that
+/// is not a valid workload SPIFFE ID (strict parsing, nothing normalized) →
+/// [`NoIdentity::InvalidSpiffeId`] — and adds, when there is no identity, why.
 pub fn peer_from_envoy(mtls: bool, uri_san: Option<&str>) -> PeerView {
-    let none = |kind: NoIdentity, why: String| PeerView {
-        peer: Peer::None(kind),
-        why_none: Some(format!("no valid peer identity: {why}")),
+    let peer = Peer::from_uri_san(mtls, uri_san);
+    let why_none = match &peer {
+        Peer::Identity(_) => None,
+        Peer::None(NoIdentity::InvalidSpiffeId) => {
+            let san = uri_san.unwrap_or_default();
+            let detail = match SpiffeId::parse(san) {
+                Err(e) => e.to_string(),
+                Ok(_) => NoIdentity::InvalidSpiffeId.describe().to_owned(),
+            };
+            Some(format!("invalid SPIFFE ID {san:?}: {detail}"))
+        }
+        Peer::None(kind) => Some(kind.describe().to_owned()),
     };
-    if !mtls {
-        return none(NoIdentity::NotMtls, "connection is not mTLS".into());
-    }
-    // Envoy reports no property when there is no URI SAN; the filter treats an empty value
-    // the same way.
-    let Some(san) = uri_san.filter(|s| !s.is_empty()) else {
-        return none(
-            NoIdentity::NoUriSan,
-            "peer certificate has no URI SAN".into(),
-        );
-    };
-    match SpiffeId::parse(san) {
-        Ok(id) => PeerView {
-            peer: Peer::Identity(id),
-            why_none: None,
-        },
-        Err(e) => none(
-            NoIdentity::InvalidSpiffeId,
-            format!("invalid SPIFFE ID {san:?}: {e}"),
-        ),
+    PeerView {
+        peer,
+        why_none: why_none.map(|why| format!("no valid peer identity: {why}")),
     }
 }
 
