@@ -96,10 +96,11 @@ impl SvidSource for CaSource {
 }
 
 /// Runs until SIGTERM/SIGINT, then drains: stops accepting, ends every SDS stream, removes the
-/// socket.
+/// socket. SIGHUP renews the certificate now (one CA request, however many signals).
 pub async fn run(config: AgentConfig) -> Result<(), ServeError> {
     let mut sigterm = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(ServeError::Signals)?;
     let metrics = Arc::new(Metrics::new());
     let store = Arc::new(SecretStore::new());
     let (shutdown_tx, shutdown) = watch::channel(false);
@@ -114,6 +115,7 @@ pub async fn run(config: AgentConfig) -> Result<(), ServeError> {
     let bundles = Arc::new(Mutex::new(tb));
 
     let admin_listener = admin::bind(config.admin_addr).await?;
+    let admin_addr = admin_listener.local_addr().unwrap_or(config.admin_addr);
     let listener = sds::bind_socket(&config.sds_socket, config.sds_socket_mode).await?;
     let source = CaSource {
         client: IstioCaClient::new(config.ca.clone())?,
@@ -147,6 +149,7 @@ pub async fn run(config: AgentConfig) -> Result<(), ServeError> {
         metrics.clone(),
         shutdown.clone(),
     ));
+    let rotation = rotator.handle();
     let rotation_task = tokio::spawn(rotator.run(shutdown.clone()));
     let bundle_task = tokio::spawn(bundle_watch(
         bundles,
@@ -159,7 +162,7 @@ pub async fn run(config: AgentConfig) -> Result<(), ServeError> {
     info!(
         spiffe_id = %config.spiffe_id,
         sds_socket = %config.sds_socket.display(),
-        admin = %format!("http://{}", config.admin_addr),
+        admin = %format!("http://{admin_addr}"),
         ca = %config.ca.addr,
         cert_ttl = %humantime::format_duration(config.cert_ttl),
         rotation_ratio = config.rotation_ratio,
@@ -167,26 +170,32 @@ pub async fn run(config: AgentConfig) -> Result<(), ServeError> {
         config.spiffe_id,
         tds.join(", "),
         config.sds_socket.display(),
-        config.admin_addr,
+        admin_addr,
     );
 
-    let result = tokio::select! {
-        _ = sigterm.recv() => {
-            info!("SIGTERM: draining");
-            Ok(())
-        }
-        _ = sigint.recv() => {
-            info!("SIGINT: draining");
-            Ok(())
-        }
-        r = &mut sds_task => match r {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(ServeError::Sds(e)),
-            Err(e) => {
-                warn!(error = %e, "SDS server task failed");
-                Ok(())
+    let result = loop {
+        tokio::select! {
+            _ = sigterm.recv() => {
+                info!("SIGTERM: draining");
+                break Ok(());
             }
-        },
+            _ = sigint.recv() => {
+                info!("SIGINT: draining");
+                break Ok(());
+            }
+            _ = sighup.recv() => {
+                info!("SIGHUP: renewing the certificate now");
+                rotation.trigger();
+            }
+            r = &mut sds_task => break match r {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(ServeError::Sds(e)),
+                Err(e) => {
+                    warn!(error = %e, "SDS server task failed");
+                    Ok(())
+                }
+            },
+        }
     };
     let _ = shutdown_tx.send(true);
     let drain = async {
