@@ -157,6 +157,17 @@ impl Sotw {
     }
 }
 
+/// Waits (up to 5 s) for a condition on server-side state that has no reply to wait for.
+async fn wait_for(f: impl Fn() -> bool) {
+    for _ in 0..500 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("condition not reached in 5 s");
+}
+
 fn secret_of(any: &envoy_types::pb::google::protobuf::Any) -> Secret {
     assert_eq!(any.type_url, SECRET_TYPE_URL);
     Secret::decode(any.value.as_slice()).unwrap()
@@ -194,7 +205,7 @@ async fn ack_nack_stale_and_push() {
             .await;
     }
     s.quiet().await;
-    assert_eq!(h.metrics.nacks(), 5);
+    wait_for(|| h.metrics.nacks() == 5).await;
 
     // Stale nonce (even one asking for something else): ignored.
     s.send(&["ROOTCA"], &r1.version_info, &r1.nonce, None).await;
@@ -361,7 +372,7 @@ async fn delta_subscribe_unsubscribe() {
     });
     tx.send(nack).await.unwrap();
     assert!(tokio::time::timeout(QUIET, stream.message()).await.is_err());
-    assert_eq!(h.metrics.nacks(), 1);
+    wait_for(|| h.metrics.nacks() == 1).await;
     // Unknown name in a subscription: error naming it.
     tx.send(req(&["bogus"], &[], "")).await.unwrap();
     let err = tokio::time::timeout(Duration::from_secs(5), stream.message())
