@@ -153,6 +153,15 @@ fn usage_errors_exit_2() {
         run.stderr
     );
 
+    let run = svidgate(dir.path(), &["policy", "eval", "--policy", "-"], "{}\n");
+    assert_eq!(
+        (run.code, run.stderr.as_str()),
+        (
+            2,
+            "svidgate: --policy -: stdin carries the requests for `eval`; give the policy as a file\n"
+        )
+    );
+
     let run = svidgate(dir.path(), &["policy", "check"], "");
     assert_eq!(run.code, 2, "clap usage error");
     let run = svidgate(

@@ -90,6 +90,9 @@ pub fn run(cmd: PolicyCommand) -> Result<i32, PolicyCliError> {
         }
         PolicyCommand::Eval { policy, network } => {
             // stdin carries the requests, so the policy cannot come from it.
+            if policy.as_os_str() == "-" {
+                return Err(PolicyCliError::PolicyFromStdin);
+            }
             let input = Input::read(&policy, &mut io::empty())?;
             let loaded = load_policy_or_report(&input, &mut stderr)?;
             eval::eval(

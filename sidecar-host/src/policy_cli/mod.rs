@@ -54,6 +54,9 @@ pub enum PolicyCliError {
     /// The policy given to `eval`/`explain` is not valid; its problems were printed.
     #[error("{name}: policy is not valid ({count} problem(s) above); run `svidgate policy check {name}`")]
     UnusablePolicy { name: String, count: usize },
+    /// `eval --policy -`: stdin carries the requests.
+    #[error("--policy -: stdin carries the requests for `eval`; give the policy as a file")]
+    PolicyFromStdin,
     /// `--header` without `=`.
     #[error("--header {0:?}: expected NAME=VALUE")]
     BadHeader(String),
