@@ -8,13 +8,13 @@ PY      := $(VENV)/bin/python
 WASM    := target/wasm32-wasip1/release/svidgate_filter.wasm
 SETUP_STAMP := $(VENV)/.setup-done
 
-.PHONY: help setup build wasm test test-unit e2e lint fmt bench bench-core demo oci fuzz clean
+.PHONY: help setup build wasm test test-unit e2e lint fmt bench bench-core bench-envoy demo oci fuzz clean
 
 help:
 	@echo "make demo   - set up, build and run the demo (CA, agents, Envoys, filter)"
 	@echo "make test   - set up and run every test (unit, CLI, real-Envoy end to end)"
 	@echo "make setup  - install what builds and tests need (idempotent)"
-	@echo "make build | wasm | lint | bench | bench-core | oci | fuzz"
+	@echo "make build | wasm | lint | bench | bench-core | bench-envoy | oci | fuzz"
 
 # Idempotent: the wasm target, Debian tools the tests use, the Python venv with Envoy 1.40.
 setup: $(SETUP_STAMP)
@@ -49,7 +49,13 @@ fmt:
 bench-core: setup
 	$(CARGO) bench -p svidgate-core --bench policy_eval
 
-bench: bench-core
+# The filter's per-request CPU cost inside a real Envoy 1.40, as ratios against a baseline
+# Envoy in the same run (docs/bench.md); about 2 minutes. BENCH_ENVOY_ARGS e.g. "--rounds 5".
+bench-envoy: setup wasm
+	$(CARGO) build -p sidecar-host
+	$(PY) scripts/bench_envoy.py $(BENCH_ENVOY_ARGS)
+
+bench: bench-core bench-envoy
 
 # Coverage-guided fuzzing of the core parsers (cargo-fuzz + libFuzzer, nightly); docs/fuzzing.md.
 # FUZZ_TIME seconds per target. New corpus entries go to fuzz/corpus/<target> (not committed).
