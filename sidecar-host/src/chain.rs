@@ -83,6 +83,8 @@ pub enum ChainError {
     NoRoot { subject: String },
     #[error("no trust anchors configured")]
     NoTrustAnchors,
+    #[error("path validation (webpki) failed: {0}")]
+    PathValidation(String),
 }
 
 // Manual `From`s: the inner error is part of the message, not a `source` (no duplicate
@@ -291,6 +293,24 @@ pub fn verify_issued_der(
         }
     };
 
+    // 5. Defence in depth: the same path through rustls-webpki, a strict DER parser that also
+    //    refuses what x509-parser tolerates (e.g. an outer signatureAlgorithm that differs
+    //    from the signed one).
+    let intermediates_end = if last_self_signed {
+        last_pos
+    } else {
+        last_pos + 1
+    };
+    // webpki checks validity at one instant: take one inside every window (the windows were
+    // checked above with the skew), i.e. now, or the latest not-before if that is a little ahead.
+    let latest_nb = certs
+        .iter()
+        .map(|c| c.validity().not_before.timestamp())
+        .max()
+        .unwrap_or(now_s);
+    let at = from_unix(latest_nb.max(now_s));
+    webpki_check(&ders[0], &ders[1..intermediates_end.max(1)], &root, at)?;
+
     let not_before = from_unix(leaf.validity().not_before.timestamp());
     let not_after = from_unix(leaf.validity().not_after.timestamp());
     let serial = hex::encode(leaf.raw_serial());
@@ -308,6 +328,29 @@ pub fn verify_issued_der(
         chain: out_chain,
         root,
     })
+}
+
+fn webpki_check(
+    leaf: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'static>],
+    root: &CertificateDer<'_>,
+    at: SystemTime,
+) -> Result<(), ChainError> {
+    let err = |e: webpki::Error| ChainError::PathValidation(format!("{e:?}"));
+    let anchor = webpki::anchor_from_trusted_cert(root).map_err(err)?;
+    let ee = webpki::EndEntityCert::try_from(leaf).map_err(err)?;
+    let at = at.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    ee.verify_for_usage(
+        webpki::ALL_VERIFICATION_ALGS,
+        &[anchor],
+        intermediates,
+        rustls::pki_types::UnixTime::since_unix_epoch(at),
+        webpki::KeyUsage::client_auth(),
+        None,
+        None,
+    )
+    .map(|_| ())
+    .map_err(err)
 }
 
 fn parse_cert<'a>(
@@ -605,6 +648,9 @@ mod tests {
         );
         // 30 s in the future is within the skew.
         check(&answer(&p, leaf(&p, ID, &key, 30, 7200)), &key, b).unwrap();
+        // Short-lived certificates (demos rotate every few seconds) are fine.
+        check(&answer(&p, leaf(&p, ID, &key, -1, 10)), &key, b).unwrap();
+        check(&answer(&p, leaf(&p, ID, &key, 20, 30)), &key, b).unwrap();
         let e = check(&[], &key, b);
         assert!(matches!(e, Err(ChainError::EmptyChain)), "{e:?}");
         let e = check(&["garbage".to_string()], &key, b);
@@ -667,5 +713,37 @@ mod tests {
             matches!(e, Err(ChainError::IssuerNotCa { position: 1, .. })),
             "{e:?}"
         );
+    }
+
+    /// Mutation robustness: byte flips anywhere in the leaf never panic and are never
+    /// accepted (the signature covers the TBS; a flipped signature or outer field fails).
+    #[test]
+    fn mutated_leaves_never_panic_and_are_never_accepted() {
+        use rand::{Rng, SeedableRng};
+        let p = pki("a");
+        let key = WorkloadKey::generate(KeyType::EcdsaP256).unwrap();
+        let good = answer(&p, leaf(&p, ID, &key, -60, 3600));
+        let der = pem::parse(&good[0]).unwrap().into_contents();
+        let bundle = vec![p.root.der().clone()];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for _ in 0..3000 {
+            let mut m = der.clone();
+            for _ in 0..rng.gen_range(1..4) {
+                let i = rng.gen_range(0..m.len());
+                m[i] ^= 1 << rng.gen_range(0..8);
+            }
+            if rng.gen_bool(0.1) {
+                m.truncate(rng.gen_range(0..m.len()));
+            }
+            if m == der {
+                continue;
+            }
+            let chain = vec![
+                pem::encode(&pem::Pem::new("CERTIFICATE", m)),
+                good[1].clone(),
+                good[2].clone(),
+            ];
+            assert!(check(&chain, &key, Anchors::Bundle(&bundle)).is_err());
+        }
     }
 }
