@@ -78,22 +78,9 @@ fn deploy_manifests_validate_against_pinned_schemas() -> Result<()> {
     Ok(())
 }
 
-/// Is `svidgate policy check` working in the built binary? Until the CLI and the core policy
-/// engine have both landed, the skeleton answers "not implemented yet"; the policy checks are
-/// then skipped with a message rather than failing main.
-fn policy_cli(probe: &Path) -> Option<PathBuf> {
-    let bin = svidgate_bin().ok()?;
-    let out = Command::new(&bin)
-        .args(["policy", "check"])
-        .arg(probe)
-        .output()
-        .ok()?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (!text.contains("not implemented yet")).then_some(bin)
+/// The built `svidgate` binary, for `svidgate policy check|eval`.
+fn policy_cli() -> Result<PathBuf> {
+    svidgate_bin()
 }
 
 fn policy_check(bin: &Path, file: &Path) -> Result<(bool, String)> {
@@ -135,10 +122,7 @@ fn example_policies_and_plugin_configs_pass_policy_check() -> Result<()> {
         examples.len() >= 5,
         "expected the example policies, found {examples:?}"
     );
-    let Some(bin) = policy_cli(&examples[0]) else {
-        eprintln!("SKIP: `svidgate policy check` is not implemented in the built binary yet");
-        return Ok(());
-    };
+    let bin = policy_cli()?;
     let mut failures = Vec::new();
     for f in &examples {
         let (ok, text) = policy_check(&bin, f)?;
@@ -206,11 +190,7 @@ fn envoy_configs() -> Vec<PathBuf> {
 fn envoy_configs_validate_with_built_module() -> Result<()> {
     let wasm = filter_wasm()?;
     if !real_filter_module(&wasm) {
-        eprintln!(
-            "SKIP: {} is not a proxy-wasm module yet (skeleton)",
-            wasm.display()
-        );
-        return Ok(());
+        bail!("{} is not a proxy-wasm module", wasm.display());
     }
     let wasm_path = wasm.canonicalize()?;
     let wasm_str = wasm_path.to_str().context("wasm path is not UTF-8")?;
@@ -225,11 +205,6 @@ fn envoy_configs_validate_with_built_module() -> Result<()> {
         let file = tmp.path().join(format!("{i}-{}", file_name(f)));
         std::fs::write(&file, &text)?;
         let (ok, out) = envoy_validate(&file)?;
-        if !ok && out.contains("not implemented yet") {
-            // The policy engine has not landed in core yet: the module rejects every policy.
-            eprintln!("SKIP: the filter's policy engine is not implemented yet:\n{out}");
-            return Ok(());
-        }
         if !ok {
             failures.push(format!("{}:\n{out}", f.display()));
         }
@@ -269,8 +244,7 @@ fn injection_template_args_are_accepted_by_the_agent() -> Result<()> {
     };
     let help = Command::new(&bin).args(["agent", "--help"]).output()?;
     if !help.status.success() {
-        eprintln!("SKIP: `svidgate agent` is not in the built binary yet");
-        return Ok(());
+        bail!("`svidgate agent --help` failed");
     }
     let tmp = tempfile::tempdir()?;
     let spec = tmp.path().join("agent.json");
@@ -360,10 +334,7 @@ fn injection_template_args_are_accepted_by_the_agent() -> Result<()> {
 #[test]
 fn example_policies_decide_as_documented() -> Result<()> {
     let examples = repo_root().join("deploy/examples");
-    let Some(bin) = policy_cli(&examples.join("namespace-isolation.yaml")) else {
-        eprintln!("SKIP: `svidgate policy` is not implemented in the built binary yet");
-        return Ok(());
-    };
+    let bin = policy_cli()?;
     let text = std::fs::read_to_string(repo_root().join("tests/data/example-cases.yaml"))?;
     let cases: serde_json::Value = serde_yaml::from_str(&text)?;
     let mut failures = Vec::new();
@@ -439,8 +410,7 @@ fn deployed_agent_gets_its_svid_from_the_deployed_ca() -> Result<()> {
         .args(["ca", "serve", "--help"])
         .output()?;
     if !help.status.success() {
-        eprintln!("SKIP: `svidgate ca serve` is not in the built binary yet");
-        return Ok(());
+        bail!("`svidgate ca serve --help` failed");
     }
     let tmp = tempfile::tempdir()?;
     let extract = |what: &str| -> Result<serde_json::Value> {
@@ -635,13 +605,11 @@ fn deploy_envoy_config_serves_mtls_from_agent_sds() -> Result<()> {
         .status
         .success()
     {
-        eprintln!("SKIP: `svidgate ca serve` is not in the built binary yet");
-        return Ok(());
+        bail!("`svidgate ca serve --help` failed");
     }
     let wasm = filter_wasm()?;
     if !real_filter_module(&wasm) {
-        eprintln!("SKIP: the filter module is not built yet");
-        return Ok(());
+        bail!("{} is not a proxy-wasm module", wasm.display());
     }
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path();
@@ -709,13 +677,6 @@ fn deploy_envoy_config_serves_mtls_from_agent_sds() -> Result<()> {
     let mut agent = svidgate_e2e::Proc::spawn("agent", cmd, dir.join("agent.log"))?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        if agent.exited() && agent.output().contains("not available yet") {
-            eprintln!(
-                "SKIP: the agent's long-running mode has not landed yet:\n{}",
-                agent.output()
-            );
-            return Ok(());
-        }
         ensure!(!agent.exited(), "agent exited:\n{}", agent.output());
         let ready = Command::new("curl")
             .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
