@@ -14,7 +14,12 @@ Ctrl-C or an error):
         C  svidgate wasm filter, ALLOW policy with N exact principals (default 100,000)
            plus prefix and suffix patterns
         D  Envoy's RBAC filter (`envoy.filters.http.rbac`) with the same 1-principal policy
-        E  Envoy's RBAC filter with the same N principals (optional, `--variants`)
+        E  Envoy's RBAC filter with the same N principals
+    Diagnostic variants, only when named in `--variants` (where does the filter's cost go?):
+        F  as B with `filter.strict: false` (first URI SAN + SPIFFE ID parse, no cache lookup)
+        G  as B with `filter.identityHeader: ""` (no header removal/insertion)
+        P  a no-op proxy-wasm module (scripts/wasm-probe): the wasm plumbing alone
+        Q  the same module doing 10 `get_property` host calls per request
   - One client Envoy with a plain-HTTP listener per variant that originates mTLS (the client's
     SVID) to that variant's server Envoy over kept-alive connections.
   - `h2load` (HTTP/1.1, a few connections) sends the load to the client Envoy; each run is
@@ -63,7 +68,14 @@ DESCRIPTIONS = {
     "C": "svidgate wasm filter, {n:,} principals + patterns",
     "D": "Envoy RBAC filter, 1 principal",
     "E": "Envoy RBAC filter, {n:,} principals + patterns",
+    "F": "svidgate, 1 principal, strict: false",
+    "G": "svidgate, 1 principal, identityHeader off",
+    "P": "no-op proxy-wasm module (plumbing only)",
+    "Q": "proxy-wasm module, 10 get_property calls",
 }
+ALL_VARIANTS = "ABCDEFGPQ"
+PROBE_DIR = os.path.join(ROOT, "scripts", "wasm-probe")
+PROBE_WASM = os.path.join(TARGET, "wasm-probe", "wasm32-wasip1", "release", "wasm_probe.wasm")
 
 
 def log(text=""):
@@ -204,7 +216,8 @@ def svidgate_policy(principals):
                           "rules": [{"from": [{"source": {"principals": principals}}]}]}]}
 
 
-def wasm_filter(policy):
+def wasm_filter(policy, module=None):
+    configuration = policy if isinstance(policy, str) else json.dumps(policy, separators=(",", ":"))
     return {
         "name": "envoy.filters.http.wasm",
         "typed_config": {
@@ -213,10 +226,10 @@ def wasm_filter(policy):
                 "name": "svidgate",
                 "root_id": "svidgate",
                 "vm_config": {"runtime": "envoy.wasm.runtime.v8",
-                              "code": {"local": {"filename": WASM}}},
+                              "code": {"local": {"filename": module or WASM}}},
                 "fail_open": False,
                 "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
-                                  "value": json.dumps(policy, separators=(",", ":"))},
+                                  "value": configuration},
             },
         },
     }
@@ -356,6 +369,19 @@ COUNTERS = ["http.ingress.downstream_rq_2xx", "http.ingress.downstream_rq_4xx",
             "wasmcustom.svidgate_denied", "http.ingress.rbac.allowed", "http.ingress.rbac.denied"]
 
 
+def settle(admin_port, timeout=5.0):
+    """Waits until the server has no request in flight (h2load may have been stopped mid-way),
+    so that its counters agree with each other."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if stats(admin_port, ["http.ingress.downstream_rq_active"])[
+                "http.ingress.downstream_rq_active"] == 0:
+            return
+        time.sleep(0.02)
+    raise RuntimeError(f"server with admin port {admin_port}: requests still active after "
+                       f"{timeout:g}s")
+
+
 def load(url, requests, seconds, connections):
     """h2load over plain HTTP/1.1 to the client Envoy, stopped after `seconds` at the latest."""
     argv = ["h2load", "--h1", "-n", str(requests), "-c", str(connections), "-T", "10", url]
@@ -378,6 +404,7 @@ def measure(server, url, requests, seconds, connections):
     pid, admin_port = server["proc"].pid, server["admin"]
     c0, t0, s0 = cpu_seconds(pid), time.monotonic(), stats(admin_port, COUNTERS)
     out, timed_out = load(url, requests, seconds, connections)
+    settle(admin_port)
     c1, t1, s1 = cpu_seconds(pid), time.monotonic(), stats(admin_port, COUNTERS)
     d = {k: s1[k] - s0[k] for k in COUNTERS}
     n = d["http.ingress.downstream_rq_2xx"]
@@ -385,7 +412,7 @@ def measure(server, url, requests, seconds, connections):
     if n == 0 or bad:
         raise RuntimeError(f"variant {server['variant']}: {n} 2xx, {bad} 4xx/5xx; h2load said:\n"
                            f"{out[-1500:]}")
-    if server["variant"] in ("B", "C") and (d["wasmcustom.svidgate_allowed"] != n
+    if server["variant"] in ("B", "C", "F", "G") and (d["wasmcustom.svidgate_allowed"] != n
                                             or d["wasmcustom.svidgate_denied"]):
         raise RuntimeError(f"variant {server['variant']}: filter allowed "
                            f"{d['wasmcustom.svidgate_allowed']} of {n} requests")
@@ -411,7 +438,8 @@ def median(xs):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--variants", default="ABCDE", help="subset of ABCDE (default: all)")
+    ap.add_argument("--variants", default="ABCDE",
+                    help="subset of ABCDE (default) plus diagnostics FGPQ (see the top of the file)")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--requests", type=int, default=20000, help="max requests per run")
     ap.add_argument("--seconds", type=float, default=3.0, help="max seconds per run")
@@ -423,7 +451,7 @@ def main():
     ap.add_argument("--out", default=os.path.join(TARGET, "bench", "envoy.json"))
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = ap.parse_args()
-    variants = [v for v in "ABCDE" if v in args.variants.upper()]
+    variants = [v for v in ALL_VARIANTS if v in args.variants.upper()]
     if "A" not in variants:
         sys.exit("bench_envoy: variant A (the baseline) is required")
     for path, what in ((SVIDGATE, "svidgate binary (cargo build -p sidecar-host)"),
@@ -433,6 +461,11 @@ def main():
     if not shutil.which("h2load"):
         sys.exit("bench_envoy: h2load not found: run `make setup` (Debian nghttp2-client)")
     envoy = find_envoy()
+    if "P" in variants or "Q" in variants:
+        log("bench: building the diagnostic module scripts/wasm-probe")
+        subprocess.run(["cargo", "build", "--release", "--target", "wasm32-wasip1", "--manifest-path",
+                        os.path.join(PROBE_DIR, "Cargo.toml"), "--target-dir",
+                        os.path.join(TARGET, "wasm-probe")], check=True)
 
     started = time.monotonic()
     load_before = os.getloadavg()
@@ -455,9 +488,13 @@ def main():
             "C": [wasm_filter(svidgate_policy(exact + prefixes + suffixes))],
             "D": [rbac_filter(one)],
             "E": [rbac_filter(exact, prefixes, suffixes)],
+            "F": [wasm_filter({**svidgate_policy(one), "filter": {"strict": False}})],
+            "G": [wasm_filter({**svidgate_policy(one), "filter": {"identityHeader": ""}})],
+            "P": [wasm_filter("0", PROBE_WASM)],
+            "Q": [wasm_filter("10", PROBE_WASM)],
         }
         servers = {}
-        base = 20000 + (os.getpid() % 2000) * 8
+        base = 20000 + (os.getpid() % 2000) * 16
         for i, v in enumerate(variants):
             ports = {"admin": free_port(), "listen": free_port(), "client": free_port(),
                      "client_certs": certs["client"]}
@@ -473,7 +510,7 @@ def main():
         with open(path, "w") as f:
             json.dump(client_envoy(client_admin, servers), f, indent=1)
         procs.start("envoy-client", [envoy, "-c", path, "--concurrency", "1",
-                                     "--base-id", str(base + 7), "--disable-hot-restart",
+                                     "--base-id", str(base + 15), "--disable-hot-restart",
                                      "--log-level", "warn"])
         for v, s in servers.items():
             t = time.monotonic()
@@ -531,7 +568,8 @@ def main():
             "rss_kib": rss[v],
             "runs": runs[v],
         }
-    ratios = {k: paired(*k.split("/")) for k in ("B/A", "C/B", "D/A", "E/D", "B/D")}
+    ratios = {k: paired(*k.split("/")) for k in ("B/A", "C/B", "D/A", "E/D", "B/D", "F/B", "G/B",
+                                                "P/A", "Q/P", "B/P")}
     ratios = {k: x for k, x in ratios.items() if x is not None}
     report = {
         "benchmark": "svidgate filter per-request CPU in Envoy (server Envoy only)",
@@ -548,7 +586,7 @@ def main():
         "filter_cost_us_per_request": {
             k: round(results[k]["median_cpu_us_per_request"]
                      - results["A"]["median_cpu_us_per_request"], 2)
-            for k in ("B", "C", "D", "E") if k in results},
+            for k in results if k != "A"},
         "elapsed_s": round(time.monotonic() - started, 1),
     }
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
@@ -568,7 +606,9 @@ def main():
     print()
     notes = {"B/A": "filter vs no filter", "C/B": f"{args.principals:,} vs 1 principal",
              "D/A": "Envoy RBAC vs no filter", "E/D": f"RBAC {args.principals:,} vs 1 principal",
-             "B/D": "svidgate vs Envoy RBAC"}
+             "B/D": "svidgate vs Envoy RBAC", "F/B": "strict: false vs strict",
+             "G/B": "no identity header vs header", "P/A": "no-op wasm module vs no filter",
+             "Q/P": "10 get_property calls vs none", "B/P": "svidgate vs no-op wasm module"}
     for k, x in ratios.items():
         print(f"{k:4} = {x:6.3f}   ({notes[k]}; median of per-round ratios)")
     print(f"\nwritten {os.path.relpath(args.out, os.getcwd())} ({report['elapsed_s']:.0f} s)")
