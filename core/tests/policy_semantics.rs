@@ -7,6 +7,9 @@ use svidgate_core::policy::{
 };
 use svidgate_core::SpiffeId;
 
+#[path = "support/reduced.rs"]
+mod reduced;
+
 const HTTP: EvalMode = EvalMode::Http;
 const NET: EvalMode = EvalMode::Network;
 
@@ -19,7 +22,11 @@ fn compile(policies: &str) -> CompiledPolicy {
 
 fn compile_doc(doc: &str) -> CompiledPolicy {
     let parsed = PolicyDocument::from_yaml(doc).unwrap_or_else(|e| panic!("{e}\n{doc}"));
-    CompiledPolicy::compile(&parsed).unwrap()
+    let compiled = CompiledPolicy::compile(&parsed).unwrap();
+    // Every policy of these tests also checks that the attributes it does not read cannot
+    // change a decision (what lets the filter skip reading them).
+    reduced::assert_reduction_is_exact(&compiled, doc, 200, doc.len() as u64);
+    compiled
 }
 
 fn peer(id: &str) -> Peer {

@@ -747,21 +747,30 @@ fn filter_in_real_envoy_http_and_tcp() -> Result<()> {
         "{body}"
     );
 
-    // A spoofed incoming identity header is replaced, not passed along.
+    // Spoofed incoming identity headers are replaced, not passed along: the filter sets the
+    // header with one replace call (Envoy's `setCopy`), which must drop every copy.
     let spoof = "spiffe://cluster.local/ns/admin/sa/root";
+    let spoof2 = "spiffe://cluster.local/ns/admin/sa/second";
     let (code, body) = https_get(
         &pki,
         ports.strict,
         &frontend,
         "/api/y",
-        &[("x-spiffe-peer-id", spoof), ("X-Spiffe-Peer-Id", spoof)],
+        &[
+            ("x-spiffe-peer-id", spoof),
+            ("X-Spiffe-Peer-Id", spoof2),
+            ("x-spiffe-peer-id", "third"),
+        ],
     )?;
     assert_eq!(code, 200, "{body}");
-    assert!(
-        !body.contains(spoof),
-        "spoofed header reached upstream: {body}"
-    );
+    for s in [spoof, spoof2, "third"] {
+        assert!(!body.contains(s), "spoofed header reached upstream: {body}");
+    }
     assert_eq!(body.matches("x-spiffe-peer-id:").count(), 1, "{body}");
+    assert!(
+        body.contains(&format!("x-spiffe-peer-id: {FRONTEND}\r\n")),
+        "{body}"
+    );
 
     // Denied: by the DENY policy, by no ALLOW match, by having no URI SAN.
     let before = http_echo.accepted.load(Ordering::SeqCst);

@@ -20,6 +20,8 @@ pub struct FakeHost {
     pub decision_state: RefCell<Option<String>>,
     pub closed: RefCell<bool>,
     counter_names: RefCell<Vec<String>>,
+    /// Every host call made, by method name (`log` included), in order.
+    calls: RefCell<Vec<String>>,
     counts: RefCell<BTreeMap<String, u64>>,
     logs: RefCell<Vec<(Level, String)>>,
 }
@@ -78,10 +80,22 @@ impl FakeHost {
     pub fn defined_counters(&self) -> Vec<String> {
         self.counter_names.borrow().clone()
     }
+    /// The host calls made so far (each one is a proxy-wasm call in Envoy).
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.borrow().clone()
+    }
+    /// Forgets the calls made so far (e.g. those of `on_configure`).
+    pub fn reset_calls(&self) {
+        self.calls.borrow_mut().clear();
+    }
+    fn call(&self, name: impl Into<String>) {
+        self.calls.borrow_mut().push(name.into());
+    }
 }
 
 impl Host for FakeHost {
     fn property(&self, path: &[&str]) -> Result<Option<Vec<u8>>, HostError> {
+        self.call(format!("property {}", key(path)));
         let k = key(path);
         *self
             .property_reads
@@ -94,6 +108,7 @@ impl Host for FakeHost {
         Ok(self.properties.borrow().get(&k).cloned())
     }
     fn request_header(&self, name: &str) -> Result<Option<Vec<u8>>, HostError> {
+        self.call(format!("request_header {name}"));
         if *self.fail_header_reads.borrow() {
             return Err(err("get_http_request_header"));
         }
@@ -105,6 +120,7 @@ impl Host for FakeHost {
             .map(|(_, v)| v.clone()))
     }
     fn remove_request_header(&self, name: &str) -> Result<(), HostError> {
+        self.call(format!("remove_request_header {name}"));
         if *self.fail_header_writes.borrow() {
             return Err(err("remove_http_request_header"));
         }
@@ -112,6 +128,7 @@ impl Host for FakeHost {
         Ok(())
     }
     fn set_request_header(&self, name: &str, value: &str) -> Result<(), HostError> {
+        self.call(format!("set_request_header {name}"));
         if *self.fail_header_writes.borrow() {
             return Err(err("set_http_request_header"));
         }
@@ -121,28 +138,34 @@ impl Host for FakeHost {
         Ok(())
     }
     fn set_decision_state(&self, details: &str) -> Result<(), HostError> {
+        self.call("set_decision_state");
         *self.decision_state.borrow_mut() = Some(details.to_owned());
         Ok(())
     }
     fn send_local_reply(&self, status: u32, body: &[u8]) -> Result<(), HostError> {
+        self.call("send_local_reply");
         *self.local_reply.borrow_mut() = Some((status, body.to_vec()));
         Ok(())
     }
     fn close_downstream(&self) -> Result<(), HostError> {
+        self.call("close_downstream");
         *self.closed.borrow_mut() = true;
         Ok(())
     }
     fn define_counter(&self, name: &str) -> Result<u32, HostError> {
+        self.call("define_counter");
         let mut names = self.counter_names.borrow_mut();
         names.push(name.to_owned());
         u32::try_from(names.len() - 1).map_err(|_| err("define_metric"))
     }
     fn increment(&self, counter: u32) {
+        self.call("increment");
         let names = self.counter_names.borrow();
         let name = names.get(counter as usize).cloned().unwrap_or_default();
         *self.counts.borrow_mut().entry(name).or_default() += 1;
     }
     fn log(&self, level: Level, message: &str) {
+        self.call("log");
         self.logs.borrow_mut().push((level, message.to_owned()));
     }
 }

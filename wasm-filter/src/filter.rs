@@ -3,7 +3,9 @@
 
 use std::cell::RefCell;
 
-use svidgate_core::policy::{CompiledPolicy, Decision, EvalMode, NoIdentity, Peer, Request};
+use svidgate_core::policy::{
+    Attributes, CompiledPolicy, Decision, EvalMode, NoIdentity, Peer, Request,
+};
 
 use crate::config::{self, ConfigError, Settings};
 use crate::host::{Host, Level};
@@ -33,6 +35,9 @@ pub enum ConnState {
 pub struct Filter {
     pub settings: Settings,
     policy: CompiledPolicy,
+    /// What the policy reads in HTTP and in network mode: only these are fetched per request.
+    http_attrs: Attributes,
+    network_attrs: Attributes,
     metrics: Metrics,
     cache: RefCell<SvidCache>,
 }
@@ -61,8 +66,11 @@ impl Filter {
                         cfg.settings.mode,
                     ),
                 );
+                let attrs = cfg.policy.attributes();
                 Ok(Filter {
                     settings: cfg.settings,
+                    http_attrs: attrs.for_mode(EvalMode::Http),
+                    network_attrs: attrs.for_mode(EvalMode::Network),
                     policy: cfg.policy,
                     metrics,
                     cache: RefCell::new(SvidCache::new(SVID_CACHE_CAPACITY)),
@@ -94,11 +102,15 @@ impl Filter {
         peer
     }
 
-    /// HTTP mode, `on_http_request_headers`.
+    /// HTTP mode, `on_http_request_headers`. Host calls on the allow path: the peer (one
+    /// property read in strict mode once the certificate is cached), the request attributes
+    /// the policy reads ([`Attributes`]: none for a principals-only policy), the counters, and
+    /// one header replacement.
     pub fn on_http_request_headers(&self, host: &dyn Host) -> Outcome {
         let peer = self.peer(host);
-        let attrs = match HttpAttrs::read(host, &self.policy, &self.settings, &peer) {
-            Ok(a) => a,
+        let a = self.http_attrs;
+        let attrs = match HttpAttrs::read(host, a, &self.policy, &self.settings, &peer) {
+            Ok(attrs) => attrs,
             Err(what) => {
                 host.log(Level::Warn, &format!("svidgate: {what}; denying"));
                 Metrics::inc(host, self.metrics.denied);
@@ -111,22 +123,42 @@ impl Filter {
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_str()))
             .collect();
-        let sni = peer::string_property(host, peer::PROP_SNI);
+        let sni = if a.sni {
+            peer::string_property(host, peer::PROP_SNI)
+        } else {
+            None
+        };
         let request = Request {
             peer,
             method: attrs.method.as_deref(),
             path: attrs.path.as_deref().map(path_without_query),
             host: attrs.authority.as_deref(),
-            port: peer::destination_port(host),
+            port: if a.port {
+                peer::destination_port(host)
+            } else {
+                None
+            },
             headers: &headers,
             sni: sni.as_deref(),
         };
         let decision = self.policy.evaluate(&request, EvalMode::Http);
-        let what = || {
+        // For log lines only (denials and dry-run results): the method and path, read now
+        // if the policy did not need them. Never on the allow path without dry-run.
+        let what = |fetch: bool| {
+            let method = request
+                .method
+                .map(str::to_owned)
+                .or_else(|| fetch.then(|| log_header(host, ":method")).flatten());
+            let path = request.path.map(str::to_owned).or_else(|| {
+                fetch
+                    .then(|| log_header(host, ":path"))
+                    .flatten()
+                    .map(|p| path_without_query(&p).to_owned())
+            });
             format!(
                 "{} {} from {}",
-                request.method.unwrap_or("-"),
-                request.path.unwrap_or("-"),
+                method.as_deref().unwrap_or("-"),
+                path.as_deref().unwrap_or("-"),
                 describe_peer(&request.peer)
             )
         };
@@ -135,12 +167,13 @@ impl Filter {
             return self.deny_http(host, &decision_details(&decision));
         }
         if let Some(name) = self.settings.identity_header.as_deref() {
-            let set = host
-                .remove_request_header(name)
-                .and_then(|()| match &request.peer {
-                    Peer::Identity(id) => host.set_request_header(name, id.as_str()),
-                    Peer::None(_) => Ok(()),
-                });
+            // One host call either way. Replacing is Envoy's `setCopy`, which removes every
+            // copy of the header before adding the one value (since Envoy 1.16; the
+            // end-to-end test sends several spoofed copies and checks the upstream sees one).
+            let set = match &request.peer {
+                Peer::Identity(id) => host.set_request_header(name, id.as_str()),
+                Peer::None(_) => host.remove_request_header(name),
+            };
             if let Err(e) = set {
                 // The upstream could see a spoofed identity: refuse instead.
                 host.log(
@@ -176,18 +209,20 @@ impl Filter {
             ConnState::Undecided => {}
         }
         let peer = self.peer(host);
-        let sni = peer::string_property(host, peer::PROP_SNI);
-        let request = Request {
-            peer,
-            method: None,
-            path: None,
-            host: None,
-            port: peer::destination_port(host),
-            headers: &[],
-            sni: sni.as_deref(),
+        let a = self.network_attrs;
+        let sni = if a.sni {
+            peer::string_property(host, peer::PROP_SNI)
+        } else {
+            None
         };
+        let port = if a.port {
+            peer::destination_port(host)
+        } else {
+            None
+        };
+        let request = Request::network(peer, port, sni.as_deref());
         let decision = self.policy.evaluate(&request, EvalMode::Network);
-        let what = || format!("connection from {}", describe_peer(&request.peer));
+        let what = |_fetch: bool| format!("connection from {}", describe_peer(&request.peer));
         self.record(host, &decision, &what);
         if decision.enforced.allow {
             *state = ConnState::Allowed;
@@ -199,14 +234,16 @@ impl Filter {
         }
     }
 
-    /// Logs and counts a decision (enforced and dry-run).
-    fn record(&self, host: &dyn Host, decision: &Decision<'_>, what: &dyn Fn() -> String) {
+    /// Logs and counts a decision (enforced and dry-run). `what(fetch)` describes the request
+    /// for a log line; with `fetch` it may read attributes the policy did not need (denials
+    /// and dry-run denials are rare; a dry-run allow is logged at debug with what was read).
+    fn record(&self, host: &dyn Host, decision: &Decision<'_>, what: &dyn Fn(bool) -> String) {
         let v = &decision.enforced;
         self.metrics.count_verdict(host, v.allow, v.policy);
         if !v.allow {
             host.log(
                 Level::Info,
-                &format!("svidgate: denied {}: {}", what(), v.reason),
+                &format!("svidgate: denied {}: {}", what(true), v.reason),
             );
             host.log(
                 Level::Debug,
@@ -228,7 +265,7 @@ impl Filter {
                 &format!(
                     "svidgate: dry-run would {} {}: policy={} rule={} reason={}",
                     if dry.allow { "allow" } else { "deny" },
-                    what(),
+                    what(!dry.allow),
                     dry.policy.unwrap_or("-"),
                     rule_str(dry.rule),
                     dry.reason
@@ -276,7 +313,8 @@ pub fn deny_unconfigured_connection(
     Outcome::Stop
 }
 
-/// The request attributes the policy may read (owned: host calls return owned bytes).
+/// The request attributes the policy reads (owned: host calls return owned bytes). Those it
+/// does not read ([`Attributes`]) are not fetched: they cannot change the decision.
 struct HttpAttrs {
     method: Option<String>,
     path: Option<String>,
@@ -287,6 +325,7 @@ struct HttpAttrs {
 impl HttpAttrs {
     fn read(
         host: &dyn Host,
+        a: Attributes,
         policy: &CompiledPolicy,
         settings: &Settings,
         peer: &Peer,
@@ -307,13 +346,19 @@ impl HttpAttrs {
                 headers.push((name.clone(), v));
             }
         }
+        let read = |on: bool, name: &str| if on { header(host, name) } else { Ok(None) };
         Ok(HttpAttrs {
-            method: header(host, ":method")?,
-            path: header(host, ":path")?,
-            authority: header(host, ":authority")?,
+            method: read(a.method, ":method")?,
+            path: read(a.path, ":path")?,
+            authority: read(a.host, ":authority")?,
             headers,
         })
     }
+}
+
+/// A request header for a log line: `None` when absent, unreadable or not UTF-8.
+fn log_header(host: &dyn Host, name: &str) -> Option<String> {
+    header(host, name).ok().flatten()
 }
 
 /// A request header as UTF-8; a host error or non-UTF-8 value is an error (fail closed).

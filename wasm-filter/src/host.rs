@@ -44,7 +44,8 @@ pub trait Host {
     fn request_header(&self, name: &str) -> Result<Option<Vec<u8>>, HostError>;
     /// Removes every value of a request header.
     fn remove_request_header(&self, name: &str) -> Result<(), HostError>;
-    /// Sets (replaces) a request header.
+    /// Replaces every value of a request header with `value`, in one host call
+    /// (`proxy_replace_header_map_value`: Envoy's `setCopy` removes all copies first).
     fn set_request_header(&self, name: &str, value: &str) -> Result<(), HostError>;
     /// Records the decision for this stream where Envoy's access log can see it
     /// (`%FILTER_STATE(wasm.svidgate.decision:PLAIN)%`).

@@ -111,32 +111,69 @@ pub fn peer(host: &dyn Host, strict: bool, cache: &mut SvidCache) -> Peer {
 }
 
 fn identify(host: &dyn Host, strict: bool, cache: &mut SvidCache) -> Result<SpiffeId, NoIdentity> {
+    if strict {
+        strict_identity(host, cache)
+    } else {
+        lax_identity(host)
+    }
+}
+
+/// `connection.mtls` is read only when the certificate properties do not already answer.
+/// In Envoy every `connection.*` certificate property comes from the same downstream TLS
+/// connection: `mtls` is "an SSL connection with a peer certificate presented"
+/// (`peerCertificatePresented()`, i.e. `SSL_get_peer_certificate` is not null), and the
+/// certificate digest and URI SAN are computed from that same peer certificate — empty
+/// (absent) without one. A non-empty digest or URI SAN therefore implies `mtls == 1`, and
+/// only their absence (or a failed read) needs `mtls` to tell "not mTLS" from "no URI SAN" /
+/// "unavailable". The decision cannot change: absent values give no identity either way.
+fn without_certificate_property(host: &dyn Host, otherwise: NoIdentity) -> NoIdentity {
+    match host.property(PROP_MTLS) {
+        Ok(Some(v)) if v.as_slice() == [1] => otherwise,
+        Ok(Some(v)) if v.as_slice() == [0] => NoIdentity::NotMtls,
+        Ok(None) => NoIdentity::NotMtls,
+        Ok(Some(_)) => NoIdentity::Unavailable,
+        Err(e) => {
+            host.log(
+                Level::Warn,
+                &format!("svidgate: {e}; treating the peer as unidentified"),
+            );
+            NoIdentity::Unavailable
+        }
+    }
+}
+
+/// Non-strict: Envoy's first URI SAN (non-empty: the peer presented a certificate).
+fn lax_identity(host: &dyn Host) -> Result<SpiffeId, NoIdentity> {
+    let uri = match read(host, PROP_URI_SAN) {
+        Ok(Some(uri)) if !uri.is_empty() => uri,
+        Ok(_) => return Err(without_certificate_property(host, NoIdentity::NoUriSan)),
+        Err(_) => return Err(without_certificate_property(host, NoIdentity::Unavailable)),
+    };
+    let uri = std::str::from_utf8(&uri).map_err(|_| NoIdentity::InvalidSpiffeId)?;
+    SpiffeId::parse(uri).map_err(|_| NoIdentity::InvalidSpiffeId)
+}
+
+fn is_sha256_hex(s: &[u8]) -> bool {
+    s.len() == 64 && s.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Strict: the verdict cached for the certificate's digest (one host call on a hit), or the
+/// certificate checked against the X509-SVID leaf rules (once per certificate).
+fn strict_identity(host: &dyn Host, cache: &mut SvidCache) -> Result<SpiffeId, NoIdentity> {
+    let digest = match read(host, PROP_PEER_DIGEST) {
+        Ok(Some(d)) if is_sha256_hex(&d) => d,
+        Ok(_) | Err(_) => return Err(without_certificate_property(host, NoIdentity::Unavailable)),
+    };
+    // Lower-case hex only (checked above), so the bytes are UTF-8.
+    let digest = String::from_utf8(digest).map_err(|_| NoIdentity::Unavailable)?;
+    if let Some(verdict) = cache.get(&digest) {
+        return verdict.clone();
+    }
+    // A certificate not seen before: the full checks, `connection.mtls` included.
     match read(host, PROP_MTLS)?.as_deref() {
         Some([1]) => {}
         Some([0]) | None => return Err(NoIdentity::NotMtls),
         Some(_) => return Err(NoIdentity::Unavailable),
-    }
-    if strict {
-        strict_identity(host, cache)
-    } else {
-        let uri = read(host, PROP_URI_SAN)?.filter(|b| !b.is_empty());
-        let uri = uri.ok_or(NoIdentity::NoUriSan)?;
-        let uri = String::from_utf8(uri).map_err(|_| NoIdentity::InvalidSpiffeId)?;
-        SpiffeId::parse(&uri).map_err(|_| NoIdentity::InvalidSpiffeId)
-    }
-}
-
-fn is_sha256_hex(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
-fn strict_identity(host: &dyn Host, cache: &mut SvidCache) -> Result<SpiffeId, NoIdentity> {
-    let digest = read(host, PROP_PEER_DIGEST)?
-        .and_then(|d| String::from_utf8(d).ok())
-        .filter(|d| is_sha256_hex(d))
-        .ok_or(NoIdentity::Unavailable)?;
-    if let Some(verdict) = cache.get(&digest) {
-        return verdict.clone();
     }
     let pem = read(host, PROP_PEER_CERT)?
         .filter(|b| !b.is_empty())
@@ -211,29 +248,19 @@ mod tests {
         let id = SpiffeId::parse(ID).unwrap();
         // (mtls, uri san, expected)
         type Case<'a> = (Option<&'a [u8]>, Option<&'a [u8]>, Peer);
+        // A non-empty URI SAN comes from a presented peer certificate, which is what
+        // `connection.mtls` says (see `without_certificate_property`): `mtls` only decides
+        // why there is no identity when the URI SAN is absent or empty.
         let cases: Vec<Case> = vec![
             (Some(&[1]), Some(ID.as_bytes()), Peer::Identity(id.clone())),
-            (None, Some(ID.as_bytes()), Peer::None(NoIdentity::NotMtls)),
-            (
-                Some(&[0]),
-                Some(ID.as_bytes()),
-                Peer::None(NoIdentity::NotMtls),
-            ),
-            (
-                Some(&[]),
-                Some(ID.as_bytes()),
-                Peer::None(NoIdentity::Unavailable),
-            ),
-            (
-                Some(&[2]),
-                Some(ID.as_bytes()),
-                Peer::None(NoIdentity::Unavailable),
-            ),
-            (
-                Some(&[1, 0]),
-                Some(ID.as_bytes()),
-                Peer::None(NoIdentity::Unavailable),
-            ),
+            (None, Some(ID.as_bytes()), Peer::Identity(id.clone())),
+            (Some(&[0]), Some(ID.as_bytes()), Peer::Identity(id.clone())),
+            (None, None, Peer::None(NoIdentity::NotMtls)),
+            (Some(&[0]), None, Peer::None(NoIdentity::NotMtls)),
+            (Some(&[0]), Some(b""), Peer::None(NoIdentity::NotMtls)),
+            (Some(&[]), None, Peer::None(NoIdentity::Unavailable)),
+            (Some(&[2]), Some(b""), Peer::None(NoIdentity::Unavailable)),
+            (Some(&[1, 0]), None, Peer::None(NoIdentity::Unavailable)),
             (Some(&[1]), None, Peer::None(NoIdentity::NoUriSan)),
             (Some(&[1]), Some(b""), Peer::None(NoIdentity::NoUriSan)),
             (
@@ -279,6 +306,22 @@ mod tests {
         let host = FakeHost::default();
         host.fail_property(PROP_MTLS);
         assert_eq!(lax(&host), Peer::None(NoIdentity::Unavailable));
+        // A URI SAN failing on a connection that is not mTLS is still "not mTLS".
+        let host = FakeHost::default();
+        host.set_property(PROP_MTLS, &[0]);
+        host.fail_property(PROP_URI_SAN);
+        assert_eq!(lax(&host), Peer::None(NoIdentity::NotMtls));
+        let host = FakeHost::default();
+        host.fail_property(PROP_PEER_DIGEST);
+        assert_eq!(
+            peer(&host, true, &mut SvidCache::new(4)),
+            Peer::None(NoIdentity::NotMtls)
+        );
+        host.set_property(PROP_MTLS, &[1]);
+        assert_eq!(
+            peer(&host, true, &mut SvidCache::new(4)),
+            Peer::None(NoIdentity::Unavailable)
+        );
         let host = FakeHost::default();
         host.set_property(PROP_MTLS, &[1]);
         host.fail_property(PROP_URI_SAN);
@@ -313,11 +356,25 @@ mod tests {
             Peer::None(NoIdentity::Unavailable)
         );
         assert!(cache.is_empty());
-        // Not mTLS short-circuits before any certificate property is read.
+        // A certificate not in the cache is checked in full: not mTLS stops before the
+        // certificate is read.
         host.set_property(PROP_MTLS, &[0]);
+        let reads = host.property_reads(PROP_PEER_CERT);
         assert_eq!(
             peer(&host, true, &mut cache),
             Peer::None(NoIdentity::NotMtls)
+        );
+        assert_eq!(host.property_reads(PROP_PEER_CERT), reads);
+        // No digest at all (no peer certificate): `connection.mtls` says why.
+        let host = FakeHost::default();
+        assert_eq!(
+            peer(&host, true, &mut cache),
+            Peer::None(NoIdentity::NotMtls)
+        );
+        host.set_property(PROP_MTLS, &[1]);
+        assert_eq!(
+            peer(&host, true, &mut cache),
+            Peer::None(NoIdentity::Unavailable)
         );
     }
 
@@ -332,6 +389,9 @@ mod tests {
         assert_eq!(peer(&host, true, &mut cache), Peer::Identity(id));
         assert_eq!(host.property_reads(PROP_PEER_CERT), 0);
         assert_eq!(host.property_reads(PROP_URI_SAN), 0);
+        // One host call: the digest (it implies a presented certificate, i.e. mTLS).
+        assert_eq!(host.property_reads(PROP_MTLS), 0);
+        assert_eq!(host.property_reads(PROP_PEER_DIGEST), 1);
         cache.insert(DIGEST.to_owned(), Err(NoIdentity::InvalidSvid));
         assert_eq!(
             peer(&host, true, &mut cache),

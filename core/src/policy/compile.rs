@@ -113,6 +113,44 @@ pub(crate) struct Index {
     pub(crate) has_dry_run: bool,
     pub(crate) has_enforced_allow: bool,
     pub(crate) header_names: Vec<String>,
+    /// The request attributes any rule reads (see [`super::Attributes`]).
+    pub(crate) attributes: super::Attributes,
+}
+
+impl CompiledOperation {
+    fn add_attributes(&self, a: &mut super::Attributes) {
+        a.method |= self.methods.is_some() || self.not_methods.is_some();
+        a.path |= self.paths.is_some() || self.not_paths.is_some();
+        a.host |= self.hosts.is_some() || self.not_hosts.is_some();
+        a.port |= self.ports.is_some() || self.not_ports.is_some();
+    }
+}
+
+impl CompiledCondition {
+    fn add_attributes(&self, a: &mut super::Attributes) {
+        match self {
+            CompiledCondition::Header(..) => a.headers = true,
+            CompiledCondition::DestinationPort(_) => a.port = true,
+            CompiledCondition::ConnectionSni(_) => a.sni = true,
+            CompiledCondition::SourcePrincipal(_) | CompiledCondition::SourceNamespace(_) => {}
+        }
+    }
+}
+
+/// Every request attribute a matcher of `policies` reads. Derived from the compiled
+/// matchers themselves (the fields [`super::evaluate`] consults), so it cannot drift from
+/// what evaluation uses.
+fn attributes<'a>(policies: impl Iterator<Item = &'a CompiledPolicyEntry>) -> super::Attributes {
+    let mut a = super::Attributes::default();
+    for rule in policies.flat_map(|p| &p.rules) {
+        for op in &rule.to {
+            op.add_attributes(&mut a);
+        }
+        for cond in &rule.when {
+            cond.add_attributes(&mut a);
+        }
+    }
+    a
 }
 
 struct Compiler<'d> {
@@ -342,6 +380,7 @@ pub(crate) fn compile(doc: &PolicyDocument) -> Result<Index, PolicyError> {
     }
     let has_dry_run = deny.iter().chain(&allow).any(|p| p.dry_run);
     let has_enforced_allow = allow.iter().any(|p| !p.dry_run);
+    let attributes = attributes(deny.iter().chain(&allow));
     Ok(Index {
         local_td: local.as_str().into(),
         aliases: aliases.iter().map(|a| a.as_str().into()).collect(),
@@ -350,5 +389,6 @@ pub(crate) fn compile(doc: &PolicyDocument) -> Result<Index, PolicyError> {
         has_dry_run,
         has_enforced_allow,
         header_names: c.header_names,
+        attributes,
     })
 }

@@ -7,7 +7,9 @@
 //! - [`CompiledPolicy::compile`] builds the index once; [`CompiledPolicy::evaluate`] decides one
 //!   [`Request`] in O(1) in the size of the allowlists; [`CompiledPolicy::explain`] traces it.
 //! - [`CompiledPolicy::header_names`] lists the request headers any `when` condition reads, so
-//!   the filter fetches only those.
+//!   the filter fetches only those; [`CompiledPolicy::attributes`] says which of the other
+//!   request attributes (method, path, host, port, SNI) any rule reads at all, so the filter
+//!   skips the host calls for the rest.
 
 use std::fmt;
 
@@ -241,6 +243,60 @@ impl<'a> Request<'a> {
     }
 }
 
+/// Which request attributes a compiled policy reads, computed once at compile time from the
+/// compiled rules (`to` operations and `when` conditions of every policy, DENY and ALLOW,
+/// enforced and dry-run). The peer is always read.
+///
+/// An attribute that is `false` here is never consulted by [`CompiledPolicy::evaluate`] (nor
+/// [`CompiledPolicy::explain`]): leaving it `None` in the [`Request`] gives the same
+/// [`Decision`] — same verdicts, policies, rules and reasons — as filling it in. A caller that
+/// must pay to read an attribute (the filter: one host call each) reads only those set here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Attributes {
+    /// `methods` / `notMethods` (HTTP only).
+    pub method: bool,
+    /// `paths` / `notPaths` (HTTP only).
+    pub path: bool,
+    /// `hosts` / `notHosts` (HTTP only).
+    pub host: bool,
+    /// `ports` / `notPorts` or a `destination.port` condition.
+    pub port: bool,
+    /// A `connection.sni` condition.
+    pub sni: bool,
+    /// A `request.headers[..]` condition (HTTP only; names in
+    /// [`CompiledPolicy::header_names`]).
+    pub headers: bool,
+}
+
+impl Attributes {
+    /// The attributes that matter in `mode`: network evaluation ignores the HTTP ones
+    /// (method, path, host, headers), so only port and SNI remain.
+    pub fn for_mode(self, mode: EvalMode) -> Attributes {
+        match mode {
+            EvalMode::Http => self,
+            EvalMode::Network => Attributes {
+                port: self.port,
+                sni: self.sni,
+                ..Attributes::default()
+            },
+        }
+    }
+
+    /// `req` with every attribute not listed here removed (set to `None` / no headers): what
+    /// a caller that reads only these attributes builds. For tests of the equivalence.
+    pub fn reduce<'a>(self, req: &Request<'a>) -> Request<'a> {
+        Request {
+            peer: req.peer.clone(),
+            method: req.method.filter(|_| self.method),
+            path: req.path.filter(|_| self.path),
+            host: req.host.filter(|_| self.host),
+            port: req.port.filter(|_| self.port),
+            headers: if self.headers { req.headers } else { &[] },
+            sni: req.sni.filter(|_| self.sni),
+        }
+    }
+}
+
 /// The outcome of one evaluation pass (enforced or dry-run).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict<'p> {
@@ -303,6 +359,12 @@ impl CompiledPolicy {
     /// Lower-case names of the request headers any `when` condition reads.
     pub fn header_names(&self) -> &[String] {
         &self.index.header_names
+    }
+
+    /// Which request attributes any rule reads (computed at compile time). Attributes not
+    /// listed cannot change a decision; see [`Attributes`].
+    pub fn attributes(&self) -> Attributes {
+        self.index.attributes
     }
 
     /// The local trust domain.

@@ -471,3 +471,170 @@ fn configuration_summary_and_policy_counters() {
         );
     }
 }
+
+// ---- Host calls per request (each costs ~1.2-1.5 µs of Envoy CPU: see docs/bench.md) ------
+
+const DIGEST: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+/// A strict-mode filter over `policies` whose verdict for [`DIGEST`] (FRONTEND) is cached,
+/// as it is after the first request of a connection's certificate.
+fn strict_cached(policies: serde_json::Value) -> (FakeHost, Filter) {
+    let host = FakeHost::default();
+    let doc = serde_json::json!({"trustDomain": "cluster.local", "policies": policies});
+    let f = Filter::configure(&host, doc.to_string().as_bytes(), Metrics::define(&host)).unwrap();
+    let id = svidgate_core::SpiffeId::parse(FRONTEND).unwrap();
+    f.cache.borrow_mut().insert(DIGEST.to_owned(), Ok(id));
+    host.set_property(crate::peer::PROP_MTLS, &[1]);
+    host.set_property(crate::peer::PROP_PEER_DIGEST, DIGEST.as_bytes());
+    host.add_header(":method", "GET");
+    host.add_header(":path", "/api/x?q=1");
+    host.add_header(":authority", "svc.test");
+    host.add_header("x-spiffe-peer-id", "spoofed");
+    host.add_header("x-spiffe-peer-id", "spoofed again");
+    host.reset_calls();
+    (host, f)
+}
+
+fn principals_only() -> serde_json::Value {
+    serde_json::json!([{"name": "frontend", "action": "ALLOW",
+        "rules": [{"from": [{"source": {"principals": [FRONTEND]}}]}]}])
+}
+
+#[test]
+fn allowed_request_with_a_principals_only_policy_makes_four_host_calls() {
+    // (Plus Envoy's context creation and, with `mode: auto`, the `request.protocol` probe in
+    // the glue, outside the adapter.) Before: 11 here (mtls, method, path, authority, SNI,
+    // port, remove + set header, two counters, digest).
+    let (host, f) = strict_cached(principals_only());
+    assert_eq!(f.on_http_request_headers(&host), Outcome::Continue);
+    assert_eq!(
+        host.calls(),
+        vec![
+            "property connection.sha256_peer_certificate_digest",
+            "increment",
+            "increment",
+            "set_request_header x-spiffe-peer-id",
+        ]
+    );
+    assert_eq!(
+        host.header_values("x-spiffe-peer-id"),
+        vec![FRONTEND.to_owned()]
+    );
+    assert_eq!(host.count(metrics::ALLOWED), 1);
+    assert_eq!(host.count("svidgate_policy.frontend.allowed"), 1);
+}
+
+#[test]
+fn allowed_request_with_a_method_and_path_policy_reads_only_those() {
+    let (host, f) = strict_cached(serde_json::json!([{"name": "api", "action": "ALLOW",
+        "rules": [{"from": [{"source": {"principals": [FRONTEND]}}],
+                   "to": [{"operation": {"methods": ["GET"], "paths": ["/api/*"]}}]}]}]));
+    assert_eq!(f.on_http_request_headers(&host), Outcome::Continue);
+    assert_eq!(
+        host.calls(),
+        vec![
+            "property connection.sha256_peer_certificate_digest",
+            "request_header :method",
+            "request_header :path",
+            "increment",
+            "increment",
+            "set_request_header x-spiffe-peer-id",
+        ]
+    );
+}
+
+#[test]
+fn every_attribute_the_policy_reads_is_read() {
+    let (host, f) = strict_cached(serde_json::json!([{"name": "all", "action": "ALLOW",
+        "rules": [{"to": [{"operation": {"hosts": ["svc.test"], "ports": ["8443"]}}],
+                   "when": [{"key": "connection.sni", "values": ["svc.test"]},
+                            {"key": "request.headers[x-tenant]", "values": ["blue"]}]}]}]));
+    host.set_property(crate::peer::PROP_DESTINATION_PORT, &8443u64.to_le_bytes());
+    host.set_property(crate::peer::PROP_SNI, b"svc.test");
+    host.add_header("x-tenant", "blue");
+    assert_eq!(f.on_http_request_headers(&host), Outcome::Continue);
+    let calls = host.calls();
+    for want in [
+        "request_header x-tenant",
+        "request_header :authority",
+        "property connection.requested_server_name",
+        "property destination.port",
+    ] {
+        assert!(calls.iter().any(|c| c == want), "{want}: {calls:?}");
+    }
+    assert!(
+        !calls.iter().any(|c| c == "request_header :method"),
+        "{calls:?}"
+    );
+    assert!(
+        !calls.iter().any(|c| c == "request_header :path"),
+        "{calls:?}"
+    );
+}
+
+#[test]
+fn denial_log_reads_method_and_path_only_on_the_deny_path() {
+    // The policy does not read the path; the denial log line still names it.
+    let (host, f) = strict_cached(serde_json::json!([{"name": "other", "action": "ALLOW",
+        "rules": [{"from": [{"source": {"principals": [OTHER]}}]}]}]));
+    assert_eq!(f.on_http_request_headers(&host), Outcome::Stop);
+    assert!(
+        host.logs().iter().any(|(l, m)| *l == Level::Info
+            && m.contains(&format!(
+                "denied GET /api/x from {FRONTEND}: no ALLOW policy matched"
+            ))),
+        "{:?}",
+        host.logs()
+    );
+    // Nothing is set on a deny (the request does not go upstream).
+    let calls = host.calls();
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.starts_with("set_request_header") || c.starts_with("remove_request_header")),
+        "{calls:?}"
+    );
+}
+
+#[test]
+fn unidentified_allowed_request_removes_the_header_in_one_call() {
+    let host = FakeHost::default();
+    let cfg = br#"{"trustDomain": "cluster.local", "policies": []}"#;
+    let f = Filter::configure(&host, cfg, Metrics::define(&host)).unwrap();
+    host.set_property(crate::peer::PROP_MTLS, &[0]);
+    host.add_header("x-spiffe-peer-id", FRONTEND);
+    host.add_header("x-spiffe-peer-id", OTHER);
+    host.reset_calls();
+    assert_eq!(f.on_http_request_headers(&host), Outcome::Continue);
+    assert!(host.header_values("x-spiffe-peer-id").is_empty());
+    let calls = host.calls();
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|c| c.contains("request_header x-spiffe-peer-id"))
+            .collect::<Vec<_>>(),
+        vec!["remove_request_header x-spiffe-peer-id"],
+        "{calls:?}"
+    );
+}
+
+#[test]
+fn network_mode_reads_port_and_sni_only_when_the_policy_does() {
+    let host = FakeHost::default();
+    let f = network_policy(&host);
+    host.set_property(crate::peer::PROP_MTLS, &[1]);
+    host.set_property(crate::peer::PROP_URI_SAN, FRONTEND.as_bytes());
+    host.reset_calls();
+    assert_eq!(
+        f.on_downstream_data(&host, &mut ConnState::default()),
+        Outcome::Continue
+    );
+    assert_eq!(
+        host.calls(),
+        vec![
+            "property connection.uri_san_peer_certificate",
+            "increment",
+            "increment",
+        ]
+    );
+}
