@@ -1,7 +1,7 @@
 //! The SDS Unix socket: created with its parent directory and mode, a stale socket replaced
 //! only when it is really a socket and nothing answers on it.
 
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use tokio::net::{UnixListener, UnixStream};
@@ -63,16 +63,38 @@ pub async fn bind_socket(path: &Path, mode: u32) -> Result<UnixListener, UdsErro
         Ok(_) => return Err(UdsError::NotASocket { path: p() }),
         Err(_) => {}
     }
-    let listener =
-        UnixListener::bind(path).map_err(|source| UdsError::Bind { path: p(), source })?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|source| {
-        UdsError::Chmod {
-            path: p(),
-            mode,
+    // Bind in a private (0700) staging directory beside the final path, set the mode, then
+    // rename into place: the socket is never reachable with the default permissions, and the
+    // replacement of a stale socket is atomic.
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or_else(|| Path::new("."));
+    let staging = dir.join(format!(".svidgate-sds-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&staging)
+        .map_err(|source| UdsError::CreateDir {
+            path: staging.clone(),
             source,
-        }
-    })?;
-    Ok(listener)
+        })?;
+    let staged = staging.join("socket");
+    let result = (|| {
+        let listener =
+            UnixListener::bind(&staged).map_err(|source| UdsError::Bind { path: p(), source })?;
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(mode)).map_err(
+            |source| UdsError::Chmod {
+                path: p(),
+                mode,
+                source,
+            },
+        )?;
+        std::fs::rename(&staged, path).map_err(|source| UdsError::Bind { path: p(), source })?;
+        Ok(listener)
+    })();
+    let _ = std::fs::remove_dir_all(&staging);
+    result
 }
 
 /// Removes the socket file at shutdown (only if it is still a socket).
@@ -96,6 +118,12 @@ mod tests {
         let l = bind_socket(&path, 0o660).await.unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o660);
+        // The private staging directory is gone: only the socket is left.
+        let entries: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(entries, vec![std::ffi::OsString::from("socket")]);
         // A live server: refused.
         assert!(matches!(
             bind_socket(&path, 0o660).await,
