@@ -19,6 +19,7 @@ import http.server
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -375,12 +376,23 @@ def main():
 
         step(f"Starting `svidgate ca` (fresh root + intermediate for trust domain {TD})")
         ca_dir = os.path.join(work, "cacerts")
+        # Each agent authenticates to the CA with its own bearer token (in Kubernetes: the
+        # projected service-account token); the CA maps tokens to the one identity each may get.
+        tokens, token_files = os.path.join(work, "ca-tokens"), {}
+        with open(tokens, "w") as f:
+            for who, spiffe_id in IDS.items():
+                token = secrets.token_urlsafe(24)
+                f.write(f"{token} {spiffe_id}\n")
+                token_files[who] = os.path.join(work, f"{who}.token")
+                with open(token_files[who], "w") as t:
+                    t.write(token)
         procs.start("ca", [SVIDGATE, "ca", "serve", "--listen", f"127.0.0.1:{ports['ca']}",
                            "--ca-dir", ca_dir, "--generate", "--trust-domain", TD,
-                           "--insecure-trust-csr", "--max-ttl", "1h"])
+                           "--tokens", tokens, "--max-ttl", "1h"])
         root = os.path.join(ca_dir, "root-cert.pem")
         wait_for("the CA", lambda: os.path.exists(root) and port_open(ports["ca"]), procs)
         say(f"CA listening on 127.0.0.1:{ports['ca']}, cacerts in {ca_dir}")
+        say(f"callers authenticate with bearer tokens: {tokens} maps each token to one SPIFFE ID")
 
         step(f"Starting three agents (cert TTL {CERT_TTL}, renewed at half-life), each serving SDS on a Unix socket")
         socks = {}
@@ -389,7 +401,7 @@ def main():
             procs.start(f"agent-{who}", [
                 SVIDGATE, "agent",
                 "--ca-addr", f"https://127.0.0.1:{ports['ca']}", "--ca-root", root,
-                "--spiffe-id", IDS[who], "--cert-ttl", CERT_TTL,
+                "--spiffe-id", IDS[who], "--token-file", token_files[who], "--cert-ttl", CERT_TTL,
                 "--sds-socket", socks[who], "--admin-addr", f"127.0.0.1:{ports['agent_' + who]}",
             ])
         for who in ("frontend", "backend", "legacy"):
@@ -444,6 +456,16 @@ def main():
                               "--method", "GET", "--path", "/api/hello"], capture_output=True, text=True)
         for line in (out.stdout or out.stderr).strip().splitlines():
             say(f"  {DIM}{line}{RESET}")
+
+        step("The CA signs only the caller's own identity: frontend's token asking for backend's ID")
+        out = subprocess.run([SVIDGATE, "agent", "--once", "--out", os.path.join(work, "stolen"),
+                              "--ca-addr", f"https://127.0.0.1:{ports['ca']}", "--ca-root", root,
+                              "--spiffe-id", IDS["backend"], "--token-file", token_files["frontend"]],
+                             capture_output=True, text=True, timeout=30)
+        refusal = [line for line in (out.stderr + out.stdout).splitlines() if line.strip()]
+        say(f"svidgate agent --once exited {out.returncode}: {DIM}{refusal[-1] if refusal else ''}{RESET}")
+        if out.returncode == 0:
+            raise RuntimeError("the CA signed an identity the caller does not own")
 
         step("Dry run: frontend -> GET /api/admin/users (a dry-run DENY policy matches, nothing is blocked)")
         before = counter(ports["backend_admin"], "wasmcustom.svidgate_dry_run_denied")
