@@ -16,7 +16,7 @@
 
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use rand::Rng;
 use tonic::metadata::MetadataValue;
@@ -106,7 +106,8 @@ impl RetryPolicy {
     }
 }
 
-/// A client certificate for mTLS to the CA (renewal with the current SVID).
+/// A client certificate for mTLS to the CA (renewal with the current SVID): the chain (leaf
+/// first) and its private key. The key stays in memory, zeroized on drop, never printed.
 #[derive(Clone)]
 pub struct ClientIdentity {
     pub chain_pem: String,
@@ -143,7 +144,17 @@ pub struct CaClientConfig {
 #[derive(Debug)]
 pub struct IstioCaClient {
     config: CaClientConfig,
-    identity: Mutex<Option<ClientIdentity>>,
+    /// The client certificate and the leaf's `not_after` (never presented after it).
+    identity: Mutex<Option<(ClientIdentity, SystemTime)>>,
+}
+
+/// The `not_after` of the first certificate in `chain_pem`; `None` if it does not parse.
+fn leaf_not_after(chain_pem: &str) -> Option<SystemTime> {
+    let blocks = pem::parse_many(chain_pem.as_bytes()).ok()?;
+    let leaf = blocks.into_iter().find(|b| b.tag() == "CERTIFICATE")?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.contents()).ok()?;
+    let secs = u64::try_from(cert.validity().not_after.timestamp()).ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
 }
 
 impl IstioCaClient {
@@ -161,10 +172,41 @@ impl IstioCaClient {
     }
 
     /// Sets (or clears) the client certificate presented to the CA from the next call on.
+    ///
+    /// The leaf's `not_after` is read here: an expired certificate is never presented (the
+    /// call then goes out with the bearer token only), and a chain whose leaf does not parse
+    /// clears the identity (fail closed).
     pub fn set_client_identity(&self, identity: Option<ClientIdentity>) {
-        if let Ok(mut g) = self.identity.lock() {
-            *g = identity;
+        let entry = identity.and_then(|id| {
+            let not_after = leaf_not_after(&id.chain_pem);
+            if not_after.is_none() {
+                tracing::warn!("client certificate does not parse; not presenting it to the CA");
+            }
+            not_after.map(|na| (id, na))
+        });
+        let mut g = self
+            .identity
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *g = entry;
+    }
+
+    /// The client certificate to present now: the configured one while it is valid.
+    fn current_identity(&self) -> Option<ClientIdentity> {
+        let mut g = self
+            .identity
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if g.as_ref().is_some_and(|(_, na)| SystemTime::now() >= *na) {
+            tracing::info!("client certificate expired; no longer presenting it to the CA");
+            *g = None;
         }
+        g.as_ref().map(|(id, _)| id.clone())
+    }
+
+    /// Whether a (valid) client certificate will be presented on the next call.
+    pub fn has_client_identity(&self) -> bool {
+        self.current_identity().is_some()
     }
 
     fn channel(&self) -> Result<Channel, CaError> {
@@ -184,8 +226,7 @@ impl IstioCaClient {
         if let Some(name) = &self.config.tls_server_name {
             tls = tls.domain_name(name.clone());
         }
-        let identity = self.identity.lock().ok().and_then(|g| g.clone());
-        if let Some(id) = identity {
+        if let Some(id) = self.current_identity() {
             tls = tls.identity(Identity::from_pem(id.chain_pem, id.key_pem.as_bytes()));
         }
         let ep = endpoint_for(&self.config.addr)?
@@ -203,15 +244,24 @@ impl IstioCaClient {
         let Some(path) = &self.config.token_file else {
             return Ok(None);
         };
+        // Like Istio's agent: the token goes along whenever it is available, but a missing or
+        // empty token file is not fatal while a valid client certificate authenticates us.
+        let renewing = self.has_client_identity();
         let cfg_err = |reason: String| CaError::Config {
             setting: "token file",
             path: path.display().to_string(),
             reason,
         };
-        let raw =
-            Zeroizing::new(std::fs::read_to_string(path).map_err(|e| cfg_err(e.to_string()))?);
+        let raw = match std::fs::read_to_string(path) {
+            Ok(raw) => Zeroizing::new(raw),
+            Err(e) if renewing && e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(cfg_err(e.to_string())),
+        };
         let token = raw.trim();
         if token.is_empty() {
+            if renewing {
+                return Ok(None);
+            }
             return Err(cfg_err("the token file is empty".into()));
         }
         let value = Zeroizing::new(format!("Bearer {token}"));
@@ -363,6 +413,53 @@ mod tests {
         // capped at max_backoff
         assert_eq!(p.backoff(10, 1.0), Duration::from_secs(1));
         assert_eq!(p.backoff(100, 0.0), Duration::from_millis(500));
+    }
+
+    fn identity_valid_for(secs: i64) -> ClientIdentity {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        p.not_before = now - time::Duration::hours(1);
+        p.not_after = now + time::Duration::seconds(secs);
+        let cert = p.self_signed(&key).unwrap();
+        ClientIdentity {
+            chain_pem: cert.pem(),
+            key_pem: Zeroizing::new(key.serialize_pem()),
+        }
+    }
+
+    #[test]
+    fn expired_or_unparsable_client_certificates_are_never_presented() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = IstioCaClient::new(CaClientConfig {
+            addr: "https://127.0.0.1:1".into(),
+            root_cert: "/nonexistent".into(),
+            token_file: Some(dir.path().join("missing-token")),
+            cluster_id: None,
+            tls_server_name: None,
+            request_timeout: Duration::from_secs(1),
+            retry: RetryPolicy::default(),
+        })
+        .unwrap();
+        // No certificate: a missing token file is an error.
+        assert!(matches!(c.bearer(), Err(CaError::Config { .. })));
+        c.set_client_identity(Some(identity_valid_for(3600)));
+        assert!(c.has_client_identity());
+        // With a valid certificate the token is optional.
+        assert!(matches!(c.bearer(), Ok(None)));
+        std::fs::write(dir.path().join("missing-token"), "  \n").unwrap();
+        assert!(matches!(c.bearer(), Ok(None)));
+        c.set_client_identity(Some(identity_valid_for(-1)));
+        assert!(!c.has_client_identity());
+        assert!(matches!(c.bearer(), Err(CaError::Config { .. })));
+        c.set_client_identity(Some(ClientIdentity {
+            chain_pem: "not a certificate".into(),
+            key_pem: Zeroizing::new(String::new()),
+        }));
+        assert!(!c.has_client_identity());
+        c.set_client_identity(Some(identity_valid_for(3600)));
+        c.set_client_identity(None);
+        assert!(!c.has_client_identity());
     }
 
     #[test]

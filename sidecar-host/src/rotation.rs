@@ -13,6 +13,9 @@
 //!   then counted from when we asked for the certificate, not from `not_before`: otherwise a
 //!   short-lived certificate would be "due" the moment it arrives and the agent would renew in
 //!   a loop.
+//! - After each publish the source is told ([`SvidSource::published`]), so the agent renews
+//!   over mTLS with its current certificate; when that certificate expires it is told again
+//!   ([`SvidSource::expired`]) and stops presenting it.
 //! - Near expiry the retry delay is capped at a third of the remaining life (at least the
 //!   base delay), so a CA that comes back is used before the certificate runs out.
 
@@ -117,6 +120,10 @@ pub struct Issued {
 pub trait SvidSource: Send + Sync + 'static {
     type Error: std::fmt::Display + Send + 'static;
     fn fetch(&self) -> impl Future<Output = Result<Issued, Self::Error>> + Send;
+    /// Called after `svid` has been published to SDS (the agent renews with it over mTLS).
+    fn published(&self, _svid: &Svid) {}
+    /// Called when the served certificate expired before a renewal succeeded.
+    fn expired(&self) {}
 }
 
 /// Rotation settings.
@@ -238,6 +245,7 @@ impl<S: SvidSource> Rotator<S> {
             self.trigger.borrow_and_update();
             let next = match result.map(|issued| self.publish(issued)) {
                 Ok(Some(svid)) => {
+                    self.source.published(&svid);
                     backoff.reset();
                     self.metrics.rotation_ok();
                     let at = refresh_at(
@@ -289,6 +297,7 @@ impl<S: SvidSource> Rotator<S> {
                     }
                     () = tokio::time::sleep_until(expiry.unwrap_or(next)), if expiry.is_some() => {
                         expiry = None;
+                        self.source.expired();
                         self.metrics.cert_expired();
                         self.metrics.set_ready(false);
                         error!("the served certificate has expired and could not be renewed; readiness is false");

@@ -320,6 +320,71 @@ async fn renewal_over_mtls_uses_the_current_svid_identity() {
 }
 
 #[tokio::test]
+async fn a_client_certificate_and_a_token_for_another_identity_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = ca_dir(tmp.path(), "cacerts");
+    let tokens = write(
+        tmp.path(),
+        "tokens",
+        &format!("web-token {WEB}\napi-token {API}\n"),
+    );
+    let mut cfg = config(&dir);
+    cfg.tokens = Some(tokens);
+    let ca = start(cfg).await;
+    let root = dir.join("root-cert.pem");
+    let anchors = bundle(&root);
+    let ttl = Duration::from_secs(3600);
+    let web_token = write(tmp.path(), "web", "web-token");
+    let web = fetch_svid(
+        &client(ca.addr, &root, Some(&web_token)),
+        &id(WEB),
+        KeyType::EcdsaP256,
+        ttl,
+        Anchors::Bundle(&anchors),
+        chain::DEFAULT_SKEW,
+    )
+    .await
+    .unwrap();
+    let identity = ClientIdentity {
+        chain_pem: web.cert.chain_pem(),
+        key_pem: web.key.to_pkcs8_pem(),
+    };
+    let sign = |token: &std::path::Path, want: &str| {
+        let c = client(ca.addr, &root, Some(token));
+        c.set_client_identity(Some(identity.clone()));
+        let anchors = anchors.clone();
+        let want = id(want);
+        async move {
+            fetch_svid(
+                &c,
+                &want,
+                KeyType::EcdsaP256,
+                ttl,
+                Anchors::Bundle(&anchors),
+                chain::DEFAULT_SKEW,
+            )
+            .await
+        }
+    };
+    // Certificate WEB + token API: neither identity is granted, whatever the CSR asks for.
+    let api_token = write(tmp.path(), "api", "api-token");
+    for want in [WEB, API] {
+        let e = sign(&api_token, want).await.unwrap_err();
+        assert_eq!(rejected(&e), Some(Code::PermissionDenied), "{want}: {e}");
+    }
+    // Certificate WEB + token WEB: fine. Certificate WEB + unknown token: the certificate
+    // authenticates (the token grants nothing). Neither lets WEB ask for API.
+    let unknown = write(tmp.path(), "unknown", "revoked-token");
+    for token in [&web_token, &unknown] {
+        let got = sign(token, WEB).await.unwrap();
+        assert_eq!(got.cert.spiffe_id, id(WEB));
+        let e = sign(token, API).await.unwrap_err();
+        assert_eq!(rejected(&e), Some(Code::PermissionDenied), "{e}");
+    }
+    ca.shutdown().await;
+}
+
+#[tokio::test]
 async fn reload_switches_to_a_new_root() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = ca_dir(tmp.path(), "cacerts");

@@ -15,7 +15,7 @@ use super::config::AgentConfig;
 use super::once::{load_bundle, OnceError};
 use crate::admin::{self, AdminError};
 use crate::bundle::TrustBundles;
-use crate::ca_client::{CaError, IstioCaClient};
+use crate::ca_client::{CaError, ClientIdentity, IstioCaClient};
 use crate::chain::{certs_to_pem, Anchors};
 use crate::fetch::{fetch_svid, FetchError};
 use crate::keys::KeyType;
@@ -92,6 +92,19 @@ impl SvidSource for CaSource {
             svid,
             roots: vec![certs_to_pem(&anchors)],
         })
+    }
+
+    /// Renewal authenticates with the certificate just published (mTLS), plus the bearer
+    /// token when the token file is there (Istio's agent does the same).
+    fn published(&self, svid: &Svid) {
+        self.client.set_client_identity(Some(ClientIdentity {
+            chain_pem: svid.chain_pem().to_owned(),
+            key_pem: zeroize::Zeroizing::new(svid.key_pem().to_owned()),
+        }));
+    }
+
+    fn expired(&self) {
+        self.client.set_client_identity(None);
     }
 }
 

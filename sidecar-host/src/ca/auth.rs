@@ -1,6 +1,8 @@
 //! Who is calling the CA: the SPIFFE ID of its mTLS client certificate (renewal), or the
 //! identity a bearer token maps to in the tokens file, or — only with
-//! `--insecure-trust-csr` — whatever the CSR asks for.
+//! `--insecure-trust-csr` — whatever the CSR asks for. With both a client certificate and a
+//! token, the certificate is the identity and a token mapping to a different identity makes
+//! the call fail (see `CaService::token_agrees` in `server.rs`).
 //!
 //! Tokens file: one entry per line, `<token> <spiffe-id>`, separated by whitespace; blank
 //! lines and lines starting with `#` are ignored. It is re-read on every call, so tokens can

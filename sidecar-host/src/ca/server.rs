@@ -323,7 +323,9 @@ impl CaService {
         let cfg = &self.handle.cfg;
         if let Some(certs) = req.peer_certs() {
             if let Some(leaf) = certs.first() {
-                return client_cert_identity(leaf).map(Caller::Mtls);
+                let id = client_cert_identity(leaf)?;
+                self.token_agrees(req, &id)?;
+                return Ok(Caller::Mtls(id));
             }
         }
         if let Some(value) = req.metadata().get("authorization") {
@@ -363,6 +365,50 @@ impl CaService {
         Err(Status::unauthenticated(
             "no credentials: present a client certificate or a Bearer token",
         ))
+    }
+}
+
+impl CaService {
+    /// A caller with a client certificate may also send a Bearer token (Istio's agent does).
+    /// The certificate is the credential; the token can only take away: when it maps to a
+    /// different identity in the tokens file the call is refused (PERMISSION_DENIED), so two
+    /// credentials never combine into more than either grants. A token that maps to nothing
+    /// (unknown, revoked, tokens file unusable, tokens not enabled, malformed header) grants
+    /// nothing and is ignored.
+    fn token_agrees(
+        &self,
+        req: &Request<IstioCertificateRequest>,
+        cert_id: &SpiffeId,
+    ) -> Result<(), Status> {
+        let (Some(path), Some(value)) =
+            (&self.handle.cfg.tokens, req.metadata().get("authorization"))
+        else {
+            return Ok(());
+        };
+        let Some(token) = value
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+        else {
+            return Ok(());
+        };
+        let Ok(tokens) = Tokens::load(path) else {
+            return Ok(());
+        };
+        match tokens.lookup(token) {
+            Some(token_id) if token_id != cert_id => {
+                tracing::info!(caller = %cert_id, token_for = %token_id, "client certificate and token disagree");
+                Err(Status::permission_denied(format!(
+                    "client certificate is {cert_id} but the bearer token is for {token_id}"
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 }
 
