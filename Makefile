@@ -36,7 +36,12 @@ test: setup wasm
 	RUST_TEST_THREADS=2 $(CARGO) test --workspace --all-targets
 
 test-unit: setup
-	$(CARGO) test -p svidgate-core -p sidecar-host
+	$(CARGO) test -p svidgate-core -p sidecar-host -p svidgate-filter
+
+# Only the end-to-end tests against real processes (Envoy 1.40, svidgate ca, svidgate agent).
+e2e: setup wasm
+	$(CARGO) build -p sidecar-host
+	RUST_TEST_THREADS=2 $(CARGO) test -p svidgate-e2e
 
 lint: setup
 	$(CARGO) fmt --all -- --check
