@@ -367,7 +367,8 @@ def main():
     def on_signal(signum, _frame):
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, on_signal)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_signal)
     echo = None
     try:
         ports = {k: free_port() for k in (
@@ -495,7 +496,7 @@ def main():
         for line in metrics.splitlines():
             if re.match(r"^svidgate_(cert_not_after|cert_expiry|rotations)", line):
                 say(f"  {DIM}{line}{RESET}")
-        say(f"logs of every process: {work}")
+        say(f"logs of every process: {work} (removed at exit unless DEMO_KEEP=1 or the demo fails)")
         if os.environ.get("DEMO_HOLD"):
             say("DEMO_HOLD set: everything keeps running; press Ctrl-C to stop")
             while True:
@@ -506,6 +507,7 @@ def main():
         return 0
     except KeyboardInterrupt:
         print("\ninterrupted: stopping everything")
+        ok = True  # nothing failed: no logs to keep
         return 130
     except Exception as e:  # noqa: BLE001 - show the problem, then clean up
         print(f"\n{RED}demo failed: {e}{RESET}\nlogs are in {work}", file=sys.stderr)
