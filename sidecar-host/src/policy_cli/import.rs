@@ -720,6 +720,39 @@ fn list<T>(
     }
 }
 
+/// Walks one Istio `from[i]` / `to[i]` item, `{<section>: {<field>: <value>, ...}}`: anything
+/// but `section` is reported as unsupported, non-mappings as invalid, and `field` is called
+/// with (field path, field name, value) for each field inside the section.
+/// Returns false when the item itself is not a mapping.
+fn walk_section<'a>(
+    res: &mut Res<'a>,
+    st: &mut RuleState,
+    path: &str,
+    item: &Value,
+    section: &str,
+    mut field: impl FnMut(&mut Res<'a>, &mut RuleState, &str, &str, &Value),
+) -> bool {
+    if !item.is_mapping() && !item.is_null() {
+        st.invalid(res, path, "must be a mapping", item);
+        return false;
+    }
+    for (key, value) in entries(item) {
+        let p = format!("{path}.{key}");
+        if key != section {
+            st.unsupported(res, &p, "field not supported by svidgate", value);
+            continue;
+        }
+        if !value.is_mapping() && !value.is_null() {
+            st.invalid(res, &p, "must be a mapping", value);
+            continue;
+        }
+        for (name, v) in entries(value) {
+            field(res, st, &format!("{p}.{name}"), &name, v);
+        }
+    }
+    true
+}
+
 fn convert_from(
     res: &mut Res<'_>,
     st: &mut RuleState,
@@ -727,78 +760,58 @@ fn convert_from(
     item: &Value,
 ) -> Option<OutFrom> {
     let mut out = OutSource::default();
-    if !item.is_mapping() && !item.is_null() {
-        st.invalid(res, path, "must be a mapping", item);
-        return None;
-    }
-    for (key, value) in entries(item) {
-        let p = format!("{path}.{key}");
-        if key != "source" {
-            st.unsupported(res, &p, "field not supported by svidgate", value);
-            continue;
+    let ok = walk_section(
+        res,
+        st,
+        path,
+        item,
+        "source",
+        |res, st, fp, field, v| {
+            match field {
+            "principals" => out.principals = strings(res, st, fp, v),
+            "notPrincipals" => out.not_principals = strings(res, st, fp, v),
+            "namespaces" => out.namespaces = strings(res, st, fp, v),
+            "notNamespaces" => out.not_namespaces = strings(res, st, fp, v),
+            "requestPrincipals" | "notRequestPrincipals" => st.unsupported(
+                res,
+                fp,
+                "JWT request principals are not supported: svidgate authorizes the mTLS peer identity",
+                v,
+            ),
+            "ipBlocks" | "notIpBlocks" | "remoteIpBlocks" | "notRemoteIpBlocks" => st.unsupported(
+                res,
+                fp,
+                "IP blocks are not supported: svidgate authorizes by SPIFFE identity, not address",
+                v,
+            ),
+            _ => st.unsupported(res, fp, "field not supported by svidgate", v),
         }
-        if !value.is_mapping() && !value.is_null() {
-            st.invalid(res, &p, "must be a mapping", value);
-            continue;
-        }
-        for (field, v) in entries(value) {
-            let fp = format!("{p}.{field}");
-            match field.as_str() {
-                "principals" => out.principals = strings(res, st, &fp, v),
-                "notPrincipals" => out.not_principals = strings(res, st, &fp, v),
-                "namespaces" => out.namespaces = strings(res, st, &fp, v),
-                "notNamespaces" => out.not_namespaces = strings(res, st, &fp, v),
-                "requestPrincipals" | "notRequestPrincipals" => st.unsupported(
-                    res,
-                    &fp,
-                    "JWT request principals are not supported: svidgate authorizes the mTLS peer identity",
-                    v,
-                ),
-                "ipBlocks" | "notIpBlocks" | "remoteIpBlocks" | "notRemoteIpBlocks" => st.unsupported(
-                    res,
-                    &fp,
-                    "IP blocks are not supported: svidgate authorizes by SPIFFE identity, not address",
-                    v,
-                ),
-                _ => st.unsupported(res, &fp, "field not supported by svidgate", v),
-            }
-        }
-    }
-    Some(OutFrom { source: out })
+        },
+    );
+    ok.then_some(OutFrom { source: out })
 }
 
 fn convert_to(res: &mut Res<'_>, st: &mut RuleState, path: &str, item: &Value) -> Option<OutTo> {
     let mut out = OutOperation::default();
-    if !item.is_mapping() && !item.is_null() {
-        st.invalid(res, path, "must be a mapping", item);
-        return None;
-    }
-    for (key, value) in entries(item) {
-        let p = format!("{path}.{key}");
-        if key != "operation" {
-            st.unsupported(res, &p, "field not supported by svidgate", value);
-            continue;
-        }
-        if !value.is_mapping() && !value.is_null() {
-            st.invalid(res, &p, "must be a mapping", value);
-            continue;
-        }
-        for (field, v) in entries(value) {
-            let fp = format!("{p}.{field}");
-            match field.as_str() {
-                "hosts" => out.hosts = strings(res, st, &fp, v),
-                "notHosts" => out.not_hosts = strings(res, st, &fp, v),
-                "ports" => out.ports = ports(res, st, &fp, v),
-                "notPorts" => out.not_ports = ports(res, st, &fp, v),
-                "methods" => out.methods = strings(res, st, &fp, v),
-                "notMethods" => out.not_methods = strings(res, st, &fp, v),
-                "paths" => out.paths = strings(res, st, &fp, v),
-                "notPaths" => out.not_paths = strings(res, st, &fp, v),
-                _ => st.unsupported(res, &fp, "field not supported by svidgate", v),
-            }
-        }
-    }
-    Some(OutTo { operation: out })
+    let ok = walk_section(
+        res,
+        st,
+        path,
+        item,
+        "operation",
+        |res, st, fp, field, v| match field {
+            "hosts" => out.hosts = strings(res, st, fp, v),
+            "notHosts" => out.not_hosts = strings(res, st, fp, v),
+            "ports" => out.ports = ports(res, st, fp, v),
+            "notPorts" => out.not_ports = ports(res, st, fp, v),
+            "methods" => out.methods = strings(res, st, fp, v),
+            "notMethods" => out.not_methods = strings(res, st, fp, v),
+            "paths" => out.paths = strings(res, st, fp, v),
+            "notPaths" => out.not_paths = strings(res, st, fp, v),
+            _ => st.unsupported(res, fp, "field not supported by svidgate", v),
+        },
+    );
+    ok.then_some(OutTo { operation: out })
 }
 
 /// Why a `when` key is not supported, or `None` if svidgate evaluates it.
