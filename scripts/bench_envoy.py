@@ -42,21 +42,15 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-SVIDGATE = os.environ.get("SVIDGATE_BIN", os.path.join(TARGET, "debug", "svidgate"))
-WASM = os.environ.get(
-    "SVIDGATE_WASM", os.path.join(TARGET, "wasm32-wasip1", "release", "svidgate_filter.wasm")
-)
+from localrun import (ROOT, SVIDGATE, TARGET, WASM, Processes, find_envoy, free_port, http_get,
+                      wait_for)
+
 TD = "bench.local"
 SERVER_ID = f"spiffe://{TD}/ns/api/sa/server"
 CLIENT_ID = f"spiffe://{TD}/ns/web/sa/client"
@@ -80,91 +74,6 @@ PROBE_WASM = os.path.join(TARGET, "wasm-probe", "wasm32-wasip1", "release", "was
 
 def log(text=""):
     print(text, file=sys.stderr, flush=True)
-
-
-def find_envoy():
-    lib = os.path.join(ROOT, ".venv", "lib")
-    for d in sorted(os.listdir(lib)) if os.path.isdir(lib) else []:
-        p = os.path.join(lib, d, "site-packages", "envoy", "_bin", "envoy")
-        if os.path.exists(p):
-            return p
-    sys.exit("bench_envoy: envoy not found in .venv: run `make setup`")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def http_get(url, timeout=5.0):
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return r.status, r.read().decode(errors="replace")
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode(errors="replace")
-    except OSError as e:
-        return None, str(e)
-
-
-class Processes:
-    """Every child we start, each in its own process group; all stopped on exit."""
-
-    def __init__(self, workdir):
-        self.workdir = workdir
-        self.procs = []
-
-    def start(self, name, argv, stdout=None):
-        logf = open(os.path.join(self.workdir, f"{name}.log"), "wb")
-        p = subprocess.Popen(argv, stdout=stdout or logf, stderr=logf, stdin=subprocess.DEVNULL,
-                             start_new_session=True)
-        self.procs.append((name, p))
-        return p
-
-    def log_tail(self, name, lines=20):
-        try:
-            with open(os.path.join(self.workdir, f"{name}.log"), errors="replace") as f:
-                return "\n".join(f.read().splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def check_alive(self):
-        for name, p in self.procs:
-            if p.poll() is not None:
-                raise RuntimeError(f"{name} exited with {p.returncode}:\n{self.log_tail(name)}")
-
-    def stop(self, proc, timeout=5.0):
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
-        self.procs = [(n, p) for n, p in self.procs if p is not proc]
-
-    def stop_all(self):
-        for _, p in reversed(self.procs):
-            self.stop(p)
-
-
-def wait_for(what, check, procs, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        procs.check_alive()
-        try:
-            if check():
-                return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 # --- certificates: svidgate ca + svidgate agent --once -------------------------------------

@@ -22,23 +22,17 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 
 import yaml
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-SVIDGATE = os.environ.get("SVIDGATE_BIN", os.path.join(TARGET, "debug", "svidgate"))
-WASM = os.environ.get(
-    "SVIDGATE_WASM", os.path.join(TARGET, "wasm32-wasip1", "release", "svidgate_filter.wasm")
-)
+from localrun import (ROOT, SVIDGATE, WASM, Processes, find_envoy, free_port, http_get,
+                      port_open, wait_for)
+
 POLICY = os.path.join(ROOT, "deploy", "examples", "demo-backend.yaml")
 TD = "demo.local"
 CERT_TTL = "20s"  # short, so a rotation happens while you watch (renewed at half-life)
@@ -65,95 +59,6 @@ def step(text):
 
 def say(text=""):
     print(f"    {text}", flush=True)
-
-
-def find_envoy():
-    lib = os.path.join(ROOT, ".venv", "lib")
-    for d in sorted(os.listdir(lib)) if os.path.isdir(lib) else []:
-        p = os.path.join(lib, d, "site-packages", "envoy", "_bin", "envoy")
-        if os.path.exists(p):
-            return p
-    sys.exit("envoy not found in .venv: run `make setup`")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def port_open(port):
-    with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-        return True
-
-
-class Processes:
-    """Every child we start; all stopped on exit, Ctrl-C or error."""
-
-    def __init__(self, workdir):
-        self.workdir = workdir
-        self.procs = []
-
-    def start(self, name, argv):
-        log = open(os.path.join(self.workdir, f"{name}.log"), "wb")
-        p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                             start_new_session=True)
-        self.procs.append((name, p))
-        return p
-
-    def log_of(self, name):
-        try:
-            with open(os.path.join(self.workdir, f"{name}.log"), "r", errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
-
-    def check_alive(self):
-        for name, p in self.procs:
-            if p.poll() is not None:
-                tail = "\n".join(self.log_of(name).splitlines()[-20:])
-                raise RuntimeError(f"{name} exited with {p.returncode}:\n{tail}")
-
-    def stop_all(self):
-        for _, p in reversed(self.procs):
-            if p.poll() is None:
-                try:
-                    os.killpg(p.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        deadline = time.time() + 5
-        for _, p in self.procs:
-            try:
-                p.wait(timeout=max(0.1, deadline - time.time()))
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(p.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                p.wait()
-
-
-def wait_for(what, check, procs, timeout=20.0, interval=0.1):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        procs.check_alive()
-        try:
-            v = check()
-            if v:
-                return v
-        except (OSError, urllib.error.URLError, ValueError):
-            pass
-        time.sleep(interval)
-    raise RuntimeError(f"timed out waiting for {what}")
-
-
-def http_get(url, headers=None, timeout=5):
-    req = urllib.request.Request(url, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, r.read().decode(errors="replace")
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode(errors="replace")
 
 
 # ---------------------------------------------------------------- the upstream echo server
