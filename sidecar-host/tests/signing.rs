@@ -347,12 +347,7 @@ fn sighup_reloads_the_ca_directory() {
     let new_root = std::fs::read_to_string(new_dir.join("root-cert.pem")).unwrap();
     let both = tmp.path().join("both.pem");
     std::fs::write(&both, format!("{old_root}{new_root}")).unwrap();
-    for f in [
-        "ca-cert.pem",
-        "ca-key.pem",
-        "cert-chain.pem",
-        "root-cert.pem",
-    ] {
+    for f in sidecar_host::ca::store::ALL_FILES {
         std::fs::copy(new_dir.join(f), ca_dir.join(f)).unwrap();
     }
     let run = |out: &Path| {
