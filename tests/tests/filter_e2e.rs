@@ -33,6 +33,15 @@ const SERVER_NAME: &str = "svc.test";
 /// The module path written in the shipped example configs.
 const EXAMPLE_WASM_PATH: &str = "/etc/envoy/svidgate_filter.wasm";
 
+/// Whether a read error only means the peer closed the connection (TLS without
+/// close_notify, a reset after a denial).
+fn peer_closed(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
+    )
+}
+
 // ---------------------------------------------------------------------------------------
 // Test PKI
 
@@ -133,16 +142,7 @@ fn read_all(s: &mut impl Read) -> Result<Vec<u8>> {
         match s.read(&mut buf) {
             Ok(0) => return Ok(out),
             Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::UnexpectedEof
-                        | ErrorKind::ConnectionReset
-                        | ErrorKind::ConnectionAborted
-                ) =>
-            {
-                return Ok(out)
-            }
+            Err(e) if peer_closed(&e) => return Ok(out),
             Err(e) => return Err(e.into()),
         }
     }
@@ -215,16 +215,7 @@ fn tls_exchange(pki: &Pki, port: u16, leaf: &Leaf, payload: &[u8]) -> Result<Vec
         match s.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::UnexpectedEof
-                        | ErrorKind::ConnectionReset
-                        | ErrorKind::ConnectionAborted
-                ) =>
-            {
-                break
-            }
+            Err(e) if peer_closed(&e) => break,
             Err(e) => return Err(e.into()),
         }
     }
