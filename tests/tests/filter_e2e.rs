@@ -33,6 +33,19 @@ const SERVER_NAME: &str = "svc.test";
 /// The module path written in the shipped example configs.
 const EXAMPLE_WASM_PATH: &str = "/etc/envoy/svidgate_filter.wasm";
 
+/// When `data` holds a whole HTTP/1.1 response (head and `content-length` bytes of body):
+/// its length and its head in lower case.
+fn complete_response(data: &[u8]) -> Option<(usize, String)> {
+    let end = data.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    (data.len() >= end + 4 + len).then_some((end + 4 + len, head))
+}
+
 /// Whether a read error only means the peer closed the connection (TLS without
 /// close_notify, a reset after a denial).
 fn peer_closed(e: &std::io::Error) -> bool {
@@ -169,17 +182,9 @@ fn https_get(
     let mut data = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
-        if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            if data.len() >= end + 4 + len {
-                data.truncate(end + 4 + len);
-                break;
-            }
+        if let Some((len, _)) = complete_response(&data) {
+            data.truncate(len);
+            break;
         }
         match s.read(&mut buf) {
             Ok(0) => break,
@@ -898,17 +903,9 @@ fn measure_filter_cpu_per_request() -> Result<()> {
         loop {
             let k = s.read(&mut buf)?;
             data.extend_from_slice(&buf[..k]);
-            if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
-                let len: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .and_then(|v| v.trim().parse().ok())
-                    .unwrap_or(0);
-                if data.len() >= end + 4 + len {
-                    assert!(head.starts_with("http/1.1 200"), "{head}");
-                    return Ok(());
-                }
+            if let Some((_, head)) = complete_response(&data) {
+                assert!(head.starts_with("http/1.1 200"), "{head}");
+                return Ok(());
             }
         }
     };
