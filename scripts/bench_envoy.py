@@ -199,6 +199,13 @@ def server_envoy(variant, ports, certs, filters):
                         "@type": "type.googleapis.com/envoy.extensions.filters.network."
                                  "http_connection_manager.v3.HttpConnectionManager",
                         "stat_prefix": "ingress",
+                        # As the shipped deploy/envoy/http.yaml: request attributes in the form the policy compares.
+                        "normalize_path": True,
+                        "merge_slashes": True,
+                        "path_with_escaped_slashes_action": "UNESCAPE_AND_REDIRECT",
+                        "strip_trailing_host_dot": True,
+                        "strip_any_host_port": True,
+                        "common_http_protocol_options": {"headers_with_underscores_action": "REJECT_REQUEST"},
                         "route_config": {"virtual_hosts": [{
                             "name": "all", "domains": ["*"],
                             "routes": [{"match": {"prefix": "/"},

@@ -121,6 +121,13 @@ def backend_envoy(ports, sock, policy_json):
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "backend",
+        # As the shipped deploy/envoy/http.yaml: request attributes in the form the policy compares.
+        "normalize_path": True,
+        "merge_slashes": True,
+        "path_with_escaped_slashes_action": "UNESCAPE_AND_REDIRECT",
+        "strip_trailing_host_dot": True,
+        "strip_any_host_port": True,
+        "common_http_protocol_options": {"headers_with_underscores_action": "REJECT_REQUEST"},
         "route_config": {
             "virtual_hosts": [{
                 "name": "backend",
@@ -320,6 +327,8 @@ def main():
         threading.Thread(target=echo.serve_forever, daemon=True).start()
         with open(POLICY) as f:
             policy = yaml.safe_load(f)
+        # An HTTP filter, said explicitly (as in every shipped config) rather than detected.
+        policy.setdefault("filter", {}).setdefault("mode", "http")
         policy_json = json.dumps(policy)
         for name, cfg in (("envoy-backend", backend_envoy(ports, socks["backend"], policy_json)),
                           ("envoy-client", client_envoy(ports, socks))):

@@ -344,7 +344,7 @@ fn enforce_policy(strict: bool) -> Value {
             {"name": "frontend", "action": "ALLOW",
              "rules": [{"from": [{"source": {"principals": ["cluster.local/ns/web/sa/frontend"]}}]}]}
         ],
-        "filter": {"strict": strict}
+        "filter": {"strict": strict, "mode": "http"}
     })
 }
 
@@ -415,6 +415,13 @@ fn http_listener(name: &str, port: u16, dir: &Path, wasm: &Path, config: &Value)
                 "typed_config": {
                     "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                     "stat_prefix": name,
+                    // As the shipped deploy/envoy/http.yaml.
+                    "normalize_path": true,
+                    "merge_slashes": true,
+                    "path_with_escaped_slashes_action": "UNESCAPE_AND_REDIRECT",
+                    "strip_trailing_host_dot": true,
+                    "strip_any_host_port": true,
+                    "common_http_protocol_options": {"headers_with_underscores_action": "REJECT_REQUEST"},
                     "access_log": [{
                         "name": "envoy.access_loggers.stdout",
                         "typed_config": {
