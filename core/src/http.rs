@@ -24,7 +24,10 @@
 //! 6. every `%` starts a complete escape `%XY` of two hexadecimal digits, and no escape
 //!    encodes an unreserved character (`A-Z a-z 0-9 - . _ ~`, which RFC 3986 section 6.2.2.2
 //!    says must be decoded), `/` or `\` (`%2F`, `%5C`, any case). Other escapes (`%20`, `%25`,
-//!    `%3A`, …) are allowed, in either case of hex digit.
+//!    `%3A`, …) are allowed, in either case of hex digit;
+//! 7. no encoded `%` (`%25`) is followed by two hex digits that would make it, decoded once
+//!    more, one of the escapes refused above (`%252e`, `%252F`, `%255c`, `%2561`, …): a server
+//!    or framework that decodes twice would otherwise see `.`, `/` or `\`.
 //!
 //! What Envoy produces with `normalize_path`, `merge_slashes` and
 //! `path_with_escaped_slashes_action` is in normal form except for a `;` or a backslash
@@ -56,6 +59,8 @@ pub enum PathFormError {
     EncodedUnreserved(u8),
     #[error("path has a percent-encoded slash or backslash (%{0:02X})")]
     EncodedSlash(u8),
+    #[error("path has a double percent-encoded character (%25{0:02X})")]
+    DoubleEncoded(u8),
 }
 
 /// The path part of a `:path`: everything before the first `?`.
@@ -89,6 +94,17 @@ pub fn check_path(path: &str) -> Result<(), PathFormError> {
                 }
                 if decoded == b'/' || decoded == b'\\' {
                     return Err(PathFormError::EncodedSlash(decoded));
+                }
+                if decoded == b'%' {
+                    if let (Some(h), Some(l)) = (
+                        p.get(i + 3).copied().and_then(hex),
+                        p.get(i + 4).copied().and_then(hex),
+                    ) {
+                        let twice = h * 16 + l;
+                        if is_unreserved(twice) || twice == b'/' || twice == b'\\' {
+                            return Err(PathFormError::DoubleEncoded(twice));
+                        }
+                    }
                 }
                 i += 3;
                 continue;
@@ -254,8 +270,10 @@ fn lower(s: &str) -> Cow<'_, str> {
 /// How a header that appears more than once is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RepeatedHeaders {
-    /// Refuse the request (the default): the upstream may read the first, the last or all
-    /// of the values, so no single value is what the policy should decide on.
+    /// Refuse the request (the default) when the header is sent more than once or its value
+    /// is a list (has a `,`): the upstream may read the first, the last or all of the values
+    /// (and cannot tell `a` + `b` from `a,b`, which is what Envoy forwards), so no single
+    /// value is what the policy should decide on.
     #[default]
     Deny,
     /// Join every value with `,` in the order received (Istio RBAC's view, RFC 9110
@@ -268,6 +286,8 @@ pub enum RepeatedHeaders {
 pub enum HeaderFormError {
     #[error("header {0} is repeated")]
     Repeated(String),
+    #[error("header {0} has a list value (',')")]
+    List(String),
     #[error("header {0} is also sent with '_' for '-' ({1})")]
     Underscore(String, String),
 }
@@ -287,7 +307,8 @@ pub struct HeaderView {
 /// Reads the headers named in `names` (lower case) out of all the request's header `pairs`,
 /// in order. Header names are compared case-insensitively. A pair whose name becomes one of
 /// `names` when `_` is read as `-` makes the request ambiguous ([`HeaderFormError::Underscore`]),
-/// as does (with [`RepeatedHeaders::Deny`]) a name present more than once. Pseudo-headers
+/// as does (with [`RepeatedHeaders::Deny`]) a name present more than once or a value with a
+/// `,`. Pseudo-headers
 /// (`:path`, …) are never variants. The names of identity-header variants are returned so the
 /// caller removes them.
 pub fn collect_headers(
@@ -303,6 +324,9 @@ pub fn collect_headers(
         }
         let name = lower(raw);
         if let Some(wanted) = names.iter().find(|n| **n == *name) {
+            if repeated == RepeatedHeaders::Deny && value.contains(',') {
+                return Err(HeaderFormError::List(wanted.clone()));
+            }
             match view.headers.iter_mut().find(|(n, _)| n == wanted) {
                 None => view.headers.push((wanted.clone(), value.clone())),
                 Some((n, v)) => match repeated {

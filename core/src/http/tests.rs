@@ -61,6 +61,12 @@ fn paths_not_in_normal_form_are_refused() {
         ("/admin%2fx", P::EncodedSlash(b'/')),
         ("/admin%5Cx", P::EncodedSlash(b'\\')),
         ("/admin%5cx", P::EncodedSlash(b'\\')),
+        // Double encoding (a server that decodes twice).
+        ("/public/%252e%252e/admin", P::DoubleEncoded(b'.')),
+        ("/admin%252Fx", P::DoubleEncoded(b'/')),
+        ("/admin%252fx", P::DoubleEncoded(b'/')),
+        ("/admin%255cx", P::DoubleEncoded(b'\\')),
+        ("/%2561dmin", P::DoubleEncoded(b'a')),
         // Backslash, fragment, parameter.
         ("/admin\\x", P::Backslash),
         ("\\admin", P::NotAbsolute),
@@ -224,6 +230,14 @@ fn repeated_headers_are_refused_or_joined() {
     assert_eq!(
         collect_headers(&p, &n, None, RepeatedHeaders::Deny),
         Err(HeaderFormError::Repeated("x-tenant".into()))
+    );
+    let v = collect_headers(&p, &n, None, RepeatedHeaders::Join).unwrap();
+    assert_eq!(v.headers, pairs(&[("x-tenant", "good,evil")]));
+    // A list value reads the same as a repeated header to the upstream.
+    let p = pairs(&[("x-tenant", "good,evil")]);
+    assert_eq!(
+        collect_headers(&p, &n, None, RepeatedHeaders::Deny),
+        Err(HeaderFormError::List("x-tenant".into()))
     );
     let v = collect_headers(&p, &n, None, RepeatedHeaders::Join).unwrap();
     assert_eq!(v.headers, pairs(&[("x-tenant", "good,evil")]));
