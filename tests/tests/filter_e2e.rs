@@ -344,7 +344,7 @@ fn enforce_policy(strict: bool) -> Value {
             {"name": "frontend", "action": "ALLOW",
              "rules": [{"from": [{"source": {"principals": ["cluster.local/ns/web/sa/frontend"]}}]}]}
         ],
-        "filter": {"strict": strict, "mode": "http"}
+        "filter": {"strict": strict}
     })
 }
 
@@ -359,7 +359,16 @@ fn dry_run_policy() -> Value {
     })
 }
 
-fn wasm_plugin(wasm: &Path, config: &Value) -> Value {
+/// The plugin for `mode` ("http" or "network"): like every shipped config, the filter type is
+/// set explicitly in `filter.mode` (for a configuration that is a JSON object).
+fn wasm_plugin(wasm: &Path, config: &Value, mode: &str) -> Value {
+    let mut config = config.clone();
+    if let Some(doc) = config.as_object_mut() {
+        let filter = doc.entry("filter").or_insert_with(|| json!({}));
+        if let Some(f) = filter.as_object_mut() {
+            f.insert("mode".into(), json!(mode));
+        }
+    }
     json!({
         "name": "svidgate",
         "root_id": "svidgate",
@@ -437,7 +446,7 @@ fn http_listener(name: &str, port: u16, dir: &Path, wasm: &Path, config: &Value)
                     "http_filters": [
                         {"name": "envoy.filters.http.wasm", "typed_config": {
                             "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-                            "config": wasm_plugin(wasm, config)}},
+                            "config": wasm_plugin(wasm, config, "http")}},
                         {"name": "envoy.filters.http.router", "typed_config": {
                             "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
                     ]
@@ -457,7 +466,7 @@ fn tcp_listener(name: &str, port: u16, dir: &Path, wasm: &Path, config: &Value) 
             "filters": [
                 {"name": "envoy.filters.network.wasm", "typed_config": {
                     "@type": "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm",
-                    "config": wasm_plugin(wasm, config)}},
+                    "config": wasm_plugin(wasm, config, "network")}},
                 {"name": "envoy.filters.network.tcp_proxy", "typed_config": {
                     "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
                     "stat_prefix": name,
