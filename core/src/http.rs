@@ -115,11 +115,10 @@ pub fn check_path(path: &str) -> Result<(), PathFormError> {
         i += 1;
     }
     // Segments after the leading '/': the last may be empty (a trailing slash).
-    let segments: Vec<&[u8]> = p[1..].split(|&b| b == b'/').collect();
-    let last = segments.len().saturating_sub(1);
-    for (n, seg) in segments.iter().enumerate() {
-        match *seg {
-            b"" if n != last => return Err(PathFormError::EmptySegment),
+    let mut segments = p[1..].split(|&b| b == b'/').peekable();
+    while let Some(seg) = segments.next() {
+        match seg {
+            b"" if segments.peek().is_some() => return Err(PathFormError::EmptySegment),
             b"." | b".." => return Err(PathFormError::DotSegment),
             _ => {}
         }

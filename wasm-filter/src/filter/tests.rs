@@ -681,7 +681,9 @@ fn deny_admin() -> serde_json::Value {
 #[test]
 fn ambiguous_attributes_are_refused_with_their_own_counter() {
     let none = serde_json::json!({});
-    let cases: &[(&str, &str, &str, &[(&str, &str)], &str)] = &[
+    /// (method, path, authority, extra headers, counter)
+    type Case<'a> = (&'a str, &'a str, &'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
         ("GET", "//admin/x", "svc.test", &[], DENIED_PATH),
         ("GET", "/public/../admin/x", "svc.test", &[], DENIED_PATH),
         ("GET", "/%61dmin/x", "svc.test", &[], DENIED_PATH),
