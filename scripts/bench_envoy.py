@@ -48,8 +48,8 @@ import sys
 import tempfile
 import time
 
-from localrun import (ROOT, SVIDGATE, TARGET, WASM, Processes, find_envoy, free_port, http_get,
-                      wait_for)
+from localrun import (HCM_REQUEST_ATTRIBUTE_OPTIONS, ROOT, SVIDGATE, TARGET, WASM, Processes,
+                      find_envoy, free_port, http_get, wait_for)
 
 TD = "bench.local"
 SERVER_ID = f"spiffe://{TD}/ns/api/sa/server"
@@ -199,13 +199,7 @@ def server_envoy(variant, ports, certs, filters):
                         "@type": "type.googleapis.com/envoy.extensions.filters.network."
                                  "http_connection_manager.v3.HttpConnectionManager",
                         "stat_prefix": "ingress",
-                        # As the shipped deploy/envoy/http.yaml: request attributes in the form the policy compares.
-                        "normalize_path": True,
-                        "merge_slashes": True,
-                        "path_with_escaped_slashes_action": "UNESCAPE_AND_REDIRECT",
-                        "strip_trailing_host_dot": True,
-                        "strip_any_host_port": True,
-                        "common_http_protocol_options": {"headers_with_underscores_action": "REJECT_REQUEST"},
+                        **HCM_REQUEST_ATTRIBUTE_OPTIONS,  # as the shipped deploy/envoy/http.yaml
                         "route_config": {"virtual_hosts": [{
                             "name": "all", "domains": ["*"],
                             "routes": [{"match": {"prefix": "/"},

@@ -30,8 +30,8 @@ import time
 
 import yaml
 
-from localrun import (ROOT, SVIDGATE, WASM, Processes, find_envoy, free_port, http_get,
-                      port_open, wait_for)
+from localrun import (HCM_REQUEST_ATTRIBUTE_OPTIONS, ROOT, SVIDGATE, WASM, Processes, find_envoy,
+                      free_port, http_get, port_open, wait_for)
 
 POLICY = os.path.join(ROOT, "deploy", "examples", "demo-backend.yaml")
 TD = "demo.local"
@@ -121,13 +121,7 @@ def backend_envoy(ports, sock, policy_json):
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "backend",
-        # As the shipped deploy/envoy/http.yaml: request attributes in the form the policy compares.
-        "normalize_path": True,
-        "merge_slashes": True,
-        "path_with_escaped_slashes_action": "UNESCAPE_AND_REDIRECT",
-        "strip_trailing_host_dot": True,
-        "strip_any_host_port": True,
-        "common_http_protocol_options": {"headers_with_underscores_action": "REJECT_REQUEST"},
+        **HCM_REQUEST_ATTRIBUTE_OPTIONS,  # as the shipped deploy/envoy/http.yaml
         "route_config": {
             "virtual_hosts": [{
                 "name": "backend",

@@ -83,8 +83,8 @@ pub fn check_path(path: &str) -> Result<(), PathFormError> {
             b';' => return Err(PathFormError::Parameter),
             b'%' => {
                 let (Some(h), Some(l)) = (
-                    p.get(i + 1).copied().and_then(hex),
-                    p.get(i + 2).copied().and_then(hex),
+                    p.get(i + 1).copied().and_then(hex_digit),
+                    p.get(i + 2).copied().and_then(hex_digit),
                 ) else {
                     return Err(PathFormError::BadEscape);
                 };
@@ -97,8 +97,8 @@ pub fn check_path(path: &str) -> Result<(), PathFormError> {
                 }
                 if decoded == b'%' {
                     if let (Some(h), Some(l)) = (
-                        p.get(i + 3).copied().and_then(hex),
-                        p.get(i + 4).copied().and_then(hex),
+                        p.get(i + 3).copied().and_then(hex_digit),
+                        p.get(i + 4).copied().and_then(hex_digit),
                     ) {
                         let twice = h * 16 + l;
                         if is_unreserved(twice) || twice == b'/' || twice == b'\\' {
@@ -126,7 +126,8 @@ pub fn check_path(path: &str) -> Result<(), PathFormError> {
     Ok(())
 }
 
-fn hex(b: u8) -> Option<u8> {
+/// The value of one hexadecimal digit (either case).
+pub fn hex_digit(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
         b'a'..=b'f' => Some(b - b'a' + 10),
