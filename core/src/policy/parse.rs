@@ -92,8 +92,11 @@ pub(super) enum Syntax {
 /// The depth counted is an upper bound of the parser's: flow brackets (`[`, `{`) outside
 /// quoted strings and comments, plus, for YAML, the block structure — one level per open
 /// indentation column and one per `- ` or `? ` / `key: ` introducing a nested node on the
-/// same line. A document a parser would nest deeper is always refused; a legitimate policy
-/// (about 10 levels) is far below the cap.
+/// same line. A legitimate policy (about 10 levels) is far below the cap. For JSON (the
+/// filter's input) the count is exact. For YAML it is lexical: quoted scalars are recognized
+/// line by line, so a crafted document that hides brackets in multi-line quoted scalars can
+/// undercount; plain deep nesting (`{a: {a: …`, 15 s of serde_yaml for 150 KB here, or
+/// `[[[…`, `- - - …`, indentation) is refused in one pass.
 pub(super) fn check_shape(text: &str, syntax: Syntax) -> Result<(), PolicyError> {
     use super::{MAX_DEPTH, MAX_DOCUMENT_BYTES};
     if text.len() > MAX_DOCUMENT_BYTES {
