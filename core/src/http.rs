@@ -29,10 +29,10 @@
 //!    more, one of the escapes refused above (`%252e`, `%252F`, `%255c`, `%2561`, …): a server
 //!    or framework that decodes twice would otherwise see `.`, `/` or `\`.
 //!
-//! What Envoy produces with `normalize_path`, `merge_slashes` and
-//! `path_with_escaped_slashes_action` is in normal form except for a `;` or a backslash
-//! (Envoy leaves both as they are), so a request that reaches an upstream through a correctly
-//! configured Envoy is only refused here if it uses those.
+//! Envoy's `normalize_path`, `merge_slashes` and `path_with_escaped_slashes_action` take care
+//! of dot segments, `//` and escaped slashes; they do not remove `;` path parameters or undo
+//! double encoding, so requests using those are refused here even behind a correctly
+//! configured Envoy.
 
 use std::borrow::Cow;
 
