@@ -55,7 +55,7 @@ impl Default for DiffOptions {
         DiffOptions {
             network: false,
             max_requests: 2_000_000,
-            max_candidates: 300_000,
+            max_candidates: 1_000_000,
             max_differences: 100,
         }
     }

@@ -317,9 +317,11 @@ impl Fields {
                     let td = id.split('/').next().unwrap_or(id);
                     let mut p = exact_pat(td);
                     p.canonical = true;
+                    // A pattern matched against the presented trust domain cannot be judged
+                    // from the canonical one: assume it may match.
                     let pos = self
                         .get("trustDomains", true)
-                        .is_none_or(|l| l.iter().any(|q| q.covers(&p)));
+                        .is_none_or(|l| l.iter().any(|q| !q.canonical || q.covers(&p)));
                     let neg = self
                         .get("trustDomains", false)
                         .is_none_or(|l| !l.iter().any(|q| q.covers(&p)));
