@@ -14,7 +14,8 @@ if [ "$have" != "$want" ]; then
   exit 1
 fi
 
-$CARGO build -p svidgate-playground --target wasm32-unknown-unknown --release
+# Not stripped: wasm-bindgen reads the target_features section (and removes what it does not need).
+CARGO_PROFILE_RELEASE_STRIP=false $CARGO build -p svidgate-playground --target wasm32-unknown-unknown --release
 wasm=target/wasm32-unknown-unknown/release/svidgate_playground.wasm
 
 site=target/playground

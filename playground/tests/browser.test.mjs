@@ -67,10 +67,10 @@ test("typing a policy shows each problem at its line and column", async () => {
   await page.keyboard.press("Control+End");
   await page.keyboard.type("  - name: broken\n    action: PERMIT\n", { delay: 5 });
   const li = await page.waitForSelector("#problems li[data-path='policies[3].action']");
-  assert.equal(await li.getAttribute("data-line"), "25");
+  assert.equal(await li.getAttribute("data-line"), "26");
   assert.equal(await li.getAttribute("data-column"), "5");
-  assert.match(await li.textContent(), /^25:5 {2}policies\[3\]\.action: unknown action: expected ALLOW or DENY \(PERMIT\)/);
-  assert.equal(await page.textContent("#gutter .bad"), "25");
+  assert.match(await li.textContent(), /^26:5 {2}policies\[3\]\.action: unknown action: expected ALLOW or DENY \(PERMIT\)/);
+  assert.equal(await page.textContent("#gutter .bad"), "26");
   assert.equal(await page.getAttribute("#decision", "data-decision"), null);
   await page.screenshot({ path: join(SHOTS, "editor-error.png"), fullPage: true });
   // Fix it: the error goes away and a decision is shown again.
