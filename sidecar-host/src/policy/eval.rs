@@ -11,172 +11,16 @@
 //! A malformed line is reported on `err` as `line N: <problem>`; the rest is still answered
 //! and the command exits 1 at the end. Blank lines are skipped.
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 
-use serde::{Deserialize, Serialize};
-use svidgate_core::policy::{CompiledPolicy, EvalMode, Request, Verdict};
+use svidgate_core::policy::{CompiledPolicy, EvalMode};
 
-use super::{
-    decision_word, peer_from_envoy, verdict_reason, PeerView, PolicyCliError, EXIT_INVALID, EXIT_OK,
+use super::{PolicyCliError, EXIT_INVALID, EXIT_OK};
+
+/// The request and decision format, shared with the playground and the npm package.
+pub use svidgate_core::policy::request_line::{
+    decide, parse_line, DecisionOut, RequestLine, RequestSpec, VerdictOut,
 };
-
-/// One request line as written by the user.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RequestLine {
-    /// The peer certificate's first URI SAN, as Envoy's `connection.uri_san_peer_certificate`
-    /// reports it; `null`/absent = no URI SAN.
-    #[serde(default)]
-    pub peer: Option<String>,
-    /// `connection.mtls`; default true.
-    #[serde(default)]
-    pub mtls: Option<bool>,
-    #[serde(default)]
-    pub method: Option<String>,
-    #[serde(default)]
-    pub path: Option<String>,
-    #[serde(default)]
-    pub host: Option<String>,
-    #[serde(default)]
-    pub port: Option<u16>,
-    #[serde(default)]
-    pub headers: Option<BTreeMap<String, String>>,
-    #[serde(default)]
-    pub sni: Option<String>,
-}
-
-/// Parses one input line; the error is the problem without serde_json's position suffix
-/// (the column is kept, the line is always 1).
-pub fn parse_line(line: &str) -> Result<RequestLine, String> {
-    if !line.trim_start().starts_with('{') {
-        // serde would read a JSON array positionally into the struct: only objects are requests.
-        return Err(match serde_json::from_str::<serde_json::Value>(line) {
-            Err(e) => json_problem(&e),
-            Ok(v) => format!("expected a JSON object, found {}", json_kind(&v)),
-        });
-    }
-    serde_json::from_str(line).map_err(|e| json_problem(&e))
-}
-
-fn json_problem(e: &serde_json::Error) -> String {
-    let msg = e.to_string();
-    let suffix = format!(" at line {} column {}", e.line(), e.column());
-    match msg.strip_suffix(&suffix) {
-        Some(base) if e.line() == 1 => format!("{base} (column {})", e.column()),
-        _ => msg,
-    }
-}
-
-fn json_kind(v: &serde_json::Value) -> &'static str {
-    match v {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Number(_) => "a number",
-        serde_json::Value::String(_) => "a string",
-        serde_json::Value::Array(_) => "an array",
-        serde_json::Value::Object(_) => "an object",
-    }
-}
-
-/// The attributes of one request, owned, before borrowing them into a [`Request`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestSpec {
-    pub peer: PeerView,
-    pub method: Option<String>,
-    pub path: Option<String>,
-    pub host: Option<String>,
-    pub port: Option<u16>,
-    /// Names lower-cased.
-    pub headers: Vec<(String, String)>,
-    pub sni: Option<String>,
-}
-
-impl RequestSpec {
-    /// Builds the request the filter would see. In network mode there is no HTTP: method, path,
-    /// host and headers are dropped.
-    pub fn new(line: RequestLine, mode: EvalMode) -> Self {
-        let peer = peer_from_envoy(line.mtls.unwrap_or(true), line.peer.as_deref());
-        let http = mode == EvalMode::Http;
-        let headers = if http {
-            line.headers
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k.to_ascii_lowercase(), v))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        RequestSpec {
-            peer,
-            method: line.method.filter(|_| http),
-            path: line.path.filter(|_| http),
-            host: line.host.filter(|_| http),
-            port: line.port,
-            headers,
-            sni: line.sni,
-        }
-    }
-
-    /// Runs `f` with the borrowed [`Request`].
-    pub fn with_request<T>(&self, f: impl FnOnce(&Request<'_>) -> T) -> T {
-        let headers: Vec<(&str, &str)> = self
-            .headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        let req = Request {
-            peer: self.peer.peer.clone(),
-            method: self.method.as_deref(),
-            path: self.path.as_deref(),
-            host: self.host.as_deref(),
-            port: self.port,
-            headers: &headers,
-            sni: self.sni.as_deref(),
-        };
-        f(&req)
-    }
-}
-
-/// One verdict as written to the output.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct VerdictOut {
-    pub decision: &'static str,
-    pub policy: Option<String>,
-    pub rule: Option<usize>,
-    pub reason: String,
-}
-
-impl VerdictOut {
-    pub fn new(peer: &PeerView, v: &Verdict<'_>) -> Self {
-        VerdictOut {
-            decision: decision_word(v),
-            policy: v.policy.map(str::to_owned),
-            rule: v.rule,
-            reason: verdict_reason(peer, v),
-        }
-    }
-}
-
-/// One output line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DecisionOut {
-    #[serde(flatten)]
-    pub enforced: VerdictOut,
-    #[serde(rename = "dryRun", skip_serializing_if = "Option::is_none")]
-    pub dry_run: Option<VerdictOut>,
-}
-
-/// Evaluates one request.
-pub fn decide(policy: &CompiledPolicy, spec: &RequestSpec, mode: EvalMode) -> DecisionOut {
-    spec.with_request(|req| {
-        let d = policy.evaluate(req, mode);
-        DecisionOut {
-            enforced: VerdictOut::new(&spec.peer, &d.enforced),
-            dry_run: d.dry_run.as_ref().map(|v| VerdictOut::new(&spec.peer, v)),
-        }
-    })
-}
 
 /// Reads requests from `input` until EOF, answers each on `out` (flushed per line), reports
 /// malformed lines on `err`. Returns the exit code: 0, or 1 if any line was malformed.
@@ -227,8 +71,9 @@ pub fn eval(
 
 #[cfg(test)]
 mod tests {
+    use super::super::peer_from_envoy;
     use super::*;
-    use svidgate_core::policy::{NoIdentity, Peer};
+    use svidgate_core::policy::{NoIdentity, Peer, Verdict};
 
     #[test]
     fn parse_lines() {
