@@ -62,9 +62,12 @@ fn a_clean_policy_gives_no_findings() {
     }
 }
 
+/// (document, network mode, expected findings as (path, code)).
+type Case<'a> = (&'a str, bool, &'a [(&'a str, &'a str)]);
+
 #[test]
 fn every_rule_of_the_table() {
-    let cases: &[(&str, bool, &[(&str, &str)])] = &[
+    let cases: &[Case] = &[
         // HTTP conditions in network mode.
         (
             "trustDomain: td\npolicies:\n- name: d\n  action: DENY\n  rules: [{to: [{operation: {paths: [/admin/*]}}]}]\n",

@@ -640,7 +640,7 @@ pub fn diff(
         snis.len(),
     ];
     sizes.extend(headers.iter().map(|(_, l)| l.len()));
-    if sizes.iter().any(|n| *n == 0) {
+    if sizes.contains(&0) {
         return Ok(DiffReport {
             differences: Vec::new(),
             total_differences: 0,

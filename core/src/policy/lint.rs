@@ -189,7 +189,7 @@ impl Tds {
 
     fn principal(&self, value: &str) -> Option<Pat> {
         let kind = match Pattern::parse(value).ok()? {
-            Pattern::Any => return Some(Pat::plain("*", false)?),
+            Pattern::Any => return Pat::plain("*", false),
             Pattern::Suffix(s) => {
                 return Some(Pat {
                     kind: PatKind::Suffix(s.into()),
