@@ -314,6 +314,34 @@ impl Flow {
         s.trim().to_owned()
     }
 
+    /// The entries of a flow collection (the cursor on its opening bracket) up to `close`;
+    /// `entry` reads one entry at the given position.
+    fn items(&mut self, close: char, mut entry: impl FnMut(&mut Self, Pos)) {
+        self.at += 1;
+        loop {
+            self.ws();
+            match self.peek() {
+                None => break,
+                Some(c) if c == close => {
+                    self.at += 1;
+                    break;
+                }
+                Some(',') => {
+                    self.at += 1;
+                    continue;
+                }
+                _ => {}
+            }
+            let pos = self.pos();
+            let start = self.at;
+            entry(self, pos);
+            // Always make progress, whatever the input.
+            if self.at == start {
+                self.at += 1;
+            }
+        }
+    }
+
     fn value(&mut self, depth: usize) -> Node {
         self.ws();
         if depth > MAX_DEPTH {
@@ -321,64 +349,23 @@ impl Flow {
         }
         match self.peek() {
             Some('{') => {
-                self.at += 1;
                 let mut entries = Vec::new();
-                loop {
-                    self.ws();
-                    match self.peek() {
-                        None => break,
-                        Some('}') => {
-                            self.at += 1;
-                            break;
-                        }
-                        Some(',') => {
-                            self.at += 1;
-                            continue;
-                        }
-                        _ => {}
-                    }
-                    let pos = self.pos();
-                    let start = self.at;
-                    let key = self.scalar();
-                    self.ws();
-                    if self.peek() == Some(':') {
-                        self.at += 1;
-                        let v = self.value(depth + 1);
-                        entries.push((key, pos, v));
+                self.items('}', |f, pos| {
+                    let key = f.scalar();
+                    f.ws();
+                    let v = if f.peek() == Some(':') {
+                        f.at += 1;
+                        f.value(depth + 1)
                     } else {
-                        entries.push((key, pos, Node::Scalar));
-                    }
-                    if self.at == start {
-                        self.at += 1;
-                    }
-                }
+                        Node::Scalar
+                    };
+                    entries.push((key, pos, v));
+                });
                 Node::Map(entries)
             }
             Some('[') => {
-                self.at += 1;
                 let mut items = Vec::new();
-                loop {
-                    self.ws();
-                    match self.peek() {
-                        None => break,
-                        Some(']') => {
-                            self.at += 1;
-                            break;
-                        }
-                        Some(',') => {
-                            self.at += 1;
-                            continue;
-                        }
-                        _ => {}
-                    }
-                    let pos = self.pos();
-                    let start = self.at;
-                    let v = self.value(depth + 1);
-                    items.push((pos, v));
-                    if self.at == start {
-                        self.at += 1;
-                    }
-                }
+                self.items(']', |f, pos| items.push((pos, f.value(depth + 1))));
                 Node::Seq(items)
             }
             _ => {

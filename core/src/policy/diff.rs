@@ -511,46 +511,49 @@ pub fn diff(
         allowed(p, &Request::new(peer))
     });
 
-    let (methods, n) = string_classes(
-        attrs.method,
-        &vocab.methods,
-        false,
-        &["SVIDGATE-OUTSIDE", "GET", "get"],
-        &probes.method,
-        cap,
-        |req, v| req.method = Some(v),
-    );
-    capped("method", n);
-    let (paths, n) = string_classes(
-        attrs.path,
-        &vocab.paths,
-        false,
-        &["/svidgate-outside", "/x/../y"],
-        &probes.path,
-        cap,
-        |req, v| req.path = Some(v),
-    );
-    capped("path", n);
-    let (hosts, n) = string_classes(
-        attrs.host,
-        &vocab.hosts,
-        true,
-        &["svidgate-outside.example"],
-        &probes.host,
-        cap,
-        |req, v| req.host = Some(v),
-    );
-    capped("host", n);
-    let (snis, n) = string_classes(
-        attrs.sni,
-        &vocab.snis,
-        true,
-        &["svidgate-outside.example"],
-        &probes.sni,
-        cap,
-        |req, v| req.sni = Some(v),
-    );
-    capped("SNI", n);
+    let strings = [
+        StringAttr {
+            name: "method",
+            read: attrs.method,
+            values: &vocab.methods,
+            fold: false,
+            outside: &["SVIDGATE-OUTSIDE", "GET", "get"],
+            probes: &probes.method,
+            set: |req, v| req.method = Some(v),
+        },
+        StringAttr {
+            name: "path",
+            read: attrs.path,
+            values: &vocab.paths,
+            fold: false,
+            outside: &["/svidgate-outside", "/x/../y"],
+            probes: &probes.path,
+            set: |req, v| req.path = Some(v),
+        },
+        StringAttr {
+            name: "host",
+            read: attrs.host,
+            values: &vocab.hosts,
+            fold: true,
+            outside: &["svidgate-outside.example"],
+            probes: &probes.host,
+            set: |req, v| req.host = Some(v),
+        },
+        StringAttr {
+            name: "SNI",
+            read: attrs.sni,
+            values: &vocab.snis,
+            fold: true,
+            outside: &["svidgate-outside.example"],
+            probes: &probes.sni,
+            set: |req, v| req.sni = Some(v),
+        },
+    ];
+    let [methods, paths, hosts, snis] = strings.map(|attr| {
+        let (list, n) = string_classes(&attr, cap);
+        capped(attr.name, n);
+        list
+    });
     let snis: Vec<Option<String>> = if attrs.sni {
         std::iter::once(None).chain(snis).collect()
     } else {
@@ -743,25 +746,32 @@ fn outcome_out(d: &DecisionOut) -> (bool, bool) {
     (e, d.dry_run.as_ref().map_or(e, |v| v.decision == "allow"))
 }
 
-/// The classes of a string attribute: `[None]` when no document reads it.
-fn string_classes(
+/// A string attribute of the request: where its candidates come from and how a request
+/// carries it.
+struct StringAttr<'a> {
+    name: &'static str,
+    /// Some document reads it.
     read: bool,
-    values: &[String],
+    values: &'a [String],
+    /// Compared case-insensitively.
     fold: bool,
-    outside: &[&str],
-    probes: &[CompiledPolicy],
-    cap: usize,
+    outside: &'static [&'static str],
+    probes: &'a [CompiledPolicy],
     set: for<'r> fn(&mut Request<'r>, &'r str),
-) -> (Vec<Option<String>>, usize) {
-    if !read {
+}
+
+/// The classes of a string attribute: `[None]` when no document reads it; and how many
+/// candidates there were before the cap.
+fn string_classes(attr: &StringAttr<'_>, cap: usize) -> (Vec<Option<String>>, usize) {
+    if !attr.read {
         return (vec![None], 0);
     }
-    let c = completions(values, fold, outside, cap);
+    let c = completions(attr.values, attr.fold, attr.outside, cap);
     let n = c.len();
     let c: Vec<String> = c.into_iter().take(cap).collect();
-    let kept = classes(c, probes, |p, v| {
+    let kept = classes(c, attr.probes, |p, v| {
         let mut req = Request::new(anon());
-        set(&mut req, v);
+        (attr.set)(&mut req, v);
         allowed(p, &req)
     });
     (kept.into_iter().map(Some).collect(), n)

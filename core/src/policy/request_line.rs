@@ -237,6 +237,7 @@ pub fn explain_line(policy: &CompiledPolicy, spec: &RequestSpec, mode: EvalMode)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::{NoIdentity, Peer};
 
     #[test]
     fn parse_lines() {
@@ -246,33 +247,201 @@ mod tests {
         .unwrap();
         assert_eq!(ok.peer.as_deref(), Some("spiffe://td/a"));
         assert_eq!(ok.mtls, Some(false));
+        assert_eq!(ok.port, Some(8080));
         assert_eq!(parse_line("{}").unwrap(), RequestLine::default());
-        for (line, want) in [
+        assert_eq!(
+            parse_line(r#"{"peer": null}"#).unwrap(),
+            RequestLine::default()
+        );
+
+        let bad = [
             (r#"{"peer": "x", "bogus": 1}"#, "unknown field `bogus`"),
             (r#"{"port": 70000}"#, "invalid value: integer `70000`"),
+            (
+                r#"{"port": "80"}"#,
+                "invalid type: string \"80\", expected u16",
+            ),
+            (
+                r#"{"mtls": "yes"}"#,
+                "invalid type: string \"yes\", expected a boolean",
+            ),
+            (
+                r#"{"headers": {"a": 1}}"#,
+                "invalid type: integer `1`, expected a string",
+            ),
+            (
+                r#"{"peer": 5}"#,
+                "invalid type: integer `5`, expected a string",
+            ),
+            (r#"{"peer": "a", "peer": "b"}"#, "duplicate field `peer`"),
             (r#"["x"]"#, "expected a JSON object, found an array"),
+            ("null", "expected a JSON object, found null"),
             ("peer", "expected value (column 1)"),
-        ] {
+            (r#"{"peer": "#, "EOF while parsing"),
+            ("{} x", "trailing characters"),
+        ];
+        for (line, want) in bad {
             let e = parse_line(line).unwrap_err();
             assert!(e.starts_with(want), "{line}: {e}");
+            assert!(!e.contains(" at line "), "{e}");
+        }
+        assert_eq!(
+            parse_line(r#"{"peer": "x", "bogus": 1}"#).unwrap_err(),
+            "unknown field `bogus`, expected one of `peer`, `mtls`, `method`, `path`, `host`, `port`, `headers`, `sni` (column 21)"
+        );
+    }
+
+    #[test]
+    fn request_spec_defaults_and_network_mode() {
+        let line = parse_line(
+            r#"{"peer": "spiffe://td/ns/a/sa/b", "method": "GET", "path": "/x", "host": "h", "port": 81, "headers": {"X-Tenant": "t"}, "sni": "s"}"#,
+        )
+        .unwrap();
+        let http = RequestSpec::new(line.clone(), EvalMode::Http);
+        assert!(matches!(http.peer.peer, Peer::Identity(_)));
+        assert_eq!(http.method.as_deref(), Some("GET"));
+        assert_eq!(http.headers, [("x-tenant".to_owned(), "t".to_owned())]);
+        let net = RequestSpec::new(line, EvalMode::Network);
+        assert_eq!(
+            (net.method, net.path, net.host, net.headers.len()),
+            (None, None, None, 0)
+        );
+        assert_eq!((net.port, net.sni.as_deref()), (Some(81), Some("s")));
+
+        let none = RequestSpec::new(RequestLine::default(), EvalMode::Http);
+        assert_eq!(none.peer.peer, Peer::None(NoIdentity::NoUriSan));
+        let no_mtls = RequestSpec::new(
+            RequestLine {
+                mtls: Some(false),
+                ..Default::default()
+            },
+            EvalMode::Http,
+        );
+        assert_eq!(no_mtls.peer.peer, Peer::None(NoIdentity::NotMtls));
+    }
+
+    #[test]
+    fn output_shape() {
+        let peer = peer_from_envoy(true, Some("nope"));
+        let v = Verdict {
+            allow: false,
+            policy: Some("p"),
+            rule: Some(0),
+            reason: "matched DENY policy",
+        };
+        let out = DecisionOut {
+            enforced: VerdictOut::new(&peer, &v),
+            dry_run: None,
+        };
+        let why = SpiffeId::parse("nope").unwrap_err();
+        let text = serde_json::to_string(&out).unwrap();
+        assert!(text.starts_with(r#"{"decision":"deny","policy":"p","rule":0,"reason":"#));
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&text).unwrap(),
+            serde_json::json!({
+                "decision": "deny",
+                "policy": "p",
+                "rule": 0,
+                "reason": format!("no valid peer identity: invalid SPIFFE ID \"nope\": {why}; matched DENY policy"),
+            })
+        );
+        let ok = peer_from_envoy(true, Some("spiffe://td/x"));
+        let allow = Verdict {
+            allow: true,
+            policy: None,
+            rule: None,
+            reason: "no ALLOW policy",
+        };
+        let out = DecisionOut {
+            enforced: VerdictOut::new(&ok, &allow),
+            dry_run: Some(VerdictOut::new(&ok, &v)),
+        };
+        assert_eq!(
+            serde_json::to_string(&out).unwrap(),
+            r#"{"decision":"allow","policy":null,"rule":null,"reason":"no ALLOW policy","dryRun":{"decision":"deny","policy":"p","rule":0,"reason":"matched DENY policy"}}"#
+        );
+    }
+
+    #[test]
+    fn peer_mapping_matches_the_filter() {
+        let id = "spiffe://cluster.local/ns/web/sa/frontend";
+        let cases: [(bool, Option<&str>, Peer, Option<&str>); 7] = [
+            (
+                true,
+                Some(id),
+                Peer::Identity(SpiffeId::parse(id).unwrap()),
+                None,
+            ),
+            // mTLS false wins over whatever URI SAN is given.
+            (
+                false,
+                Some(id),
+                Peer::None(NoIdentity::NotMtls),
+                Some("no valid peer identity: connection is not mTLS"),
+            ),
+            (
+                true,
+                None,
+                Peer::None(NoIdentity::NoUriSan),
+                Some("no valid peer identity: peer certificate has no URI SAN"),
+            ),
+            (
+                true,
+                Some("SPIFFE://cluster.local/ns/a/sa/b"),
+                Peer::None(NoIdentity::InvalidSpiffeId),
+                Some("no valid peer identity: invalid SPIFFE ID \"SPIFFE://cluster.local/ns/a/sa/b\": "),
+            ),
+            (
+                true,
+                Some("spiffe://cluster.local"),
+                Peer::None(NoIdentity::InvalidSpiffeId),
+                Some("no valid peer identity: invalid SPIFFE ID \"spiffe://cluster.local\": workload SPIFFE ID has no path"),
+            ),
+            (
+                true,
+                Some(""),
+                Peer::None(NoIdentity::NoUriSan),
+                Some("no valid peer identity: peer certificate has no URI SAN"),
+            ),
+            (
+                true,
+                Some("spiffe://cluster.local/ns/a/../b"),
+                Peer::None(NoIdentity::InvalidSpiffeId),
+                Some("no valid peer identity: invalid SPIFFE ID \"spiffe://cluster.local/ns/a/../b\": path has a '.' or '..' segment"),
+            ),
+        ];
+        for (mtls, san, peer, why) in cases {
+            let view = peer_from_envoy(mtls, san);
+            assert_eq!(view.peer, peer, "{mtls} {san:?}");
+            match (why, &view.why_none) {
+                (None, None) => {}
+                (Some(want), Some(got)) => assert!(got.starts_with(want), "{got} vs {want}"),
+                (want, got) => panic!("{san:?}: want {want:?}, got {got:?}"),
+            }
         }
     }
 
     #[test]
-    fn network_mode_drops_http_and_peer_reasons() {
-        let line = parse_line(r#"{"peer": "spiffe://td/ns/a/sa/b", "method": "GET", "path": "/x", "port": 81, "headers": {"X-T": "t"}}"#).unwrap();
-        let net = RequestSpec::new(line, EvalMode::Network);
-        assert_eq!((net.method, net.path, net.headers.len()), (None, None, 0));
-        assert_eq!(net.port, Some(81));
-        let none = peer_from_envoy(false, None);
-        let v = Verdict {
+    fn reason_includes_why_the_peer_has_no_identity() {
+        let verdict = Verdict {
             allow: false,
             policy: None,
             rule: None,
+            reason: "no ALLOW policy matched",
+        };
+        let none = peer_from_envoy(false, None);
+        assert_eq!(
+            verdict_reason(&none, &verdict),
+            "no valid peer identity: connection is not mTLS; no ALLOW policy matched"
+        );
+        let some = peer_from_envoy(true, Some("spiffe://td/x"));
+        assert_eq!(verdict_reason(&some, &verdict), "no ALLOW policy matched");
+        let engine_noted = Verdict {
             reason: "no ALLOW policy matched (no peer identity: connection is not mTLS)",
+            ..verdict
         };
         assert_eq!(
-            verdict_reason(&none, &v),
+            verdict_reason(&none, &engine_noted),
             "no valid peer identity: connection is not mTLS; no ALLOW policy matched"
         );
     }

@@ -190,8 +190,6 @@ pub fn load_policy_or_report(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use svidgate_core::policy::{NoIdentity, Peer, Verdict};
-    use svidgate_core::SpiffeId;
 
     #[test]
     fn format_detection() {
@@ -229,90 +227,6 @@ mod tests {
         assert_eq!(input.text, "trustDomain: x\n");
         let err = Input::read(Path::new("-"), &mut &b"\xff\xfe"[..]).unwrap_err();
         assert_eq!(err.to_string(), "cannot read <stdin>: not UTF-8 text");
-    }
-
-    #[test]
-    fn peer_mapping_matches_the_filter() {
-        let id = "spiffe://cluster.local/ns/web/sa/frontend";
-        let cases: [(bool, Option<&str>, Peer, Option<&str>); 7] = [
-            (
-                true,
-                Some(id),
-                Peer::Identity(SpiffeId::parse(id).unwrap()),
-                None,
-            ),
-            // mTLS false wins over whatever URI SAN is given.
-            (
-                false,
-                Some(id),
-                Peer::None(NoIdentity::NotMtls),
-                Some("no valid peer identity: connection is not mTLS"),
-            ),
-            (
-                true,
-                None,
-                Peer::None(NoIdentity::NoUriSan),
-                Some("no valid peer identity: peer certificate has no URI SAN"),
-            ),
-            (
-                true,
-                Some("SPIFFE://cluster.local/ns/a/sa/b"),
-                Peer::None(NoIdentity::InvalidSpiffeId),
-                Some("no valid peer identity: invalid SPIFFE ID \"SPIFFE://cluster.local/ns/a/sa/b\": "),
-            ),
-            (
-                true,
-                Some("spiffe://cluster.local"),
-                Peer::None(NoIdentity::InvalidSpiffeId),
-                Some("no valid peer identity: invalid SPIFFE ID \"spiffe://cluster.local\": workload SPIFFE ID has no path"),
-            ),
-            (
-                true,
-                Some(""),
-                Peer::None(NoIdentity::NoUriSan),
-                Some("no valid peer identity: peer certificate has no URI SAN"),
-            ),
-            (
-                true,
-                Some("spiffe://cluster.local/ns/a/../b"),
-                Peer::None(NoIdentity::InvalidSpiffeId),
-                Some("no valid peer identity: invalid SPIFFE ID \"spiffe://cluster.local/ns/a/../b\": path has a '.' or '..' segment"),
-            ),
-        ];
-        for (mtls, san, peer, why) in cases {
-            let view = peer_from_envoy(mtls, san);
-            assert_eq!(view.peer, peer, "{mtls} {san:?}");
-            match (why, &view.why_none) {
-                (None, None) => {}
-                (Some(want), Some(got)) => assert!(got.starts_with(want), "{got} vs {want}"),
-                (want, got) => panic!("{san:?}: want {want:?}, got {got:?}"),
-            }
-        }
-    }
-
-    #[test]
-    fn reason_includes_why_the_peer_has_no_identity() {
-        let verdict = Verdict {
-            allow: false,
-            policy: None,
-            rule: None,
-            reason: "no ALLOW policy matched",
-        };
-        let none = peer_from_envoy(false, None);
-        assert_eq!(
-            verdict_reason(&none, &verdict),
-            "no valid peer identity: connection is not mTLS; no ALLOW policy matched"
-        );
-        let some = peer_from_envoy(true, Some("spiffe://td/x"));
-        assert_eq!(verdict_reason(&some, &verdict), "no ALLOW policy matched");
-        let engine_noted = Verdict {
-            reason: "no ALLOW policy matched (no peer identity: connection is not mTLS)",
-            ..verdict
-        };
-        assert_eq!(
-            verdict_reason(&none, &engine_noted),
-            "no valid peer identity: connection is not mTLS; no ALLOW policy matched"
-        );
     }
 
     #[test]
