@@ -23,7 +23,7 @@
 //! has dry-run policies, the dry-run allow/deny (absent = the enforced one); which policy or
 //! rule decided is not compared, so reordered and split rules give no difference.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 use serde::Serialize;
 
@@ -442,11 +442,11 @@ fn classes<T: Clone>(
     probes: &[CompiledPolicy],
     accepts: impl Fn(&CompiledPolicy, &T) -> bool,
 ) -> Vec<T> {
-    let mut seen: HashMap<Vec<bool>, ()> = HashMap::new();
+    let mut seen: HashSet<Vec<bool>> = HashSet::new();
     let mut out = Vec::new();
     for c in candidates {
         let sig: Vec<bool> = probes.iter().map(|p| accepts(p, &c)).collect();
-        if seen.insert(sig, ()).is_none() {
+        if seen.insert(sig) {
             out.push(c);
         }
     }
@@ -613,27 +613,7 @@ pub fn diff(
     for (name, l) in &headers {
         class_counts.insert(format!("header {name}"), l.len());
     }
-    let space: u128 = [
-        peers.len(),
-        methods.len(),
-        paths.len(),
-        hosts.len(),
-        ports.len(),
-        snis.len(),
-    ]
-    .iter()
-    .copied()
-    .chain(headers.iter().map(|(_, l)| l.len()))
-    .map(|n| n as u128)
-    .product();
-    if space > u128::from(opts.max_requests) && inconclusive.is_none() {
-        inconclusive = Some(format!(
-            "{space} combinations of value classes exceed the cap of {}: only the first {} were evaluated",
-            opts.max_requests, opts.max_requests
-        ));
-    }
-
-    // Odometer over all dimensions.
+    // The dimensions of the search: peer, method, path, host, port, SNI, then each header.
     let mut sizes: Vec<usize> = vec![
         peers.len(),
         methods.len(),
@@ -643,6 +623,15 @@ pub fn diff(
         snis.len(),
     ];
     sizes.extend(headers.iter().map(|(_, l)| l.len()));
+    let space: u128 = sizes.iter().map(|n| *n as u128).product();
+    if space > u128::from(opts.max_requests) && inconclusive.is_none() {
+        inconclusive = Some(format!(
+            "{space} combinations of value classes exceed the cap of {}: only the first {} were evaluated",
+            opts.max_requests, opts.max_requests
+        ));
+    }
+
+    // Odometer over all dimensions.
     if sizes.contains(&0) {
         return Ok(DiffReport {
             differences: Vec::new(),
