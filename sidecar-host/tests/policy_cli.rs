@@ -376,6 +376,58 @@ fn check_reports_each_problem_on_its_own_line() {
     );
 }
 
+/// `check` reads a whole WasmPlugin `pluginConfig` the way the filter does: the `filter`
+/// settings are checked too, and a bad one is named by its field.
+#[test]
+fn check_accepts_a_plugin_config_with_filter_settings() {
+    const FILTER: &str = "filter:\n  identityHeader: x-spiffe-peer-id\n  denyStatus: 403\n  strict: true\n  mode: http\n  repeatedHeaders: deny\n  limits: {maxPolicies: 10, maxHeaderNames: 4}\n";
+    let json = r#"{"trustDomain": "td", "policies": [], "filter": {"mode": "network", "denyBody": "no"}}"#;
+    let cases = [
+        (
+            "plugin.yaml",
+            format!("{POLICY}{FILTER}"),
+            0,
+            "plugin.yaml: ok: 3 policies (2 DENY, 1 ALLOW, 1 dry-run), trust domain cluster.local"
+                .to_owned(),
+        ),
+        (
+            "plugin.json",
+            json.to_owned(),
+            0,
+            "plugin.json: ok: 0 policies, trust domain td".to_owned(),
+        ),
+        (
+            "status.yaml",
+            format!("{POLICY}filter:\n  denyStatus: 200\n"),
+            1,
+            "status.yaml: filter.denyStatus: must be an HTTP status code from 400 to 599 (200)"
+                .to_owned(),
+        ),
+        (
+            "mode.json",
+            r#"{"trustDomain": "td", "policies": [], "filter": {"mode": "grpc"}}"#.to_owned(),
+            1,
+            r#"mode.json: filter.mode: must be "auto", "http" or "network" ("grpc")"#.to_owned(),
+        ),
+        (
+            "limit.yaml",
+            format!("{POLICY}filter:\n  limits: {{maxPolicies: 2}}\n"),
+            1,
+            "limit.yaml: the document has 3 policies, more than the limit of 2 (filter.limits.maxPolicies)"
+                .to_owned(),
+        ),
+    ];
+    for (name, text, code, want) in cases {
+        let dir = tempdir_with(&[(name, &text)]);
+        let run = svidgate(dir.path(), &["policy", "check", name], "");
+        assert_eq!(
+            (run.code, run.stdout.as_str(), run.stderr.as_str()),
+            (code, &*format!("{want}\n"), ""),
+            "{name}"
+        );
+    }
+}
+
 #[test]
 fn check_syntax_errors_name_line_and_column() {
     let cases = [
