@@ -381,7 +381,8 @@ fn check_reports_each_problem_on_its_own_line() {
 #[test]
 fn check_accepts_a_plugin_config_with_filter_settings() {
     const FILTER: &str = "filter:\n  identityHeader: x-spiffe-peer-id\n  denyStatus: 403\n  strict: true\n  mode: http\n  repeatedHeaders: deny\n  limits: {maxPolicies: 10, maxHeaderNames: 4}\n";
-    let json = r#"{"trustDomain": "td", "policies": [], "filter": {"mode": "network", "denyBody": "no"}}"#;
+    let json =
+        r#"{"trustDomain": "td", "policies": [], "filter": {"mode": "network", "denyBody": "no"}}"#;
     let cases = [
         (
             "plugin.yaml",
@@ -434,7 +435,7 @@ fn check_syntax_errors_name_line_and_column() {
         (
             "p.yaml",
             "trustDomain: td\npolicies:\n  - name: a\n    rules: [\n",
-            "p.yaml: did not find expected node content at line 5 column 1, while parsing a flow node",
+            "p.yaml: while parsing a node, did not find expected node content at line 5 column 1",
         ),
         (
             "p.json",
