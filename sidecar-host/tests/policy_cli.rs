@@ -609,94 +609,54 @@ fn eval_and_explain_refuse_an_invalid_policy() {
 #[test]
 fn explain_traces_allowed_and_denied_requests() {
     let dir = tempdir_with(&[("p.yaml", POLICY)]);
-    let run = svidgate(
-        dir.path(),
-        &[
-            "policy",
-            "explain",
-            "--policy",
-            "p.yaml",
-            "--peer",
-            FRONTEND,
-            "--method",
-            "GET",
-            "--path",
-            "/api/orders",
-            "--host",
-            "api",
-            "--port",
-            "8080",
-        ],
-        "",
-    );
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(
-        run.stdout.lines().collect::<Vec<_>>(),
-        [
-            "input: peer spiffe://cluster.local/ns/web/sa/frontend, GET /api/orders, host api, port 8080 (http)",
-            "request (HTTP): peer \"cluster.local/ns/web/sa/frontend\"",
-            "policy \"deny-legacy\" (DENY):",
-            "  rule 0: no match: from[0].source.namespaces: namespace \"web\" matches none",
-            "policy \"lock-admin\" (DENY, dry-run):",
-            "  rule 0: no match: to[0].operation.paths: path \"/api/orders\" matches none",
-            "policy \"api-readers\" (ALLOW):",
-            "  rule 0: MATCH",
-            "  rule 1: no match: to[0].operation.paths: path \"/api/orders\" matches none",
-            "decision: ALLOW by policy \"api-readers\" rule 0: matched ALLOW policy",
-            "dry-run decision: ALLOW by policy \"api-readers\" rule 0: matched ALLOW policy",
-        ]
-    );
-
-    let run = svidgate(
-        dir.path(),
-        &[
-            "policy",
-            "explain",
-            "--policy",
-            "p.yaml",
-            "--peer",
-            LEGACY,
-            "--method",
-            "GET",
-            "--path",
-            "/api/admin/x",
-            "--header",
-            "X-Tenant=acme",
-        ],
-        "",
-    );
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(
-        run.stdout.lines().collect::<Vec<_>>(),
-        [
-            "input: peer spiffe://cluster.local/ns/legacy/sa/old, GET /api/admin/x, header x-tenant=acme (http)",
-            "request (HTTP): peer \"cluster.local/ns/legacy/sa/old\"",
-            "policy \"deny-legacy\" (DENY):",
-            "  rule 0: MATCH",
-            "policy \"lock-admin\" (DENY, dry-run):",
-            "  rule 0: MATCH",
-            "policy \"api-readers\" (ALLOW):",
-            "  rule 0: no match: from[0].source.principals: peer \"cluster.local/ns/legacy/sa/old\" matches none",
-            "  rule 1: no match: to[0].operation.paths: path \"/api/admin/x\" matches none",
-            "decision: DENY by policy \"deny-legacy\" rule 0: matched DENY policy",
-            "dry-run decision: DENY by policy \"deny-legacy\" rule 0: matched DENY policy",
-        ]
-    );
+    let explain = |args: &[&str]| {
+        let mut all = vec!["policy", "explain", "--policy", "p.yaml"];
+        all.extend_from_slice(args);
+        let run = svidgate(dir.path(), &all, "");
+        assert_eq!(run.code, 0, "{args:?}: {}", run.stderr);
+        run
+    };
+    // (the request, the whole trace)
+    let cases: [(&[&str], &[&str]); 2] = [
+        (
+            &["--peer", FRONTEND, "--method", "GET", "--path", "/api/orders", "--host", "api", "--port", "8080"],
+            &[
+                "input: peer spiffe://cluster.local/ns/web/sa/frontend, GET /api/orders, host api, port 8080 (http)",
+                "request (HTTP): peer \"cluster.local/ns/web/sa/frontend\"",
+                "policy \"deny-legacy\" (DENY):",
+                "  rule 0: no match: from[0].source.namespaces: namespace \"web\" matches none",
+                "policy \"lock-admin\" (DENY, dry-run):",
+                "  rule 0: no match: to[0].operation.paths: path \"/api/orders\" matches none",
+                "policy \"api-readers\" (ALLOW):",
+                "  rule 0: MATCH",
+                "  rule 1: no match: to[0].operation.paths: path \"/api/orders\" matches none",
+                "decision: ALLOW by policy \"api-readers\" rule 0: matched ALLOW policy",
+                "dry-run decision: ALLOW by policy \"api-readers\" rule 0: matched ALLOW policy",
+            ],
+        ),
+        (
+            &["--peer", LEGACY, "--method", "GET", "--path", "/api/admin/x", "--header", "X-Tenant=acme"],
+            &[
+                "input: peer spiffe://cluster.local/ns/legacy/sa/old, GET /api/admin/x, header x-tenant=acme (http)",
+                "request (HTTP): peer \"cluster.local/ns/legacy/sa/old\"",
+                "policy \"deny-legacy\" (DENY):",
+                "  rule 0: MATCH",
+                "policy \"lock-admin\" (DENY, dry-run):",
+                "  rule 0: MATCH",
+                "policy \"api-readers\" (ALLOW):",
+                "  rule 0: no match: from[0].source.principals: peer \"cluster.local/ns/legacy/sa/old\" matches none",
+                "  rule 1: no match: to[0].operation.paths: path \"/api/admin/x\" matches none",
+                "decision: DENY by policy \"deny-legacy\" rule 0: matched DENY policy",
+                "dry-run decision: DENY by policy \"deny-legacy\" rule 0: matched DENY policy",
+            ],
+        ),
+    ];
+    for (args, want) in cases {
+        assert_eq!(explain(args).out_lines(), want, "{args:?}");
+    }
 
     // No mTLS: the input line says why there is no identity; the decision is still last.
-    let run = svidgate(
-        dir.path(),
-        &[
-            "policy",
-            "explain",
-            "--policy",
-            "p.yaml",
-            "--no-mtls",
-            "--network",
-        ],
-        "",
-    );
-    assert_eq!(run.code, 0);
+    let run = explain(&["--no-mtls", "--network"]);
     let lines = run.out_lines();
     assert_eq!(
         lines[0],

@@ -23,24 +23,18 @@
 
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
-};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use serde_json::{json, Value};
+use svidgate_e2e::tls::{connect, EnvoyPki, ThreadServer, IO_TIMEOUT, SERVER_NAME};
 use svidgate_e2e::{filter_wasm, free_port, repo_root, Envoy};
 
 const FRONTEND: &str = "spiffe://cluster.local/ns/web/sa/frontend";
-const SERVER_NAME: &str = "svc.test";
 /// What the upstream puts in a response for a resource the policy denies.
 const MARKERS: [&str; 5] = [
     "ADMIN-SECRET",
@@ -49,7 +43,6 @@ const MARKERS: [&str; 5] = [
     "SPOOFED-IDENTITY",
     "ADMIN-HOST",
 ];
-const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
 // ---------------------------------------------------------------------------------------
 // Certificates
@@ -61,43 +54,10 @@ struct Pki {
 impl Pki {
     /// A CA, Envoy's server certificate (files in `dir`) and the frontend's client leaf.
     fn new(dir: &Path) -> Result<Pki> {
-        let mut p = CertificateParams::default();
-        p.distinguished_name = DistinguishedName::new();
-        p.distinguished_name
-            .push(DnType::CommonName, "svidgate security e2e CA");
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let ca = CertifiedIssuer::self_signed(p, KeyPair::generate()?)?;
-        let mut p = CertificateParams::new(vec![SERVER_NAME.to_owned()])?;
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let key = KeyPair::generate()?;
-        let cert = p.signed_by(&key, &ca)?;
-        std::fs::write(dir.join("server.pem"), cert.pem())?;
-        std::fs::write(dir.join("server.key"), key.serialize_pem())?;
-        std::fs::write(dir.join("ca.pem"), ca.pem())?;
-
-        let mut p = CertificateParams::default();
-        p.subject_alt_names = vec![SanType::URI(FRONTEND.try_into()?)];
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        p.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let key = KeyPair::generate()?;
-        let leaf: CertificateDer<'static> = p.signed_by(&key, &ca)?.der().clone();
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(ca.der().clone())?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let client = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_client_auth_cert(
-                vec![leaf],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-            )?;
+        let pki = EnvoyPki::new(dir, "svidgate security e2e CA")?;
+        let leaf = pki.leaf(&[FRONTEND], false)?;
         Ok(Pki {
-            client: Arc::new(client),
+            client: pki.client_config(&leaf)?,
         })
     }
 }
@@ -203,46 +163,11 @@ fn serve(head: &str) -> String {
     format!("UPSTREAM {}\n{head}", markers.join(" "))
 }
 
-struct Upstream {
-    port: u16,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Upstream {
-    fn start() -> Result<Upstream> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
-        let port = listener.local_addr()?.port();
-        let stop = Arc::new(AtomicBool::new(false));
-        let st = stop.clone();
-        let thread = std::thread::spawn(move || {
-            while !st.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((sock, _)) => {
-                        std::thread::spawn(move || {
-                            let _ = serve_connection(sock);
-                        });
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
-                }
-            }
-        });
-        Ok(Upstream {
-            port,
-            stop,
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+/// The lenient upstream, stopped on drop.
+fn start_upstream() -> Result<ThreadServer> {
+    ThreadServer::start(|sock| {
+        let _ = serve_connection(sock);
+    })
 }
 
 fn serve_connection(mut sock: TcpStream) -> std::io::Result<()> {
@@ -402,14 +327,14 @@ struct Setup {
     envoy: Envoy,
     pki: Pki,
     ports: BTreeMap<&'static str, u16>,
-    _upstream: Upstream,
+    _upstream: ThreadServer,
     _dir: tempfile::TempDir,
 }
 
 fn start() -> Result<Setup> {
     let dir = tempfile::tempdir()?;
     let pki = Pki::new(dir.path())?;
-    let upstream = Upstream::start()?;
+    let upstream = start_upstream()?;
     let mut ports = BTreeMap::new();
     let mut listeners = Vec::new();
     for (name, shipped, policy, bare) in [
@@ -458,12 +383,7 @@ struct Resp {
 }
 
 fn tls(pki: &Pki, port: u16) -> Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
-    let conn =
-        rustls::ClientConnection::new(pki.client.clone(), ServerName::try_from(SERVER_NAME)?)?;
-    let sock = TcpStream::connect(("127.0.0.1", port))?;
-    sock.set_read_timeout(Some(IO_TIMEOUT))?;
-    sock.set_write_timeout(Some(IO_TIMEOUT))?;
-    Ok(rustls::StreamOwned::new(conn, sock))
+    connect(pki.client.clone(), port)
 }
 
 /// Sends raw HTTP/1.1 bytes (`head` without the final blank line) and reads one response.
