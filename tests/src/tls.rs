@@ -2,6 +2,7 @@
 //! (a CA, Envoy's server certificate, client leaves with chosen URI SANs, a rustls client that
 //! presents them) and a threaded upstream server on loopback, stopped on drop.
 
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -170,5 +171,35 @@ impl Drop for ThreadServer {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// Serves HTTP/1.1 on an accepted upstream connection until the peer closes it: reads each
+/// request head (at most 64 KiB; no bodies) and answers 200 `text/plain` with the body
+/// `respond` makes of the head.
+pub fn serve_http(
+    mut sock: TcpStream,
+    mut respond: impl FnMut(&[u8]) -> Vec<u8>,
+) -> std::io::Result<()> {
+    sock.set_nonblocking(false)?;
+    sock.set_nodelay(true)?;
+    sock.set_read_timeout(Some(IO_TIMEOUT))?;
+    loop {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if sock.read(&mut byte)? == 0 || head.len() > 64 * 1024 {
+                return Ok(());
+            }
+            head.push(byte[0]);
+        }
+        let body = respond(&head);
+        let mut out = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        out.extend_from_slice(&body);
+        sock.write_all(&out)?;
     }
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
-use svidgate_e2e::tls::{EnvoyPki, Leaf, ThreadServer, SERVER_NAME};
+use svidgate_e2e::tls::{self, EnvoyPki, Leaf, ThreadServer, SERVER_NAME};
 use svidgate_e2e::{envoy_validate, filter_wasm, free_port, repo_root, Envoy};
 
 const TD: &str = "cluster.local";
@@ -155,7 +155,10 @@ impl Server {
         let server = ThreadServer::start(move |sock| {
             a.fetch_add(1, Ordering::SeqCst);
             let _ = if http {
-                serve_http(sock, &r)
+                tls::serve_http(sock, |head| {
+                    r.fetch_add(head.len(), Ordering::SeqCst);
+                    head.to_vec()
+                })
             } else {
                 serve_echo(sock, &r)
             };
@@ -166,30 +169,6 @@ impl Server {
             received,
             _server: server,
         })
-    }
-}
-
-fn serve_http(mut sock: TcpStream, received: &AtomicUsize) -> std::io::Result<()> {
-    sock.set_nonblocking(false)?;
-    sock.set_nodelay(true)?;
-    sock.set_read_timeout(Some(Duration::from_secs(5)))?;
-    loop {
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            if sock.read(&mut byte)? == 0 {
-                return Ok(());
-            }
-            head.push(byte[0]);
-        }
-        received.fetch_add(head.len(), Ordering::SeqCst);
-        let resp = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n",
-            head.len()
-        );
-        let mut out = resp.into_bytes();
-        out.extend_from_slice(&head);
-        sock.write_all(&out)?;
     }
 }
 

@@ -31,7 +31,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use rustls::pki_types::ServerName;
 use serde_json::{json, Value};
-use svidgate_e2e::tls::{connect, EnvoyPki, ThreadServer, IO_TIMEOUT, SERVER_NAME};
+use svidgate_e2e::tls::{self, connect, EnvoyPki, ThreadServer, IO_TIMEOUT, SERVER_NAME};
 use svidgate_e2e::{filter_wasm, free_port, repo_root, Envoy};
 
 const FRONTEND: &str = "spiffe://cluster.local/ns/web/sa/frontend";
@@ -166,32 +166,10 @@ fn serve(head: &str) -> String {
 /// The lenient upstream, stopped on drop.
 fn start_upstream() -> Result<ThreadServer> {
     ThreadServer::start(|sock| {
-        let _ = serve_connection(sock);
+        let _ = tls::serve_http(sock, |head| {
+            serve(&String::from_utf8_lossy(head)).into_bytes()
+        });
     })
-}
-
-fn serve_connection(mut sock: TcpStream) -> std::io::Result<()> {
-    sock.set_nonblocking(false)?;
-    sock.set_read_timeout(Some(IO_TIMEOUT))?;
-    loop {
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            if sock.read(&mut byte)? == 0 {
-                return Ok(());
-            }
-            head.push(byte[0]);
-            if head.len() > 64 * 1024 {
-                return Ok(());
-            }
-        }
-        let body = serve(&String::from_utf8_lossy(&head));
-        let resp = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        sock.write_all(resp.as_bytes())?;
-    }
 }
 
 // ---------------------------------------------------------------------------------------
