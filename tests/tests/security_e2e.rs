@@ -454,64 +454,53 @@ fn h2(
     authority: &str,
     headers: &[(&str, &str)],
 ) -> Result<Resp> {
+    let request = async {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        let connector = tokio_rustls::TlsConnector::from(pki.client.clone());
+        let stream = connector
+            .connect(ServerName::try_from(SERVER_NAME)?, tcp)
+            .await?;
+        let (mut client, conn) = h2::client::handshake(stream).await?;
+        let driver = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let uri = http::Uri::builder()
+            .scheme("https")
+            .authority(authority)
+            .path_and_query(path)
+            .build()?;
+        let mut req = http::Request::builder()
+            .method(http::Method::from_bytes(method.as_bytes())?)
+            .uri(uri);
+        for (n, v) in headers {
+            req = req.header(*n, *v);
+        }
+        let (resp, _) = client.send_request(req.body(())?, true)?;
+        let resp = resp.await?;
+        let status = resp.status().as_u16();
+        let location = resp
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let mut body = resp.into_body();
+        let mut data = Vec::new();
+        while let Some(chunk) = body.data().await {
+            let chunk: bytes::Bytes = chunk?;
+            let _ = body.flow_control().release_capacity(chunk.len());
+            data.extend_from_slice(&chunk);
+        }
+        driver.abort();
+        Ok::<_, anyhow::Error>(Resp {
+            status,
+            location,
+            body: String::from_utf8_lossy(&data).into_owned(),
+        })
+    };
     rt.block_on(async {
-        tokio::time::timeout(
-            IO_TIMEOUT,
-            h2_request(pki, port, method, path, authority, headers),
-        )
-        .await
-        .context("HTTP/2 request timed out")?
-    })
-}
-
-async fn h2_request(
-    pki: &Pki,
-    port: u16,
-    method: &str,
-    path: &str,
-    authority: &str,
-    headers: &[(&str, &str)],
-) -> Result<Resp> {
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    let connector = tokio_rustls::TlsConnector::from(pki.client.clone());
-    let stream = connector
-        .connect(ServerName::try_from(SERVER_NAME)?, tcp)
-        .await?;
-    let (mut client, conn) = h2::client::handshake(stream).await?;
-    let driver = tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let uri = http::Uri::builder()
-        .scheme("https")
-        .authority(authority)
-        .path_and_query(path)
-        .build()?;
-    let mut req = http::Request::builder()
-        .method(http::Method::from_bytes(method.as_bytes())?)
-        .uri(uri);
-    for (n, v) in headers {
-        req = req.header(*n, *v);
-    }
-    let (resp, _) = client.send_request(req.body(())?, true)?;
-    let resp = resp.await?;
-    let status = resp.status().as_u16();
-    let location = resp
-        .headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let mut body = resp.into_body();
-    let mut data = Vec::new();
-    while let Some(chunk) = body.data().await {
-        let chunk: bytes::Bytes = chunk?;
-        let _ = body.flow_control().release_capacity(chunk.len());
-        data.extend_from_slice(&chunk);
-    }
-    driver.abort();
-    Ok(Resp {
-        status,
-        location,
-        body: String::from_utf8_lossy(&data).into_owned(),
+        tokio::time::timeout(IO_TIMEOUT, request)
+            .await
+            .context("HTTP/2 request timed out")?
     })
 }
 
