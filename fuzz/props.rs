@@ -9,7 +9,9 @@ use svidgate_core::http::{
     check_method, check_path, collect_headers, normalize_host, path_part, RepeatedHeaders,
 };
 use svidgate_core::plugin_config::PluginConfig;
-use svidgate_core::policy::{CompiledPolicy, EvalMode, NoIdentity, Peer, PolicyDocument, Request};
+use svidgate_core::policy::{
+    self, CompiledPolicy, EvalMode, NoIdentity, Peer, PolicyDocument, Request, MAX_DEPTH,
+};
 use svidgate_core::spiffe_id::{validate_path, validate_trust_domain, SpiffeId, TrustDomain};
 use svidgate_core::svid::{check_leaf_der, check_leaf_pem, LeafInfo};
 
@@ -99,6 +101,33 @@ pub fn policy_document(data: &[u8]) {
                 let _ = policy.evaluate(&req, mode);
             }
         }
+    }
+}
+
+/// The size and depth caps are exact: whatever YAML or JSON text gets past them parses into a
+/// value no deeper than [`MAX_DEPTH`] (aliases expanded), and never panics.
+pub fn document_shape(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    for value in [policy::yaml_value(text), policy::json_value(text)]
+        .into_iter()
+        .flatten()
+    {
+        let depth = value_depth(&value);
+        assert!(
+            depth <= MAX_DEPTH,
+            "accepted a document {depth} levels deep"
+        );
+    }
+}
+
+/// Levels of arrays and objects in a parsed value (a scalar is 0).
+pub fn value_depth(v: &serde_json::Value) -> usize {
+    match v {
+        serde_json::Value::Array(a) => 1 + a.iter().map(value_depth).max().unwrap_or(0),
+        serde_json::Value::Object(o) => 1 + o.values().map(value_depth).max().unwrap_or(0),
+        _ => 0,
     }
 }
 

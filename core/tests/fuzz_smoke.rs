@@ -166,6 +166,21 @@ fn policy_document_properties_hold_on_mutated_inputs() {
 }
 
 #[test]
+fn document_shape_properties_hold_on_mutated_inputs() {
+    let seeds: &[&[u8]] = &[
+        seed!("document_shape/anchors.yaml"),
+        seed!("document_shape/nested.json"),
+        seed!("document_shape/edge.yaml"),
+        seed!("policy_document/design.yaml"),
+    ];
+    let tokens: &[&[u8]] = &[
+        b"[", b"]", b"{", b"}", b"\"", b"'", b"\n ", b"\n- ", b"- ", b": ", b"&a ", b"*a", b"|\n ",
+        b">\n ", b"# ", b"? ", b",", b"\\",
+    ];
+    run(0x5eed_0006, 5_000, seeds, tokens, props::document_shape);
+}
+
+#[test]
 fn request_path_properties_hold_on_mutated_inputs() {
     let seeds: &[&[u8]] = &[
         seed!("request_path/plain"),

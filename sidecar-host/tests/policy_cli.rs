@@ -399,13 +399,66 @@ fn check_reports_each_problem_on_its_own_line() {
     );
 }
 
+/// `check` reads a whole WasmPlugin `pluginConfig` the way the filter does: the `filter`
+/// settings are checked too, and a bad one is named by its field.
+#[test]
+fn check_accepts_a_plugin_config_with_filter_settings() {
+    const FILTER: &str = "filter:\n  identityHeader: x-spiffe-peer-id\n  denyStatus: 403\n  strict: true\n  mode: http\n  repeatedHeaders: deny\n  limits: {maxPolicies: 10, maxHeaderNames: 4}\n";
+    let json =
+        r#"{"trustDomain": "td", "policies": [], "filter": {"mode": "network", "denyBody": "no"}}"#;
+    let cases = [
+        (
+            "plugin.yaml",
+            format!("{POLICY}{FILTER}"),
+            0,
+            "plugin.yaml: ok: 3 policies (2 DENY, 1 ALLOW, 1 dry-run), trust domain cluster.local"
+                .to_owned(),
+        ),
+        (
+            "plugin.json",
+            json.to_owned(),
+            0,
+            "plugin.json: ok: 0 policies, trust domain td".to_owned(),
+        ),
+        (
+            "status.yaml",
+            format!("{POLICY}filter:\n  denyStatus: 200\n"),
+            1,
+            "status.yaml: filter.denyStatus: must be an HTTP status code from 400 to 599 (200)"
+                .to_owned(),
+        ),
+        (
+            "mode.json",
+            r#"{"trustDomain": "td", "policies": [], "filter": {"mode": "grpc"}}"#.to_owned(),
+            1,
+            r#"mode.json: filter.mode: must be "auto", "http" or "network" ("grpc")"#.to_owned(),
+        ),
+        (
+            "limit.yaml",
+            format!("{POLICY}filter:\n  limits: {{maxPolicies: 2}}\n"),
+            1,
+            "limit.yaml: the document has 3 policies, more than the limit of 2 (filter.limits.maxPolicies)"
+                .to_owned(),
+        ),
+    ];
+    for (name, text, code, want) in cases {
+        let dir = tempdir_with(&[(name, &text)]);
+        let run = svidgate(dir.path(), &["policy", "check", name], "");
+        assert_eq!(
+            (run.code, run.stdout.as_str(), run.stderr.as_str()),
+            (code, &*format!("{want}\n"), ""),
+            "{name}"
+        );
+    }
+}
+
 #[test]
 fn check_syntax_errors_name_line_and_column() {
     let cases = [
         (
             "p.yaml",
             "trustDomain: td\npolicies:\n  - name: a\n    rules: [\n",
-            "p.yaml: did not find expected node content at line 5 column 1, while parsing a flow node",
+            "p.yaml: while parsing a node, did not find expected node content at line 5 column 1",
         ),
         (
             "p.json",
@@ -579,94 +632,54 @@ fn eval_and_explain_refuse_an_invalid_policy() {
 #[test]
 fn explain_traces_allowed_and_denied_requests() {
     let dir = tempdir_with(&[("p.yaml", POLICY)]);
-    let run = svidgate(
-        dir.path(),
-        &[
-            "policy",
-            "explain",
-            "--policy",
-            "p.yaml",
-            "--peer",
-            FRONTEND,
-            "--method",
-            "GET",
-            "--path",
-            "/api/orders",
-            "--host",
-            "api",
-            "--port",
-            "8080",
-        ],
-        "",
-    );
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(
-        run.stdout.lines().collect::<Vec<_>>(),
-        [
-            "input: peer spiffe://cluster.local/ns/web/sa/frontend, GET /api/orders, host api, port 8080 (http)",
-            "request (HTTP): peer \"cluster.local/ns/web/sa/frontend\"",
-            "policy \"deny-legacy\" (DENY):",
-            "  rule 0: no match: from[0].source.namespaces: namespace \"web\" matches none",
-            "policy \"lock-admin\" (DENY, dry-run):",
-            "  rule 0: no match: to[0].operation.paths: path \"/api/orders\" matches none",
-            "policy \"api-readers\" (ALLOW):",
-            "  rule 0: MATCH",
-            "  rule 1: no match: to[0].operation.paths: path \"/api/orders\" matches none",
-            "decision: ALLOW by policy \"api-readers\" rule 0: matched ALLOW policy",
-            "dry-run decision: ALLOW by policy \"api-readers\" rule 0: matched ALLOW policy",
-        ]
-    );
-
-    let run = svidgate(
-        dir.path(),
-        &[
-            "policy",
-            "explain",
-            "--policy",
-            "p.yaml",
-            "--peer",
-            LEGACY,
-            "--method",
-            "GET",
-            "--path",
-            "/api/admin/x",
-            "--header",
-            "X-Tenant=acme",
-        ],
-        "",
-    );
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(
-        run.stdout.lines().collect::<Vec<_>>(),
-        [
-            "input: peer spiffe://cluster.local/ns/legacy/sa/old, GET /api/admin/x, header x-tenant=acme (http)",
-            "request (HTTP): peer \"cluster.local/ns/legacy/sa/old\"",
-            "policy \"deny-legacy\" (DENY):",
-            "  rule 0: MATCH",
-            "policy \"lock-admin\" (DENY, dry-run):",
-            "  rule 0: MATCH",
-            "policy \"api-readers\" (ALLOW):",
-            "  rule 0: no match: from[0].source.principals: peer \"cluster.local/ns/legacy/sa/old\" matches none",
-            "  rule 1: no match: to[0].operation.paths: path \"/api/admin/x\" matches none",
-            "decision: DENY by policy \"deny-legacy\" rule 0: matched DENY policy",
-            "dry-run decision: DENY by policy \"deny-legacy\" rule 0: matched DENY policy",
-        ]
-    );
+    let explain = |args: &[&str]| {
+        let mut all = vec!["policy", "explain", "--policy", "p.yaml"];
+        all.extend_from_slice(args);
+        let run = svidgate(dir.path(), &all, "");
+        assert_eq!(run.code, 0, "{args:?}: {}", run.stderr);
+        run
+    };
+    // (the request, the whole trace)
+    let cases: [(&[&str], &[&str]); 2] = [
+        (
+            &["--peer", FRONTEND, "--method", "GET", "--path", "/api/orders", "--host", "api", "--port", "8080"],
+            &[
+                "input: peer spiffe://cluster.local/ns/web/sa/frontend, GET /api/orders, host api, port 8080 (http)",
+                "request (HTTP): peer \"cluster.local/ns/web/sa/frontend\"",
+                "policy \"deny-legacy\" (DENY):",
+                "  rule 0: no match: from[0].source.namespaces: namespace \"web\" matches none",
+                "policy \"lock-admin\" (DENY, dry-run):",
+                "  rule 0: no match: to[0].operation.paths: path \"/api/orders\" matches none",
+                "policy \"api-readers\" (ALLOW):",
+                "  rule 0: MATCH",
+                "  rule 1: no match: to[0].operation.paths: path \"/api/orders\" matches none",
+                "decision: ALLOW by policy \"api-readers\" rule 0: matched ALLOW policy",
+                "dry-run decision: ALLOW by policy \"api-readers\" rule 0: matched ALLOW policy",
+            ],
+        ),
+        (
+            &["--peer", LEGACY, "--method", "GET", "--path", "/api/admin/x", "--header", "X-Tenant=acme"],
+            &[
+                "input: peer spiffe://cluster.local/ns/legacy/sa/old, GET /api/admin/x, header x-tenant=acme (http)",
+                "request (HTTP): peer \"cluster.local/ns/legacy/sa/old\"",
+                "policy \"deny-legacy\" (DENY):",
+                "  rule 0: MATCH",
+                "policy \"lock-admin\" (DENY, dry-run):",
+                "  rule 0: MATCH",
+                "policy \"api-readers\" (ALLOW):",
+                "  rule 0: no match: from[0].source.principals: peer \"cluster.local/ns/legacy/sa/old\" matches none",
+                "  rule 1: no match: to[0].operation.paths: path \"/api/admin/x\" matches none",
+                "decision: DENY by policy \"deny-legacy\" rule 0: matched DENY policy",
+                "dry-run decision: DENY by policy \"deny-legacy\" rule 0: matched DENY policy",
+            ],
+        ),
+    ];
+    for (args, want) in cases {
+        assert_eq!(explain(args).out_lines(), want, "{args:?}");
+    }
 
     // No mTLS: the input line says why there is no identity; the decision is still last.
-    let run = svidgate(
-        dir.path(),
-        &[
-            "policy",
-            "explain",
-            "--policy",
-            "p.yaml",
-            "--no-mtls",
-            "--network",
-        ],
-        "",
-    );
-    assert_eq!(run.code, 0);
+    let run = explain(&["--no-mtls", "--network"]);
     let lines = run.out_lines();
     assert_eq!(
         lines[0],
