@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod issue;
+pub mod kube;
 pub mod server;
 pub mod store;
 
@@ -127,6 +128,8 @@ impl CaServeArgs {
             default_ttl: self.default_ttl,
             server_names,
             watch_interval: (!self.watch_interval.is_zero()).then_some(self.watch_interval),
+            kube: None,
+            limits: server::Limits::default(),
         })
     }
 }
@@ -210,5 +213,7 @@ pub fn dev_config(ca_dir: PathBuf, td: &str) -> anyhow::Result<CaServerConfig> {
             .map(|s| s.to_string())
             .collect(),
         watch_interval: None,
+        kube: None,
+        limits: server::Limits::default(),
     })
 }
