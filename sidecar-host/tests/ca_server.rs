@@ -426,3 +426,115 @@ fn generate_never_overwrites_and_load_checks_the_directory() {
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn removing_the_token_stops_renewal_over_mtls() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (ca, root) =
+        ca_with_tokens(tmp.path(), &format!("web-token {WEB}\napi-token {API}\n")).await;
+    let anchors = bundle(&root);
+    let ttl = Duration::from_secs(3600);
+    let token = write(tmp.path(), "token", "web-token");
+    let first = Arc::new(
+        fetch(
+            &client(ca.addr, &root, Some(&token)),
+            &id(WEB),
+            ttl,
+            &anchors,
+        )
+        .await
+        .unwrap(),
+    );
+    // The agent renews with its certificate (and sends its token along).
+    let renewing = client(ca.addr, &root, Some(&token));
+    renewing.set_client_identity(Some(first.clone()));
+    let cert_only = client(ca.addr, &root, None);
+    cert_only.set_client_identity(Some(first.clone()));
+    fetch(&renewing, &id(WEB), ttl, &anchors).await.unwrap();
+    fetch(&cert_only, &id(WEB), ttl, &anchors).await.unwrap();
+
+    // WEB is revoked: its line is removed. Neither the certificate alone nor with the old
+    // token renews; API is unaffected.
+    write(tmp.path(), "tokens", &format!("api-token {API}\n"));
+    for c in [&renewing, &cert_only] {
+        let e = fetch(c, &id(WEB), ttl, &anchors).await.unwrap_err();
+        assert_eq!(rejected(&e), Some(Code::PermissionDenied), "{e}");
+        assert!(e.to_string().contains("no longer authorized"), "{e}");
+    }
+    let api_token = write(tmp.path(), "api", "api-token");
+    fetch(
+        &client(ca.addr, &root, Some(&api_token)),
+        &id(API),
+        ttl,
+        &anchors,
+    )
+    .await
+    .unwrap();
+
+    // Authorized again under a new token: the certificate renews again.
+    write(
+        tmp.path(),
+        "tokens",
+        &format!("new-web-token {WEB}\napi-token {API}\n"),
+    );
+    fetch(&cert_only, &id(WEB), ttl, &anchors).await.unwrap();
+    ca.shutdown().await;
+}
+
+#[tokio::test]
+async fn unauthenticated_requests_are_refused_before_their_body_and_large_messages_are_refused() {
+    use sidecar_host::pb::istio_certificate_service_client::IstioCertificateServiceClient;
+    use sidecar_host::pb::IstioCertificateRequest;
+    let tmp = tempfile::tempdir().unwrap();
+    let (ca, root) = ca_with_tokens(tmp.path(), &format!("web-token {WEB}\n")).await;
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(
+            std::fs::read(&root).unwrap(),
+        ))
+        .domain_name("localhost");
+    let ch =
+        tonic::transport::Endpoint::from_shared(format!("https://127.0.0.1:{}", ca.addr.port()))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    let call = |token: Option<&'static str>, size: usize| {
+        let mut c = IstioCertificateServiceClient::new(ch.clone());
+        async move {
+            let mut req = tonic::Request::new(IstioCertificateRequest {
+                csr: "x".repeat(size),
+                validity_duration: 600,
+                metadata: None,
+            });
+            if let Some(t) = token {
+                req.metadata_mut()
+                    .insert("authorization", format!("Bearer {t}").parse().unwrap());
+            }
+            c.create_certificate(req).await.unwrap_err()
+        }
+    };
+    // No credentials, a big body: UNAUTHENTICATED (not a size error: the body is not read).
+    let s = call(None, 1 << 20).await;
+    assert_eq!(s.code(), Code::Unauthenticated, "{s:?}");
+    let s = call(Some("nope"), 1 << 20).await;
+    assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
+    // Authenticated: a message over 64 KiB is refused, one under reaches the CSR checks.
+    let s = call(Some("web-token"), 65 * 1024).await;
+    assert_eq!(s.code(), Code::OutOfRange, "{s:?}");
+    let s = call(Some("web-token"), 60 * 1024).await;
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+    ca.shutdown().await;
+}
+
+/// A CA over a fresh `tmp/cacerts` whose tokens file `tmp/tokens` holds `tokens`.
+async fn ca_with_tokens(
+    tmp: &std::path::Path,
+    tokens: &str,
+) -> (sidecar_host::ca::RunningCa, std::path::PathBuf) {
+    let dir = ca_dir(tmp, "cacerts");
+    let mut cfg = config(&dir);
+    cfg.tokens = Some(write(tmp, "tokens", tokens));
+    (start(cfg).await, dir.join("root-cert.pem"))
+}
