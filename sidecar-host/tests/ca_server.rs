@@ -431,7 +431,7 @@ fn generate_never_overwrites_and_load_checks_the_directory() {
 async fn removing_the_token_stops_renewal_over_mtls() {
     let tmp = tempfile::tempdir().unwrap();
     let (ca, root) =
-        ca_with_tokens(tmp.path(), &format!("web-token {WEB}\napi-token {API}\n")).await;
+        start_with_tokens(tmp.path(), &format!("web-token {WEB}\napi-token {API}\n")).await;
     let anchors = bundle(&root);
     let ttl = Duration::from_secs(3600);
     let token = write(tmp.path(), "token", "web-token");
@@ -486,7 +486,7 @@ async fn unauthenticated_requests_are_refused_before_their_body_and_large_messag
     use sidecar_host::pb::istio_certificate_service_client::IstioCertificateServiceClient;
     use sidecar_host::pb::IstioCertificateRequest;
     let tmp = tempfile::tempdir().unwrap();
-    let (ca, root) = ca_with_tokens(tmp.path(), &format!("web-token {WEB}\n")).await;
+    let (ca, root) = start_with_tokens(tmp.path(), &format!("web-token {WEB}\n")).await;
     let tls = tonic::transport::ClientTlsConfig::new()
         .ca_certificate(tonic::transport::Certificate::from_pem(
             std::fs::read(&root).unwrap(),
@@ -526,15 +526,4 @@ async fn unauthenticated_requests_are_refused_before_their_body_and_large_messag
     let s = call(Some("web-token"), 60 * 1024).await;
     assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
     ca.shutdown().await;
-}
-
-/// A CA over a fresh `tmp/cacerts` whose tokens file `tmp/tokens` holds `tokens`.
-async fn ca_with_tokens(
-    tmp: &std::path::Path,
-    tokens: &str,
-) -> (sidecar_host::ca::RunningCa, std::path::PathBuf) {
-    let dir = ca_dir(tmp, "cacerts");
-    let mut cfg = config(&dir);
-    cfg.tokens = Some(write(tmp, "tokens", tokens));
-    (start(cfg).await, dir.join("root-cert.pem"))
 }
