@@ -91,7 +91,10 @@ async fn renewal_continues_over_mtls_until_the_identity_is_revoked() {
     write(tmp.path(), "tokens", "# no tokens\n");
     let until = Instant::now() + Duration::from_secs(10);
     while metrics.rotations(false) == 0 {
-        assert!(Instant::now() < until, "no renewal was refused after revocation");
+        assert!(
+            Instant::now() < until,
+            "no renewal was refused after revocation"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let served = store.current().cert.unwrap();
