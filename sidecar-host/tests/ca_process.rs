@@ -1,7 +1,7 @@
-//! `svidgate ca serve` as a real process under hostile callers: unauthenticated 4 MiB
+//! `svidgate ca serve` as a real process: under hostile callers (unauthenticated 4 MiB
 //! requests over many connections and streams must not grow its memory, and a legitimate
-//! agent is served right after. Also: a tokens file with garbled lines never puts a token in
-//! the log.
+//! agent is served right after); a tokens file with garbled lines never puts a token in the
+//! log; loose secret file modes are warned about; the `--kube-*` flags.
 
 mod common;
 
@@ -259,4 +259,70 @@ fn secrets_readable_by_others_are_warned_about_and_generate_creates_private_file
         warned.len() == 1 && warned[0].contains("ca-key.pem") && warned[0].contains("0644"),
         "{log}"
     );
+}
+
+#[tokio::test]
+async fn kube_flags_accept_a_projected_token_and_bad_combinations_are_named() {
+    use svidgate_pki::jwt::mint::{self, Signer};
+    let tmp = tempfile::tempdir().unwrap();
+    let issuer = "https://kubernetes.default.svc.cluster.local";
+    let ec = Signer::p256("k1");
+    let jwks = write(tmp.path(), "jwks.json", &mint::jwks(&[&ec]));
+    let ca = CaProcess::start(
+        tmp.path(),
+        &[
+            "--kube-issuer",
+            issuer,
+            "--kube-jwks",
+            jwks.to_str().unwrap(),
+        ],
+    );
+    let root = tmp.path().join("cacerts/root-cert.pem");
+    let now = svidgate_pki::time::unix_seconds(std::time::SystemTime::now());
+    let token = write(
+        tmp.path(),
+        "istio-token",
+        &ec.sign(&mint::claims(
+            issuer, "istio-ca", "web", "frontend", now, 3600,
+        )),
+    );
+    let svid = fetch(
+        &client(ca.addr, &root, Some(&token)),
+        &id(WEB),
+        Duration::from_secs(600),
+        &bundle(&root),
+    )
+    .await
+    .unwrap();
+    assert_eq!(*svid.spiffe_id(), id(WEB));
+    assert!(
+        ca.log().contains("auth=\"kubernetes-token\""),
+        "{}",
+        ca.log()
+    );
+    drop(ca);
+
+    for (args, expect) in [
+        (vec!["--kube-jwks", "x.json"], "needs --kube-issuer"),
+        (vec!["--kube-issuer", "http://insecure"], "https://"),
+        (
+            vec!["--kube-issuer", issuer, "--kube-audience", "vault"],
+            "--kube-issuer-ca",
+        ),
+    ] {
+        if expect == "--kube-issuer-ca" && Path::new(sidecar_host::ca::kube::IN_CLUSTER_CA).exists()
+        {
+            continue; // inside a pod discovery has its default roots
+        }
+        let out = Command::new(env!("CARGO_BIN_EXE_svidgate"))
+            .args(["ca", "serve", "--listen", "127.0.0.1:0"])
+            .arg("--ca-dir")
+            .arg(tmp.path().join("cacerts"))
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(err.contains(expect), "{args:?}: {err}");
+    }
 }
