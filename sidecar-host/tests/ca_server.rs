@@ -229,17 +229,7 @@ async fn renewal_over_mtls_uses_the_current_svid_identity() {
     let (ca, root) = start_with_tokens(tmp.path(), &format!("web-token {WEB}\n")).await;
     let anchors = bundle(&root);
     let ttl = Duration::from_secs(3600);
-    let token = write(tmp.path(), "token", "web-token");
-    let first = Arc::new(
-        fetch(
-            &client(ca.addr, &root, Some(&token)),
-            &id(WEB),
-            ttl,
-            &anchors,
-        )
-        .await
-        .unwrap(),
-    );
+    let (_, first) = first_web_svid(&ca, &root, tmp.path()).await;
 
     // No token now: the client certificate is the credential.
     let renewing = client(ca.addr, &root, None);
@@ -434,17 +424,7 @@ async fn removing_the_token_stops_renewal_over_mtls() {
         start_with_tokens(tmp.path(), &format!("web-token {WEB}\napi-token {API}\n")).await;
     let anchors = bundle(&root);
     let ttl = Duration::from_secs(3600);
-    let token = write(tmp.path(), "token", "web-token");
-    let first = Arc::new(
-        fetch(
-            &client(ca.addr, &root, Some(&token)),
-            &id(WEB),
-            ttl,
-            &anchors,
-        )
-        .await
-        .unwrap(),
-    );
+    let (token, first) = first_web_svid(&ca, &root, tmp.path()).await;
     // The agent renews with its certificate (and sends its token along).
     let renewing = client(ca.addr, &root, Some(&token));
     renewing.set_client_identity(Some(first.clone()));
@@ -526,4 +506,19 @@ async fn unauthenticated_requests_are_refused_before_their_body_and_large_messag
     let s = call(Some("web-token"), 60 * 1024).await;
     assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
     ca.shutdown().await;
+}
+
+/// WEB's first certificate, issued with the token `web-token` (written to `tmp/token`, whose
+/// path is returned too).
+async fn first_web_svid(
+    ca: &sidecar_host::ca::RunningCa,
+    root: &std::path::Path,
+    tmp: &std::path::Path,
+) -> (std::path::PathBuf, Arc<svidgate_pki::WorkloadCert>) {
+    let token = write(tmp, "token", "web-token");
+    let c = client(ca.addr, root, Some(&token));
+    let svid = fetch(&c, &id(WEB), Duration::from_secs(3600), &bundle(root))
+        .await
+        .unwrap();
+    (token, Arc::new(svid))
 }
