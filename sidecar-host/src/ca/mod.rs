@@ -228,8 +228,8 @@ impl CaServeArgs {
                 else {
                     return Err(ConfigError::for_arg(
                         &cmd(),
-                        "kube_issuer_ca",
-                        "",
+                        "kube_issuer",
+                        issuer,
                         format!("JWKS discovery needs the issuer's roots: --kube-issuer-ca, or run in a pod ({} is missing), or give --kube-jwks", kube::IN_CLUSTER_CA),
                     ));
                 };
