@@ -522,3 +522,44 @@ async fn first_web_svid(
         .unwrap();
     (token, Arc::new(svid))
 }
+
+#[tokio::test]
+async fn connections_beyond_the_limit_are_closed_until_one_ends() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = ca_dir(tmp.path(), "cacerts");
+    let mut cfg = config(&dir);
+    cfg.insecure_trust_csr = true;
+    cfg.limits.max_connections = 1;
+    let ca = start(cfg).await;
+    let root = dir.join("root-cert.pem");
+    let endpoint = || {
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(
+                std::fs::read(&root).unwrap(),
+            ))
+            .domain_name("localhost");
+        tonic::transport::Endpoint::from_shared(format!("https://127.0.0.1:{}", ca.addr.port()))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+    };
+    // An idle caller holds the only connection: a second one is closed at once.
+    let idle = endpoint().connect().await.unwrap();
+    assert!(endpoint().connect().await.is_err());
+    // Once it goes away, agents are served again.
+    drop(idle);
+    let mut served = false;
+    for _ in 0..100 {
+        let c = client(ca.addr, &root, None);
+        if fetch(&c, &id(WEB), Duration::from_secs(600), &bundle(&root))
+            .await
+            .is_ok()
+        {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(served, "no agent served after the idle connection closed");
+    ca.shutdown().await;
+}
