@@ -7,6 +7,9 @@
 //!   validity — parsed once), carried from the CA answer to SDS, files and metrics;
 //! - [`chain`]: verification of a CA answer (links, CA constraints, validity, trust anchor,
 //!   a second pass through rustls-webpki) plus the X509-SVID leaf rules of `svidgate-core`;
+//! - [`jwt`]: Kubernetes projected service-account tokens (RS256/ES256 JWS) checked against
+//!   the cluster's JWKS (and `jwt::mint`, feature `testing`: tokens minted the way
+//!   kube-apiserver mints them);
 //! - [`pem`] and [`time`]: encoding and clock helpers;
 //! - `testing` (feature `testing`): [`testing::TestPki`], a root, an intermediate and
 //!   workload certificates for tests.
@@ -17,6 +20,7 @@ pub mod cert;
 pub mod chain;
 pub mod csr;
 pub mod csr_policy;
+pub mod jwt;
 pub mod key;
 pub mod pem;
 #[cfg(any(test, feature = "testing"))]

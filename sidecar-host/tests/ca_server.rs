@@ -229,17 +229,7 @@ async fn renewal_over_mtls_uses_the_current_svid_identity() {
     let (ca, root) = start_with_tokens(tmp.path(), &format!("web-token {WEB}\n")).await;
     let anchors = bundle(&root);
     let ttl = Duration::from_secs(3600);
-    let token = write(tmp.path(), "token", "web-token");
-    let first = Arc::new(
-        fetch(
-            &client(ca.addr, &root, Some(&token)),
-            &id(WEB),
-            ttl,
-            &anchors,
-        )
-        .await
-        .unwrap(),
-    );
+    let (_, first) = first_web_svid(&ca, &root, tmp.path()).await;
 
     // No token now: the client certificate is the credential.
     let renewing = client(ca.addr, &root, None);
@@ -425,4 +415,151 @@ fn generate_never_overwrites_and_load_checks_the_directory() {
         e.to_string().contains("not signed by any certificate"),
         "{e}"
     );
+}
+
+#[tokio::test]
+async fn removing_the_token_stops_renewal_over_mtls() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (ca, root) =
+        start_with_tokens(tmp.path(), &format!("web-token {WEB}\napi-token {API}\n")).await;
+    let anchors = bundle(&root);
+    let ttl = Duration::from_secs(3600);
+    let (token, first) = first_web_svid(&ca, &root, tmp.path()).await;
+    // The agent renews with its certificate (and sends its token along).
+    let renewing = client(ca.addr, &root, Some(&token));
+    renewing.set_client_identity(Some(first.clone()));
+    let cert_only = client(ca.addr, &root, None);
+    cert_only.set_client_identity(Some(first.clone()));
+    fetch(&renewing, &id(WEB), ttl, &anchors).await.unwrap();
+    fetch(&cert_only, &id(WEB), ttl, &anchors).await.unwrap();
+
+    // WEB is revoked: its line is removed. Neither the certificate alone nor with the old
+    // token renews; API is unaffected.
+    write(tmp.path(), "tokens", &format!("api-token {API}\n"));
+    for c in [&renewing, &cert_only] {
+        let e = fetch(c, &id(WEB), ttl, &anchors).await.unwrap_err();
+        assert_eq!(rejected(&e), Some(Code::PermissionDenied), "{e}");
+        assert!(e.to_string().contains("no longer authorized"), "{e}");
+    }
+    let api_token = write(tmp.path(), "api", "api-token");
+    fetch(
+        &client(ca.addr, &root, Some(&api_token)),
+        &id(API),
+        ttl,
+        &anchors,
+    )
+    .await
+    .unwrap();
+
+    // Authorized again under a new token: the certificate renews again.
+    write(
+        tmp.path(),
+        "tokens",
+        &format!("new-web-token {WEB}\napi-token {API}\n"),
+    );
+    fetch(&cert_only, &id(WEB), ttl, &anchors).await.unwrap();
+    ca.shutdown().await;
+}
+
+#[tokio::test]
+async fn unauthenticated_requests_are_refused_before_their_body_and_large_messages_are_refused() {
+    use sidecar_host::pb::istio_certificate_service_client::IstioCertificateServiceClient;
+    use sidecar_host::pb::IstioCertificateRequest;
+    let tmp = tempfile::tempdir().unwrap();
+    let (ca, root) = start_with_tokens(tmp.path(), &format!("web-token {WEB}\n")).await;
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(
+            std::fs::read(&root).unwrap(),
+        ))
+        .domain_name("localhost");
+    let ch =
+        tonic::transport::Endpoint::from_shared(format!("https://127.0.0.1:{}", ca.addr.port()))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    let call = |token: Option<&'static str>, size: usize| {
+        let mut c = IstioCertificateServiceClient::new(ch.clone());
+        async move {
+            let mut req = tonic::Request::new(IstioCertificateRequest {
+                csr: "x".repeat(size),
+                validity_duration: 600,
+                metadata: None,
+            });
+            if let Some(t) = token {
+                req.metadata_mut()
+                    .insert("authorization", format!("Bearer {t}").parse().unwrap());
+            }
+            c.create_certificate(req).await.unwrap_err()
+        }
+    };
+    // No credentials, a big body: UNAUTHENTICATED (not a size error: the body is not read).
+    let s = call(None, 1 << 20).await;
+    assert_eq!(s.code(), Code::Unauthenticated, "{s:?}");
+    let s = call(Some("nope"), 1 << 20).await;
+    assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
+    // Authenticated: a message over 64 KiB is refused, one under reaches the CSR checks.
+    let s = call(Some("web-token"), 65 * 1024).await;
+    assert_eq!(s.code(), Code::OutOfRange, "{s:?}");
+    let s = call(Some("web-token"), 60 * 1024).await;
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+    ca.shutdown().await;
+}
+
+/// WEB's first certificate, issued with the token `web-token` (written to `tmp/token`, whose
+/// path is returned too).
+async fn first_web_svid(
+    ca: &sidecar_host::ca::RunningCa,
+    root: &std::path::Path,
+    tmp: &std::path::Path,
+) -> (std::path::PathBuf, Arc<svidgate_pki::WorkloadCert>) {
+    let token = write(tmp, "token", "web-token");
+    let c = client(ca.addr, root, Some(&token));
+    let svid = fetch(&c, &id(WEB), Duration::from_secs(3600), &bundle(root))
+        .await
+        .unwrap();
+    (token, Arc::new(svid))
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_are_closed_until_one_ends() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = ca_dir(tmp.path(), "cacerts");
+    let mut cfg = config(&dir);
+    cfg.insecure_trust_csr = true;
+    cfg.limits.max_connections = 1;
+    let ca = start(cfg).await;
+    let root = dir.join("root-cert.pem");
+    let endpoint = || {
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(
+                std::fs::read(&root).unwrap(),
+            ))
+            .domain_name("localhost");
+        tonic::transport::Endpoint::from_shared(format!("https://127.0.0.1:{}", ca.addr.port()))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+    };
+    // An idle caller holds the only connection: a second one is closed at once.
+    let idle = endpoint().connect().await.unwrap();
+    assert!(endpoint().connect().await.is_err());
+    // Once it goes away, agents are served again.
+    drop(idle);
+    let mut served = false;
+    for _ in 0..100 {
+        let c = client(ca.addr, &root, None);
+        if fetch(&c, &id(WEB), Duration::from_secs(600), &bundle(&root))
+            .await
+            .is_ok()
+        {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(served, "no agent served after the idle connection closed");
+    ca.shutdown().await;
 }

@@ -39,6 +39,8 @@ enum Answer {
     UnknownRoot,
     Slow(Duration),
     Fail(Code),
+    /// A failure with this `grpc-message`.
+    FailWith(Code, &'static str),
 }
 
 /// The chain a CA answers with: a leaf for `id` and `key` valid from `nb` to `na` seconds
@@ -105,6 +107,7 @@ impl IstioCertificateService for FakeSvc {
                 leaf(&self.good, ID, key, -60, 3600)
             }
             Answer::Fail(code) => return Err(Status::new(code, "steered failure")),
+            Answer::FailWith(code, message) => return Err(Status::new(code, message)),
         };
         Ok(Response::new(IstioCertificateResponse {
             cert_chain: chain,
@@ -366,4 +369,22 @@ async fn permission_denied_and_invalid_argument_are_not_retried() {
         assert_eq!(fx.fake.calls.load(Ordering::SeqCst), 1, "{code:?}");
         assert_untouched(fx.config.out.as_deref().unwrap());
     }
+}
+
+#[tokio::test]
+async fn a_ca_message_with_control_characters_cannot_forge_log_lines() {
+    let forged = "denied\n2026-01-01T00:00:00.000000Z  INFO svidgate: certificate issued\r\x1b[2K";
+    let fx = fixture(
+        vec![Answer::FailWith(Code::PermissionDenied, forged)],
+        Duration::from_secs(5),
+        1,
+    )
+    .await;
+    let err = once::run(&fx.config).await.unwrap_err();
+    let OnceError::Fetch(FetchError::Ca(CaError::Rejected { message, .. })) = &err else {
+        panic!("{err}");
+    };
+    assert!(!message.chars().any(char::is_control), "{message:?}");
+    assert!(message.starts_with("denied\\n2026-01-01"), "{message:?}");
+    assert!(!err.to_string().contains('\n'), "{err}");
 }

@@ -40,6 +40,27 @@ pub trait CaClient: Send + Sync {
     async fn sign(&self, csr_pem: &str, ttl: Duration) -> Result<Vec<String>, CaError>;
 }
 
+/// The most characters of a CA's error message kept (it is remote input).
+const MAX_REMOTE_TEXT: usize = 512;
+
+/// A CA's `grpc-message` made safe to log and show: control characters (newlines, carriage
+/// returns, ANSI escapes…) escaped so a CA cannot forge log lines, and the length bounded.
+fn remote_text(s: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i == MAX_REMOTE_TEXT {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Why a CA call failed.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
@@ -310,7 +331,7 @@ impl CaClient for IstioCaClient {
             };
             attempt += 1;
             let code = status.code();
-            let message = status.message().to_owned();
+            let message = remote_text(status.message());
             if !is_retriable(code) {
                 tracing::warn!(?code, %message, addr = %self.config.addr, "CA rejected the request; not retrying");
                 return Err(CaError::Rejected { code, message });
@@ -335,6 +356,20 @@ impl CaClient for IstioCaClient {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn remote_text_escapes_control_characters_and_is_bounded() {
+        assert_eq!(super::remote_text("plain: ok"), "plain: ok");
+        let forged = "denied\n2026-01-01T00:00:00Z  INFO forged\r\x1b[2K\u{7f}\u{85}x";
+        let got = super::remote_text(forged);
+        assert!(!got.chars().any(char::is_control), "{got:?}");
+        assert_eq!(
+            got,
+            "denied\\n2026-01-01T00:00:00Z  INFO forged\\r\\u{1b}[2K\\u{7f}\\u{85}x"
+        );
+        let long = super::remote_text(&"é".repeat(5000));
+        assert!(long.chars().count() == super::MAX_REMOTE_TEXT + 1 && long.ends_with('…'));
+    }
+
     use super::*;
 
     #[test]

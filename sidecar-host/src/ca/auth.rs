@@ -7,7 +7,8 @@
 //! Tokens file: one entry per line, `<token> <spiffe-id>`, separated by whitespace; blank
 //! lines and lines starting with `#` are ignored. It is re-read on every call, so tokens can
 //! be added or revoked without a restart. Tokens are compared through their SHA-256 digests in
-//! constant time, over every entry.
+//! constant time, over every entry. Errors name the line, never its content: with swapped or
+//! garbled columns the "SPIFFE ID" may be the secret.
 
 use std::path::Path;
 
@@ -68,7 +69,10 @@ impl Tokens {
             let (Some(token), Some(id), None) = (parts.next(), parts.next(), parts.next()) else {
                 return Err(err("expected `<token> <spiffe-id>`".into()));
             };
-            let id = SpiffeId::parse(id).map_err(|e| err(format!("SPIFFE ID {id:?}: {e}")))?;
+            // The error must not quote the field (nor the parser's message, which may).
+            let id = SpiffeId::parse(id).map_err(|_| {
+                err("the second field is not a SPIFFE ID (expected `<token> <spiffe-id>`)".into())
+            })?;
             entries.push((digest(token), id));
         }
         Ok(Tokens { entries })
@@ -96,6 +100,11 @@ impl Tokens {
             }
         }
         found
+    }
+
+    /// Whether some entry maps to `id` (the identity is still authorized: renewal over mTLS).
+    pub fn authorizes(&self, id: &SpiffeId) -> bool {
+        self.entries.iter().any(|(_, e)| e == id)
     }
 
     pub fn len(&self) -> usize {
@@ -133,6 +142,13 @@ mod tests {
     }
 
     #[test]
+    fn authorizes_while_an_entry_maps_to_the_identity() {
+        let t = Tokens::parse("tok-a spiffe://td/ns/a/sa/x\n", "f").unwrap();
+        assert!(t.authorizes(&SpiffeId::parse("spiffe://td/ns/a/sa/x").unwrap()));
+        assert!(!t.authorizes(&SpiffeId::parse("spiffe://td/ns/b/sa/y").unwrap()));
+    }
+
+    #[test]
     fn bad_lines_are_named() {
         let e = Tokens::parse("a spiffe://td/x\nonly-token\n", "f").unwrap_err();
         assert_eq!(
@@ -147,6 +163,11 @@ mod tests {
             Tokens::parse("a spiffe://TD/x", "f"),
             Err(TokensError::Line { line: 1, .. })
         ));
+        // Swapped columns: the message names the line, never the secret.
+        let secret = "s3cr3t-t0ken-value";
+        let e = Tokens::parse(&format!("# x\nspiffe://td/ns/a/sa/x {secret}\n"), "f").unwrap_err();
+        assert!(matches!(e, TokensError::Line { line: 2, .. }), "{e}");
+        assert!(!e.to_string().contains(secret), "{e}");
         assert!(matches!(
             Tokens::parse("a b c", "f"),
             Err(TokensError::Line { .. })

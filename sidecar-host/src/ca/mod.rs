@@ -3,12 +3,14 @@
 //!
 //! - [`store`]: the `cacerts` directory (load, check, `--generate`);
 //! - the CSR checks (istio-csr's rules) are `svidgate_pki::csr_policy`;
-//! - [`auth`]: caller identity (mTLS SVID, tokens file, or `--insecure-trust-csr`);
+//! - [`auth`]: the tokens file; [`kube`]: Kubernetes service-account tokens (JWKS file or
+//!   discovery); the caller checks themselves are in [`server`];
 //! - [`issue`]: X509-SVID leaves and the CA's serving certificate;
 //! - [`server`]: the tonic service, TLS acceptor and hot reload.
 
 pub mod auth;
 pub mod issue;
+pub mod kube;
 pub mod server;
 pub mod store;
 
@@ -53,6 +55,49 @@ pub struct CaServeArgs {
     /// Token file: lines `<token> <spiffe-id>` (re-read on every call).
     #[arg(long, env = "SVIDGATE_CA_TOKENS", value_name = "FILE")]
     pub tokens: Option<PathBuf>,
+    /// Accept Kubernetes projected service-account tokens from this issuer (the API server's
+    /// --service-account-issuer): `spiffe://<td>/ns/<ns>/sa/<sa>`.
+    #[arg(long, env = "SVIDGATE_CA_KUBE_ISSUER", value_name = "URL")]
+    pub kube_issuer: Option<String>,
+    /// The cluster's JWKS (`kubectl get --raw /openid/v1/jwks`), re-read when it changes.
+    /// Without it, discovered from --kube-issuer (/.well-known/openid-configuration).
+    #[arg(long, env = "SVIDGATE_CA_KUBE_JWKS", value_name = "FILE")]
+    pub kube_jwks: Option<PathBuf>,
+    /// Audience the Kubernetes tokens must carry.
+    #[arg(long, env = "SVIDGATE_CA_KUBE_AUDIENCE", value_name = "AUD", default_value = kube::DEFAULT_AUDIENCE)]
+    pub kube_audience: String,
+    /// Discovery: roots for the issuer's TLS certificate (default: the pod's service-account
+    /// ca.crt).
+    #[arg(long, env = "SVIDGATE_CA_KUBE_ISSUER_CA", value_name = "FILE")]
+    pub kube_issuer_ca: Option<PathBuf>,
+    /// Discovery: bearer token file for the issuer (default: the pod's service-account token,
+    /// when mounted).
+    #[arg(long, env = "SVIDGATE_CA_KUBE_DISCOVERY_TOKEN", value_name = "FILE")]
+    pub kube_discovery_token: Option<PathBuf>,
+    /// Discovery: re-fetch the JWKS this often.
+    #[arg(long, env = "SVIDGATE_CA_KUBE_JWKS_REFRESH", value_name = "DURATION", default_value = "5m", value_parser = Setting(duration))]
+    pub kube_jwks_refresh: Duration,
+    /// Open connections at once (TLS handshakes included); more are closed at accept.
+    #[arg(long, env = "SVIDGATE_CA_MAX_CONNECTIONS", value_name = "N", default_value = "512", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Concurrent HTTP/2 streams per connection.
+    #[arg(long, env = "SVIDGATE_CA_MAX_STREAMS", value_name = "N", default_value = "16", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_streams_per_connection: u32,
+    /// A TLS handshake not finished within this is dropped.
+    #[arg(long, env = "SVIDGATE_CA_HANDSHAKE_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = Setting(duration))]
+    pub handshake_timeout: Duration,
+    /// A request not answered within this fails.
+    #[arg(long, env = "SVIDGATE_CA_REQUEST_TIMEOUT", value_name = "DURATION", default_value = "30s", value_parser = Setting(duration))]
+    pub request_timeout: Duration,
+    /// HTTP/2 PING interval.
+    #[arg(long, env = "SVIDGATE_CA_KEEPALIVE_INTERVAL", value_name = "DURATION", default_value = "30s", value_parser = Setting(duration))]
+    pub keepalive_interval: Duration,
+    /// A peer not answering a PING within this is dropped.
+    #[arg(long, env = "SVIDGATE_CA_KEEPALIVE_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = Setting(duration))]
+    pub keepalive_timeout: Duration,
+    /// Every connection, idle or not, is closed after this (GOAWAY, 10 s grace).
+    #[arg(long, env = "SVIDGATE_CA_MAX_CONNECTION_AGE", value_name = "DURATION", default_value = "5m", value_parser = Setting(duration))]
+    pub max_connection_age: Duration,
     /// DEV ONLY: callers without credentials get the identity their CSR asks for.
     #[arg(long, env = "SVIDGATE_CA_INSECURE_TRUST_CSR")]
     pub insecure_trust_csr: bool,
@@ -127,7 +172,82 @@ impl CaServeArgs {
             default_ttl: self.default_ttl,
             server_names,
             watch_interval: (!self.watch_interval.is_zero()).then_some(self.watch_interval),
+            kube: self.kube_config()?,
+            limits: server::Limits {
+                max_connections: self.max_connections as usize,
+                max_streams_per_connection: self.max_streams_per_connection,
+                handshake_timeout: self.handshake_timeout,
+                request_timeout: self.request_timeout,
+                keepalive_interval: self.keepalive_interval,
+                keepalive_timeout: self.keepalive_timeout,
+                max_connection_age: self.max_connection_age,
+                ..server::Limits::default()
+            },
         })
+    }
+
+    /// `--kube-*` into a [`kube::KubeConfig`]: a JWKS file, or discovery (roots and token
+    /// defaulting to the pod's service-account files).
+    fn kube_config(&self) -> Result<Option<kube::KubeConfig>, ConfigError> {
+        let cmd = || Self::augment_args(clap::Command::new("serve"));
+        let Some(issuer) = &self.kube_issuer else {
+            let set = [
+                ("kube_jwks", &self.kube_jwks),
+                ("kube_issuer_ca", &self.kube_issuer_ca),
+                ("kube_discovery_token", &self.kube_discovery_token),
+            ];
+            if let Some((id, Some(v))) = set.into_iter().find(|(_, v)| v.is_some()) {
+                return Err(ConfigError::for_arg(
+                    &cmd(),
+                    id,
+                    &v.display().to_string(),
+                    "needs --kube-issuer",
+                ));
+            }
+            return Ok(None);
+        };
+        if !issuer.starts_with("https://") {
+            return Err(ConfigError::for_arg(
+                &cmd(),
+                "kube_issuer",
+                issuer,
+                "must be an https:// URL (the API server's --service-account-issuer)",
+            ));
+        }
+        let source = match &self.kube_jwks {
+            Some(f) => kube::JwksSource::File(f.clone()),
+            None => {
+                let in_cluster = |p: &str| {
+                    let p = PathBuf::from(p);
+                    p.exists().then_some(p)
+                };
+                let Some(ca) = self
+                    .kube_issuer_ca
+                    .clone()
+                    .or_else(|| in_cluster(kube::IN_CLUSTER_CA))
+                else {
+                    return Err(ConfigError::for_arg(
+                        &cmd(),
+                        "kube_issuer",
+                        issuer,
+                        format!("JWKS discovery needs the issuer's roots: --kube-issuer-ca, or run in a pod ({} is missing), or give --kube-jwks", kube::IN_CLUSTER_CA),
+                    ));
+                };
+                kube::JwksSource::Discover {
+                    ca,
+                    token: self
+                        .kube_discovery_token
+                        .clone()
+                        .or_else(|| in_cluster(kube::IN_CLUSTER_TOKEN)),
+                    refresh: self.kube_jwks_refresh,
+                }
+            }
+        };
+        Ok(Some(kube::KubeConfig {
+            issuer: issuer.clone(),
+            audience: self.kube_audience.clone(),
+            source,
+        }))
     }
 }
 
@@ -151,8 +271,8 @@ fn serve_main(a: &CaServeArgs) -> anyhow::Result<i32> {
     if a.insecure_trust_csr {
         tracing::warn!("--insecure-trust-csr: callers without credentials get any identity in {} they ask for; never use this outside local demos", cfg.trust_domain);
     }
-    if a.tokens.is_none() && !a.insecure_trust_csr {
-        tracing::warn!("neither --tokens nor --insecure-trust-csr: only callers presenting a client SVID issued under root-cert.pem can get certificates");
+    if a.tokens.is_none() && a.kube_issuer.is_none() && !a.insecure_trust_csr {
+        tracing::warn!("none of --tokens, --kube-issuer, --insecure-trust-csr: only callers presenting a client SVID issued under root-cert.pem can get certificates");
     }
     if a.generate {
         let existing = store::existing_files(&cfg.ca_dir);
@@ -210,5 +330,7 @@ pub fn dev_config(ca_dir: PathBuf, td: &str) -> anyhow::Result<CaServerConfig> {
             .map(|s| s.to_string())
             .collect(),
         watch_interval: None,
+        kube: None,
+        limits: server::Limits::default(),
     })
 }

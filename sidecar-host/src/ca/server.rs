@@ -3,7 +3,9 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -13,15 +15,20 @@ use svidgate_core::{SpiffeId, TrustDomain};
 use svidgate_pki::cert::check_leaf_der;
 use svidgate_pki::csr_policy::{check_csr, CsrRejection};
 use svidgate_pki::pem::certs_to_pem;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
+use tonic::metadata::MetadataMap;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::server::Connected;
 use tonic::{Request, Response, Status};
 use x509_parser::prelude::FromDer;
 
 use super::auth::{Tokens, TokensError};
 use super::issue::{issue_server_cert, issue_svid};
+use super::kube::{KubeAuth, KubeConfig, KubeError};
 use super::store::{self, CaMaterial, StoreError};
 use crate::pb::istio_certificate_service_server::{
     IstioCertificateService, IstioCertificateServiceServer,
@@ -56,6 +63,55 @@ pub struct CaServerConfig {
     pub server_names: Vec<String>,
     /// Poll the `cacerts` files and reload on change (None: only on [`CaHandle::reload`]).
     pub watch_interval: Option<Duration>,
+    /// Kubernetes projected service-account tokens (`--kube-issuer` …).
+    pub kube: Option<KubeConfig>,
+    /// Bounds on what callers can make the CA hold (before and after authentication).
+    pub limits: Limits,
+}
+
+/// What a caller — authenticated or not — can make the CA hold. Callers are authenticated
+/// from the request headers and the TLS session before any request body is read, so an
+/// unauthenticated caller costs at most a TLS session and the HTTP/2 state of its streams.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request message decoded (a CSR is 1–4 KiB).
+    pub max_message_size: usize,
+    /// Connections open at once (including TLS handshakes in progress); more are closed
+    /// right after `accept`.
+    pub max_connections: usize,
+    /// HTTP/2 streams at once per connection (`SETTINGS_MAX_CONCURRENT_STREAMS`).
+    pub max_streams_per_connection: u32,
+    /// A TLS handshake not finished by then is dropped.
+    pub handshake_timeout: Duration,
+    /// A request not answered by then fails with DEADLINE_EXCEEDED… or CANCELLED.
+    pub request_timeout: Duration,
+    /// HTTP/2 PING every interval; a peer that does not answer within the timeout is dropped.
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
+    /// A connection — idle or not — is closed (GOAWAY, then 10 s grace) after this long;
+    /// clients reconnect on their next call. This also bounds idle connections.
+    pub max_connection_age: Duration,
+}
+
+/// HTTP/2 flow-control windows: what one stream / one connection may have in flight.
+const STREAM_WINDOW: u32 = 64 * 1024;
+const CONNECTION_WINDOW: u32 = 256 * 1024;
+/// Largest header block accepted (a projected token is about 1 KiB).
+const MAX_HEADER_LIST: u32 = 32 * 1024;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_size: 64 * 1024,
+            max_connections: 512,
+            max_streams_per_connection: 16,
+            handshake_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
+            max_connection_age: Duration::from_secs(300),
+        }
+    }
 }
 
 /// Errors starting the CA.
@@ -70,11 +126,14 @@ pub enum CaServeError {
     Tokens(TokensError),
     #[error("listening: {0}")]
     Io(std::io::Error),
+    #[error("Kubernetes tokens: {0}")]
+    Kube(KubeError),
 }
 
 wrap_errors!(
     CaServeError::Tokens(TokensError),
     CaServeError::Io(std::io::Error),
+    CaServeError::Kube(KubeError),
 );
 
 struct CaState {
@@ -116,6 +175,7 @@ fn build_state(cfg: &CaServerConfig) -> Result<CaState, CaServeError> {
 pub struct CaHandle {
     cfg: Arc<CaServerConfig>,
     state: Arc<RwLock<Arc<CaState>>>,
+    kube: Option<Arc<KubeAuth>>,
 }
 
 impl std::fmt::Debug for CaHandle {
@@ -190,17 +250,71 @@ impl Drop for RunningCa {
     }
 }
 
+/// A TLS connection holding one of the `max_connections` permits until hyper drops it.
+struct Conn {
+    io: tokio_rustls::server::TlsStream<TcpStream>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Connected for Conn {
+    type ConnectInfo = <tokio_rustls::server::TlsStream<TcpStream> as Connected>::ConnectInfo;
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.io.connect_info()
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
 /// Loads the CA and serves on `listener` until shut down.
 pub async fn start(cfg: CaServerConfig, listener: TcpListener) -> Result<RunningCa, CaServeError> {
+    warn_loose_modes(&cfg);
     if let Some(t) = &cfg.tokens {
         let tokens = Tokens::load(t)?;
         tracing::info!(tokens = tokens.len(), file = %t.display(), "token authentication enabled");
     }
+    let kube = cfg.kube.clone().map(KubeAuth::new).transpose()?;
+    let discovery = kube.as_ref().and_then(|k| k.spawn_discovery());
     let state = build_state(&cfg)?;
     let addr = listener.local_addr()?;
+    let limits = cfg.limits.clone();
     let handle = CaHandle {
         cfg: Arc::new(cfg),
         state: Arc::new(RwLock::new(Arc::new(state))),
+        kube,
     };
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let (conn_tx, conn_rx) = tokio::sync::mpsc::channel(64);
@@ -209,6 +323,8 @@ pub async fn start(cfg: CaServerConfig, listener: TcpListener) -> Result<Running
     };
 
     let accept_handle = handle.clone();
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let handshake_timeout = limits.handshake_timeout;
     let acceptor = tokio::spawn(async move {
         loop {
             let (tcp, peer) = match listener.accept().await {
@@ -219,15 +335,23 @@ pub async fn start(cfg: CaServerConfig, listener: TcpListener) -> Result<Running
                     continue;
                 }
             };
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                tracing::warn!(%peer, "connection limit reached (--max-connections); closing the new connection");
+                continue;
+            };
             let Ok(state) = accept_handle.current() else {
                 continue;
             };
             let tx = conn_tx.clone();
             tokio::spawn(async move {
                 let acceptor = TlsAcceptor::from(state.tls.clone());
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => {
-                        let _ = tx.send(Ok::<_, std::io::Error>(tls)).await;
+                match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(io)) => {
+                        let conn = Conn {
+                            io,
+                            _permit: permit,
+                        };
+                        let _ = tx.send(Ok::<_, std::io::Error>(conn)).await;
                     }
                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -253,10 +377,30 @@ pub async fn start(cfg: CaServerConfig, listener: TcpListener) -> Result<Running
         })
     });
 
+    // Authentication runs in the interceptor, on the headers and the TLS session, before the
+    // body is read; only an authenticated request has its message decoded (≤ max_message_size).
+    let grpc = IstioCertificateServiceServer::new(service)
+        .max_decoding_message_size(limits.max_message_size);
+    let authed = InterceptedService::new(
+        grpc,
+        Authenticator {
+            handle: handle.clone(),
+        },
+    );
     let join = tokio::spawn(async move {
         let incoming = tokio_stream::wrappers::ReceiverStream::new(conn_rx);
         let res = tonic::transport::Server::builder()
-            .add_service(IstioCertificateServiceServer::new(service))
+            .max_concurrent_streams(limits.max_streams_per_connection)
+            .concurrency_limit_per_connection(limits.max_streams_per_connection as usize)
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .http2_max_header_list_size(MAX_HEADER_LIST)
+            .http2_keepalive_interval(Some(limits.keepalive_interval))
+            .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+            .max_connection_age(limits.max_connection_age)
+            .max_connection_age_grace(Duration::from_secs(10))
+            .timeout(limits.request_timeout)
+            .add_service(authed)
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = shutdown_rx.await;
             })
@@ -264,6 +408,9 @@ pub async fn start(cfg: CaServerConfig, listener: TcpListener) -> Result<Running
         acceptor.abort();
         if let Some(w) = watcher {
             w.abort();
+        }
+        if let Some(d) = discovery {
+            d.abort();
         }
         if let Err(e) = res {
             tracing::error!(error = %e, "CA server stopped");
@@ -275,6 +422,20 @@ pub async fn start(cfg: CaServerConfig, listener: TcpListener) -> Result<Running
         shutdown: Some(shutdown_tx),
         join: Some(join),
     })
+}
+
+/// Warns (once, at start) when the CA key or the tokens file is readable by group or others.
+fn warn_loose_modes(cfg: &CaServerConfig) {
+    let key = cfg.ca_dir.join(store::CA_KEY);
+    for path in std::iter::once(&key).chain(cfg.tokens.as_ref()) {
+        if let Some(mode) = store::loose_mode(path) {
+            tracing::warn!(
+                file = %path.display(),
+                mode = %format!("{mode:04o}"),
+                "secret file is accessible to group/others; chmod 0600 it (Kubernetes: defaultMode 0400)"
+            );
+        }
+    }
 }
 
 fn fingerprint(dir: &std::path::Path) -> Vec<Option<(SystemTime, u64)>> {
@@ -293,6 +454,7 @@ fn fingerprint(dir: &std::path::Path) -> Vec<Option<(SystemTime, u64)>> {
 enum Caller {
     Mtls(SpiffeId),
     Token(SpiffeId),
+    Kube(SpiffeId),
     TrustCsr,
 }
 
@@ -301,107 +463,148 @@ impl Caller {
         match self {
             Caller::Mtls(_) => "mtls",
             Caller::Token(_) => "token",
+            Caller::Kube(_) => "kubernetes-token",
             Caller::TrustCsr => "insecure-trust-csr",
         }
+    }
+
+    fn identity(&self) -> Option<&SpiffeId> {
+        match self {
+            Caller::Mtls(id) | Caller::Token(id) | Caller::Kube(id) => Some(id),
+            Caller::TrustCsr => None,
+        }
+    }
+}
+
+/// The bearer token of `authorization: Bearer <token>`; `Err` for a header that is present
+/// but not a usable Bearer token.
+fn bearer(md: &MetadataMap) -> Option<Result<&str, Status>> {
+    let value = md.get("authorization")?;
+    Some(
+        value
+            .to_str()
+            .map_err(|_| Status::unauthenticated("authorization header is not ASCII"))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .ok_or_else(|| {
+                        Status::unauthenticated("authorization header is not a Bearer token")
+                    })
+            }),
+    )
+}
+
+/// Authenticates every call from its headers and TLS session before the body is read, and
+/// hands the [`Caller`] to the handler in the request extensions.
+#[derive(Clone)]
+struct Authenticator {
+    handle: CaHandle,
+}
+
+impl tonic::service::Interceptor for Authenticator {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        let caller = self.handle.authenticate(&req)?;
+        req.extensions_mut().insert(caller);
+        Ok(req)
+    }
+}
+
+impl CaHandle {
+    /// Who is calling: the client certificate if there is one (renewal), else the bearer
+    /// token, else (dev only) nobody in particular.
+    ///
+    /// A caller with a client certificate may also send a Bearer token (Istio's agent does).
+    /// The certificate is the credential; the token can only take away: when it is valid for
+    /// a different identity the call is refused (PERMISSION_DENIED), so two credentials never
+    /// combine into more than either grants.
+    fn authenticate(&self, req: &Request<()>) -> Result<Caller, Status> {
+        let token = bearer(req.metadata());
+        if let Some(leaf) = req.peer_certs().and_then(|c| c.first().cloned()) {
+            let id = client_cert_identity(&leaf)?;
+            let token_id = match token {
+                Some(Ok(t)) if self.token_auth_enabled() => Some(self.token_identity(t)),
+                _ => None,
+            };
+            if let Some(Ok(tok)) = &token_id {
+                if let Some(tid) = tok.identity().filter(|tid| **tid != id) {
+                    tracing::info!(caller = %id, token_for = %tid, "client certificate and token disagree");
+                    return Err(Status::permission_denied(format!(
+                        "client certificate is {id} but the bearer token is for {tid}"
+                    )));
+                }
+            }
+            self.still_authorized(&id, token_id.is_some_and(|t| t.is_ok()))?;
+            return Ok(Caller::Mtls(id));
+        }
+        match token {
+            Some(t) if self.token_auth_enabled() => self.token_identity(t?),
+            Some(_) if self.cfg.insecure_trust_csr => Ok(Caller::TrustCsr),
+            Some(_) => Err(Status::unauthenticated(
+                "token authentication is not enabled on this CA (--tokens, --kube-issuer)",
+            )),
+            None if self.cfg.insecure_trust_csr => Ok(Caller::TrustCsr),
+            None => Err(Status::unauthenticated(
+                "no credentials: present a client certificate or a Bearer token",
+            )),
+        }
+    }
+
+    fn token_auth_enabled(&self) -> bool {
+        self.cfg.tokens.is_some() || self.kube.is_some()
+    }
+
+    fn tokens(&self) -> Option<Result<Tokens, Status>> {
+        let path = self.cfg.tokens.as_ref()?;
+        Some(Tokens::load(path).map_err(|e| {
+            tracing::error!(error = %e, "tokens file unusable; refusing token callers");
+            Status::unavailable("token authentication is unavailable")
+        }))
+    }
+
+    /// The identity of a bearer token: an entry of the tokens file, else (with
+    /// `--kube-issuer`) a valid Kubernetes service-account token.
+    fn token_identity(&self, token: &str) -> Result<Caller, Status> {
+        if let Some(tokens) = self.tokens() {
+            if let Some(id) = tokens?.lookup(token) {
+                return Ok(Caller::Token(id.clone()));
+            }
+        }
+        match &self.kube {
+            Some(k) => k.identity(token, &self.cfg.trust_domain).map(Caller::Kube),
+            None => Err(Status::permission_denied("unknown token")),
+        }
+    }
+
+    /// Revocation: with a tokens file or Kubernetes tokens configured, a client certificate
+    /// renews only while its identity is still authorized there — the call carries a valid
+    /// token for it (`token_valid`: checked to agree with the certificate), or an entry of the
+    /// tokens file maps to it. Without either mechanism the certificate alone is the
+    /// credential.
+    fn still_authorized(&self, id: &SpiffeId, token_valid: bool) -> Result<(), Status> {
+        if !self.token_auth_enabled() || token_valid {
+            return Ok(());
+        }
+        if let Some(tokens) = self.tokens() {
+            if tokens?.authorizes(id) {
+                return Ok(());
+            }
+        }
+        tracing::info!(caller = %id, "renewal refused: the identity is no longer authorized");
+        let why = match (self.cfg.tokens.is_some(), self.kube.is_some()) {
+            (true, false) => "no entry of the tokens file maps to it",
+            (false, true) => "the call carries no valid Kubernetes token for it",
+            _ => "no entry of the tokens file maps to it and the call carries no valid Kubernetes token for it",
+        };
+        Err(Status::permission_denied(format!(
+            "client certificate for {id}: the identity is no longer authorized ({why})"
+        )))
     }
 }
 
 struct CaService {
     handle: CaHandle,
-}
-
-impl CaService {
-    fn authenticate(&self, req: &Request<IstioCertificateRequest>) -> Result<Caller, Status> {
-        let cfg = &self.handle.cfg;
-        if let Some(certs) = req.peer_certs() {
-            if let Some(leaf) = certs.first() {
-                let id = client_cert_identity(leaf)?;
-                self.token_agrees(req, &id)?;
-                return Ok(Caller::Mtls(id));
-            }
-        }
-        if let Some(value) = req.metadata().get("authorization") {
-            let value = value
-                .to_str()
-                .map_err(|_| Status::unauthenticated("authorization header is not ASCII"))?;
-            let token = value
-                .strip_prefix("Bearer ")
-                .or_else(|| value.strip_prefix("bearer "))
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-                .ok_or_else(|| {
-                    Status::unauthenticated("authorization header is not a Bearer token")
-                })?;
-            match &cfg.tokens {
-                Some(path) => {
-                    let tokens = Tokens::load(path).map_err(|e| {
-                        tracing::error!(error = %e, "tokens file unusable; refusing token callers");
-                        Status::unavailable("token authentication is unavailable")
-                    })?;
-                    return match tokens.lookup(token) {
-                        Some(id) => Ok(Caller::Token(id.clone())),
-                        None => Err(Status::permission_denied("unknown token")),
-                    };
-                }
-                None if cfg.insecure_trust_csr => return Ok(Caller::TrustCsr),
-                None => {
-                    return Err(Status::unauthenticated(
-                        "token authentication is not enabled on this CA (--tokens)",
-                    ))
-                }
-            }
-        }
-        if cfg.insecure_trust_csr {
-            return Ok(Caller::TrustCsr);
-        }
-        Err(Status::unauthenticated(
-            "no credentials: present a client certificate or a Bearer token",
-        ))
-    }
-}
-
-impl CaService {
-    /// A caller with a client certificate may also send a Bearer token (Istio's agent does).
-    /// The certificate is the credential; the token can only take away: when it maps to a
-    /// different identity in the tokens file the call is refused (PERMISSION_DENIED), so two
-    /// credentials never combine into more than either grants. A token that maps to nothing
-    /// (unknown, revoked, tokens file unusable, tokens not enabled, malformed header) grants
-    /// nothing and is ignored.
-    fn token_agrees(
-        &self,
-        req: &Request<IstioCertificateRequest>,
-        cert_id: &SpiffeId,
-    ) -> Result<(), Status> {
-        let (Some(path), Some(value)) =
-            (&self.handle.cfg.tokens, req.metadata().get("authorization"))
-        else {
-            return Ok(());
-        };
-        let Some(token) = value
-            .to_str()
-            .ok()
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-        else {
-            return Ok(());
-        };
-        let Ok(tokens) = Tokens::load(path) else {
-            return Ok(());
-        };
-        match tokens.lookup(token) {
-            Some(token_id) if token_id != cert_id => {
-                tracing::info!(caller = %cert_id, token_for = %token_id, "client certificate and token disagree");
-                Err(Status::permission_denied(format!(
-                    "client certificate is {cert_id} but the bearer token is for {token_id}"
-                )))
-            }
-            _ => Ok(()),
-        }
-    }
 }
 
 /// The SPIFFE ID of a (TLS-verified) client certificate.
@@ -444,15 +647,19 @@ impl IstioCertificateService for CaService {
         &self,
         request: Request<IstioCertificateRequest>,
     ) -> Result<Response<IstioCertificateResponse>, Status> {
-        let caller = self.authenticate(&request)?;
+        let caller = request
+            .extensions()
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(|| Status::internal("unauthenticated request reached the handler"))?;
         let cfg = &self.handle.cfg;
         let req = request.into_inner();
         let csr = check_csr(&req.csr, &cfg.trust_domain).map_err(|e| {
             tracing::info!(auth = caller.method(), reason = %e, "CSR refused");
             rejection_status(e)
         })?;
-        match &caller {
-            Caller::Mtls(id) | Caller::Token(id) if *id != csr.spiffe_id => {
+        match caller.identity() {
+            Some(id) if *id != csr.spiffe_id => {
                 tracing::info!(auth = caller.method(), caller = %id, requested = %csr.spiffe_id, "identity mismatch");
                 return Err(Status::permission_denied(format!(
                     "caller is {id} but the CSR asks for {}",

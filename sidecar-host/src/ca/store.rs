@@ -14,7 +14,7 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -234,6 +234,15 @@ fn verify_ca_chain(
     )))
 }
 
+/// The permission bits of `path` when group or others may read or write it (a secret —
+/// the CA key, the tokens file — should be 0600 or 0400); `None` when it is private or
+/// cannot be inspected.
+pub fn loose_mode(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then_some(mode)
+}
+
 /// Which files of a `cacerts` directory exist.
 pub fn existing_files(dir: &Path) -> Vec<&'static str> {
     ALL_FILES
@@ -271,7 +280,7 @@ fn ca_params(
 }
 
 /// Creates a root (10 years) and an intermediate (5 years, pathLen 0), both ECDSA P-256, in
-/// `dir` (created if missing, mode 0700). Refuses if any `cacerts` file exists already. The
+/// `dir` (created if missing, mode 0700; the files mode 0600). Refuses if any `cacerts` file exists already. The
 /// root key is discarded: it signs nothing else. Returns the written paths.
 pub fn generate(dir: &Path, td: &TrustDomain) -> Result<Vec<PathBuf>, StoreError> {
     let existing = existing_files(dir);
@@ -281,10 +290,14 @@ pub fn generate(dir: &Path, td: &TrustDomain) -> Result<Vec<PathBuf>, StoreError
             reason: format!("refusing to overwrite existing {}", existing.join(", ")),
         });
     }
-    fs::create_dir_all(dir).map_err(|e| StoreError::Dir {
-        dir: dir.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| StoreError::Dir {
+            dir: dir.display().to_string(),
+            reason: e.to_string(),
+        })?;
     let gen = |e: rcgen::Error| StoreError::Generate(e.to_string());
     let root = CertifiedIssuer::self_signed(
         ca_params(
@@ -311,9 +324,9 @@ pub fn generate(dir: &Path, td: &TrustDomain) -> Result<Vec<PathBuf>, StoreError
     .map_err(gen)?;
     let files: [(&str, String, u32); 4] = [
         (CA_KEY, inter_key_pem.to_string(), 0o600),
-        (CA_CERT, inter.pem(), 0o644),
-        (ROOT_CERT, root.pem(), 0o644),
-        (CERT_CHAIN, format!("{}{}", inter.pem(), root.pem()), 0o644),
+        (CA_CERT, inter.pem(), 0o600),
+        (ROOT_CERT, root.pem(), 0o600),
+        (CERT_CHAIN, format!("{}{}", inter.pem(), root.pem()), 0o600),
     ];
     let mut written = Vec::new();
     for (name, content, mode) in files {
