@@ -18,12 +18,16 @@
 //!   and retries. Never an empty or invalid SVID;
 //! - `FetchJWTSVID`, `FetchJWTBundles`, `ValidateJWTSVID` answer UNIMPLEMENTED (the Istio CA
 //!   API issues no JWT-SVIDs), after the same header check;
-//! - at most [`MAX_STREAMS`] open streams; one more is refused with UNAVAILABLE.
+//! - at most [`MAX_STREAMS`] open streams; one more is refused with UNAVAILABLE;
+//! - the `:authority` that grpc-core and grpc-java clients put on Unix-socket requests (the
+//!   socket path, which the HTTP/2 server would refuse) is replaced on the way in
+//!   ([`svidgate_core::h2_authority`]), so py-spiffe and java-spiffe work like go-spiffe.
 //!
 //! Trust model: as with SDS, a local process that can connect to the socket obtains the
 //! workload's private key. The socket's directory and mode are the access control; there is no
 //! workload attestation (one agent serves one identity).
 
+mod authority;
 mod content;
 mod metrics;
 mod service;

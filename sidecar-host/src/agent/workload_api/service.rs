@@ -14,10 +14,12 @@ use svidgate_core::TrustDomain;
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
+use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 use tracing::{debug, warn};
 use zeroize::Zeroizing;
 
+use super::authority::FixAuthority;
 use super::content::{x509_bundles_response, x509_svid_response, ContentError};
 use super::metrics::{Refusal, WorkloadApiMetrics};
 use super::pb::spiffe_workload_api_server::{SpiffeWorkloadApi, SpiffeWorkloadApiServer};
@@ -86,7 +88,7 @@ impl WorkloadApiService {
             .add_service(
                 SpiffeWorkloadApiServer::new(self).max_decoding_message_size(MAX_REQUEST_BYTES),
             )
-            .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+            .serve_with_incoming_shutdown(incoming(listener), async move {
                 wait_shutdown(&mut sd).await;
             })
             .await
@@ -141,6 +143,13 @@ impl WorkloadApiService {
         tokio::spawn(drive(self.inner.clone(), permit, rpc, build, tx));
         ReceiverStream::new(rx)
     }
+}
+
+/// The accepted connections, each behind [`FixAuthority`].
+fn incoming(
+    listener: UnixListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<FixAuthority<tokio::net::UnixStream>>> {
+    UnixListenerStream::new(listener).map(|conn| conn.map(FixAuthority::new))
 }
 
 /// Does the call carry `workload.spiffe.io: true`?
