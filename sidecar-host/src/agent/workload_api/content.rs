@@ -11,23 +11,24 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::PrivatePkcs8KeyDer;
 use svidgate_core::TrustDomain;
+use svidgate_pki::pem::parse_cert_blocks;
+use svidgate_pki::CertificateDer;
 use zeroize::Zeroizing;
 
 use super::pb::{X509BundlesResponse, X509svid, X509svidResponse};
-use crate::sds::SecretState;
+use crate::agent::sds::SecretState;
 
 /// PEM label of an unencrypted PKCS#8 private key.
 const PKCS8_LABEL: &str = "PRIVATE KEY";
-const CERT_LABEL: &str = "CERTIFICATE";
 
 /// Why the published state cannot be turned into a Workload API message. The agent validated
 /// all of it before publishing, so this means a bug; the stream then sends nothing.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ContentError {
-    #[error("SVID chain: {0}")]
-    Chain(String),
     #[error("SVID private key: {0}")]
     Key(String),
     #[error("trust bundle of {trust_domain}: {reason}")]
@@ -42,37 +43,17 @@ pub fn bundle_key(td: &TrustDomain) -> String {
     format!("spiffe://{td}")
 }
 
-/// Concatenated DER of the `CERTIFICATE` blocks in `pem_text` (at least one; any other block
-/// is refused).
-pub fn certs_der(pem_text: &str) -> Result<Vec<u8>, String> {
-    let blocks = pem::parse_many(pem_text.as_bytes()).map_err(|e| e.to_string())?;
-    if blocks.is_empty() {
-        return Err("no PEM certificate".into());
-    }
-    let mut der = Vec::new();
-    for (i, b) in blocks.iter().enumerate() {
-        if b.tag() != CERT_LABEL {
-            return Err(format!(
-                "PEM block {i} is a {:?}, not a {CERT_LABEL}",
-                b.tag()
-            ));
-        }
-        der.extend_from_slice(b.contents());
-    }
-    Ok(der)
+/// Certificates as the Workload API carries them: their DER encodings back to back.
+pub fn concat_der(certs: &[CertificateDer<'_>]) -> Vec<u8> {
+    certs.iter().flat_map(|c| c.iter().copied()).collect()
 }
 
-/// The PKCS#8 DER inside a `PRIVATE KEY` PEM block (zeroized on drop). The error never holds
-/// key material.
+/// The PKCS#8 DER of the first unencrypted `PRIVATE KEY` PEM block (zeroized on drop). The
+/// error never holds key material.
 pub fn pkcs8_der(key_pem: &str) -> Result<Zeroizing<Vec<u8>>, String> {
-    let block = pem::parse(key_pem.as_bytes()).map_err(|_| "not a PEM block".to_owned())?;
-    if block.tag() != PKCS8_LABEL {
-        return Err(format!(
-            "PEM block is a {:?}, not an unencrypted PKCS#8 {PKCS8_LABEL}",
-            block.tag()
-        ));
-    }
-    let der = Zeroizing::new(block.into_contents());
+    let key = PrivatePkcs8KeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|_| format!("no unencrypted PKCS#8 {PKCS8_LABEL} PEM block"))?;
+    let der = Zeroizing::new(key.secret_pkcs8_der().to_vec());
     if der.is_empty() {
         return Err("empty key".into());
     }
@@ -89,11 +70,15 @@ fn bundles_der(
         if pems.is_empty() {
             continue;
         }
-        let der = certs_der(&pems.concat()).map_err(|reason| ContentError::Bundle {
+        let bad = |reason: String| ContentError::Bundle {
             trust_domain: td.to_string(),
             reason,
-        })?;
-        out.insert(bundle_key(td), der);
+        };
+        let certs = parse_cert_blocks(pems.concat().as_bytes()).map_err(|e| bad(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(bad("no PEM certificate".into()));
+        }
+        out.insert(bundle_key(td), concat_der(&certs));
     }
     Ok(out)
 }
@@ -104,22 +89,22 @@ pub fn x509_svid_response(
     state: &SecretState,
     now: SystemTime,
 ) -> Result<Option<X509svidResponse>, ContentError> {
-    let Some(svid) = state.svid.as_ref() else {
+    let Some(cert) = state.cert.as_ref() else {
         return Ok(None);
     };
-    if now >= svid.not_after() {
+    if now >= cert.not_after() {
         return Ok(None);
     }
-    let local = bundle_key(svid.spiffe_id().trust_domain());
+    let local = bundle_key(cert.spiffe_id().trust_domain());
     let mut bundles = bundles_der(&state.bundles)?;
     let Some(bundle) = bundles.remove(&local) else {
         return Ok(None);
     };
-    let x509_svid = certs_der(svid.chain_pem()).map_err(ContentError::Chain)?;
-    let key = pkcs8_der(svid.key_pem()).map_err(ContentError::Key)?;
+    let x509_svid = concat_der(cert.chain());
+    let key = pkcs8_der(cert.key_pem()).map_err(ContentError::Key)?;
     Ok(Some(X509svidResponse {
         svids: vec![X509svid {
-            spiffe_id: svid.spiffe_id().to_string(),
+            spiffe_id: cert.spiffe_id().to_string(),
             x509_svid,
             x509_svid_key: key.to_vec(),
             bundle,

@@ -36,7 +36,7 @@ mod service;
 mod tests;
 
 pub use content::{
-    bundle_key, certs_der, pkcs8_der, x509_bundles_response, x509_svid_response, ContentError,
+    bundle_key, concat_der, pkcs8_der, x509_bundles_response, x509_svid_response, ContentError,
 };
 pub use metrics::{Refusal, WorkloadApiMetrics};
 pub use service::{

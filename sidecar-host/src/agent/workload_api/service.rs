@@ -28,7 +28,8 @@ use super::pb::{
     ValidateJwtsvidResponse, X509BundlesRequest, X509BundlesResponse, X509svidRequest,
     X509svidResponse,
 };
-use crate::sds::{wait_shutdown, SecretState};
+use crate::agent::sds::SecretState;
+use crate::runtime::wait_shutdown;
 
 /// The security header every call must carry (SPIFFE Workload Endpoint, "Transport"): a
 /// hardening against server-side request forgery.

@@ -8,12 +8,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use hyper_util::rt::TokioIo;
-use svidgate_core::{SpiffeId, TrustDomain};
+use svidgate_core::TrustDomain;
+use svidgate_pki::testing::TestPki;
+use svidgate_pki::WorkloadCert;
 use tokio::net::UnixStream;
 use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::{Code, Request, Streaming};
-use zeroize::Zeroizing;
 
 use super::pb::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use super::pb::{
@@ -21,49 +22,28 @@ use super::pb::{
     X509BundlesResponse, X509svidRequest, X509svidResponse,
 };
 use super::*;
-use crate::sds::{bind_socket, SecretState, SecretStore, Svid};
+use crate::agent::sds::{bind_socket, SecretState, SecretStore};
 
 const WID: &str = "spiffe://example.org/ns/app/sa/web";
 const LOCAL: &str = "spiffe://example.org";
 const FED: &str = "spiffe://fed.example";
 
-/// A CA: a self-signed root that signs leaves.
-struct TestCa {
-    key: rcgen::KeyPair,
-    cert: rcgen::Certificate,
-}
+/// A CA (root + intermediate) for one trust domain.
+struct TestCa(TestPki);
 
 impl TestCa {
     fn new(name: &str) -> TestCa {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.distinguished_name.push(rcgen::DnType::CommonName, name);
-        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let cert = p.self_signed(&key).unwrap();
-        TestCa { key, cert }
+        TestCa(TestPki::new(name))
     }
     fn pem(&self) -> String {
-        self.cert.pem()
+        self.0.root_pem()
     }
-    /// A leaf for `id` expiring `secs` from now (negative: already expired), with its key.
-    fn leaf(&self, id: &str, secs: i64) -> (Arc<Svid>, Vec<u8>) {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.subject_alt_names = vec![rcgen::SanType::URI(
-            rcgen::string::Ia5String::try_from(id).unwrap(),
-        )];
-        let now = time::OffsetDateTime::now_utc();
-        p.not_before = now - time::Duration::seconds(60);
-        p.not_after = now + time::Duration::seconds(secs);
-        let issuer = rcgen::Issuer::from_ca_cert_der(self.cert.der(), &self.key).unwrap();
-        let cert = p.signed_by(&key, &issuer).unwrap();
-        let svid = Svid::new(
-            SpiffeId::parse(id).unwrap(),
-            &[cert.pem()],
-            Zeroizing::new(key.serialize_pem()),
-        )
-        .unwrap();
-        (Arc::new(svid), key.serialize_der())
+    fn der(&self) -> Vec<u8> {
+        self.0.root_der().to_vec()
+    }
+    /// A certificate for `id` expiring `secs` from now (negative: already expired).
+    fn cert(&self, id: &str, secs: i64) -> Arc<WorkloadCert> {
+        Arc::new(self.0.cert_with(id, secs.min(0) - 60, secs))
     }
 }
 
@@ -82,33 +62,8 @@ fn bundles(local: &[&TestCa], fed: &[&TestCa]) -> BTreeMap<TrustDomain, Vec<Stri
     m
 }
 
-fn der_of(pem_text: &str) -> Vec<u8> {
-    certs_der(pem_text).unwrap()
-}
-
 // ---------------------------------------------------------------------------------------------
 // Pure content
-
-#[test]
-fn certs_der_concatenates_certificates_only() {
-    let a = TestCa::new("a");
-    let b = TestCa::new("b");
-    let both = format!("{}{}", a.pem(), b.pem());
-    let mut want = a.cert.der().to_vec();
-    want.extend_from_slice(b.cert.der());
-    assert_eq!(certs_der(&both).unwrap(), want);
-    let key = rcgen::KeyPair::generate().unwrap().serialize_pem();
-    for (input, want_err) in [
-        ("", "no PEM certificate"),
-        ("not pem at all", "no PEM certificate"),
-        (
-            key.as_str(),
-            "PEM block 0 is a \"PRIVATE KEY\", not a CERTIFICATE",
-        ),
-    ] {
-        assert_eq!(certs_der(input).unwrap_err(), want_err, "input {input:?}");
-    }
-}
 
 #[test]
 fn pkcs8_der_accepts_only_unencrypted_pkcs8() {
@@ -117,23 +72,17 @@ fn pkcs8_der_accepts_only_unencrypted_pkcs8() {
         pkcs8_der(&key.serialize_pem()).unwrap().as_slice(),
         key.serialize_der().as_slice()
     );
-    let sec1 = pem::encode(&pem::Pem::new("EC PRIVATE KEY", vec![1, 2, 3]));
-    let encrypted = pem::encode(&pem::Pem::new("ENCRYPTED PRIVATE KEY", vec![1, 2, 3]));
-    let empty = pem::encode(&pem::Pem::new("PRIVATE KEY", Vec::new()));
+    let block = |tag: &str, der: Vec<u8>| svidgate_pki::pem::encode(tag, &der);
+    let none = "no unencrypted PKCS#8 PRIVATE KEY PEM block";
     for (input, want_err) in [
-        ("", "not a PEM block"),
-        ("garbage", "not a PEM block"),
-        (
-            sec1.as_str(),
-            "PEM block is a \"EC PRIVATE KEY\", not an unencrypted PKCS#8 PRIVATE KEY",
-        ),
-        (
-            encrypted.as_str(),
-            "PEM block is a \"ENCRYPTED PRIVATE KEY\", not an unencrypted PKCS#8 PRIVATE KEY",
-        ),
-        (empty.as_str(), "empty key"),
+        (String::new(), none),
+        ("garbage".to_owned(), none),
+        (block("EC PRIVATE KEY", vec![1, 2, 3]), none),
+        (block("ENCRYPTED PRIVATE KEY", vec![1, 2, 3]), none),
+        (block("CERTIFICATE", vec![1, 2, 3]), none),
+        (block("PRIVATE KEY", Vec::new()), "empty key"),
     ] {
-        assert_eq!(pkcs8_der(input).unwrap_err(), want_err, "input {input:?}");
+        assert_eq!(pkcs8_der(&input).unwrap_err(), want_err, "input {input:?}");
     }
 }
 
@@ -141,9 +90,9 @@ fn pkcs8_der_accepts_only_unencrypted_pkcs8() {
 fn x509_svid_response_fields() {
     let ca = TestCa::new("root");
     let fed = TestCa::new("fed");
-    let (svid, key_der) = ca.leaf(WID, 3600);
+    let cert = ca.cert(WID, 3600);
     let state = SecretState {
-        svid: Some(svid.clone()),
+        cert: Some(cert.clone()),
         bundles: bundles(&[&ca], &[&fed]),
         version: 1,
     };
@@ -153,14 +102,22 @@ fn x509_svid_response_fields() {
     assert_eq!(r.svids.len(), 1);
     let s = &r.svids[0];
     assert_eq!(s.spiffe_id, WID);
-    assert_eq!(s.x509_svid, der_of(svid.chain_pem()));
-    assert_eq!(s.x509_svid_key, key_der);
-    assert_eq!(s.bundle, ca.cert.der().to_vec());
+    // Leaf then intermediate, as DER back to back.
+    assert_eq!(
+        s.x509_svid,
+        [cert.chain()[0].to_vec(), cert.chain()[1].to_vec()].concat()
+    );
+    assert_eq!(cert.chain().len(), 2);
+    assert_eq!(
+        svidgate_pki::pem::encode("PRIVATE KEY", &s.x509_svid_key),
+        cert.key_pem()
+    );
+    assert_eq!(s.bundle, ca.der());
     assert!(s.hint.is_empty() && r.crl.is_empty());
     // Only foreign trust domains are federated bundles.
     assert_eq!(
         r.federated_bundles,
-        BTreeMap::from([(FED.to_owned(), fed.cert.der().to_vec())])
+        BTreeMap::from([(FED.to_owned(), fed.der())])
     );
 }
 
@@ -168,17 +125,17 @@ fn x509_svid_response_fields() {
 fn nothing_is_sent_rather_than_something_incomplete() {
     let ca = TestCa::new("root");
     let fed = TestCa::new("fed");
-    let (valid, _) = ca.leaf(WID, 3600);
-    let (expired, _) = ca.leaf(WID, -1);
+    let valid = ca.cert(WID, 3600);
+    let expired = ca.cert(WID, -1);
     let now = SystemTime::now();
     let cases = [
         ("no certificate yet", None, bundles(&[&ca], &[])),
         ("expired certificate", Some(expired), bundles(&[&ca], &[])),
         ("no local roots", Some(valid.clone()), bundles(&[], &[&fed])),
     ];
-    for (what, svid, b) in cases {
+    for (what, cert, b) in cases {
         let state = SecretState {
-            svid,
+            cert,
             bundles: b,
             version: 1,
         };
@@ -186,13 +143,13 @@ fn nothing_is_sent_rather_than_something_incomplete() {
     }
     // Bundles: only once the local trust domain has roots.
     let state = SecretState {
-        svid: None,
+        cert: None,
         bundles: bundles(&[], &[&fed]),
         version: 1,
     };
     assert_eq!(x509_bundles_response(&state, &td("example.org")), Ok(None));
     let state = SecretState {
-        svid: None,
+        cert: None,
         bundles: bundles(&[&ca], &[&fed]),
         version: 1,
     };
@@ -201,21 +158,18 @@ fn nothing_is_sent_rather_than_something_incomplete() {
         .unwrap();
     assert_eq!(
         r.bundles,
-        BTreeMap::from([
-            (FED.to_owned(), fed.cert.der().to_vec()),
-            (LOCAL.to_owned(), ca.cert.der().to_vec()),
-        ])
+        BTreeMap::from([(FED.to_owned(), fed.der()), (LOCAL.to_owned(), ca.der()),])
     );
 }
 
 #[test]
 fn a_bad_published_bundle_is_an_error_not_a_message() {
     let ca = TestCa::new("root");
-    let (svid, _) = ca.leaf(WID, 3600);
+    let cert = ca.cert(WID, 3600);
     let mut b = bundles(&[&ca], &[]);
     b.insert(td("fed.example"), vec!["junk".into()]);
     let state = SecretState {
-        svid: Some(svid),
+        cert: Some(cert),
         bundles: b,
         version: 1,
     };
@@ -346,13 +300,9 @@ async fn wait_for(what: &str, f: impl Fn() -> bool) {
     panic!("{what}: not reached in 5 s");
 }
 
-fn serial_of(r: &X509svidResponse) -> Vec<u8> {
-    let (_, cert) = x509_parser::parse_x509_certificate(&r.svids[0].x509_svid).unwrap();
-    cert.raw_serial().to_vec()
-}
-
-fn serial_hex(svid: &Svid) -> Vec<u8> {
-    hex::decode(svid.serial_hex()).unwrap()
+/// Is `r` the message for `cert` (its leaf first in the chain)?
+fn carries(r: &X509svidResponse, cert: &WorkloadCert) -> bool {
+    r.svids[0].x509_svid.starts_with(cert.leaf())
 }
 
 #[tokio::test]
@@ -365,15 +315,14 @@ async fn waits_for_the_first_certificate_then_sends_it() {
     h.store.set_bundles(bundles(&[&ca], &[]));
     let mut bs = bundle_stream(&mut c).await;
     let b = next(&mut bs).await;
-    assert_eq!(b.bundles[LOCAL], ca.cert.der().to_vec());
+    assert_eq!(b.bundles[LOCAL], ca.der());
     wait_for("both streams open", || h.metrics.streams_open() == 2).await;
 
-    let (svid, key_der) = ca.leaf(WID, 3600);
-    h.store.set_svid(svid.clone());
+    let cert = ca.cert(WID, 3600);
+    h.store.set_cert(cert.clone());
     let r = next(&mut svids).await;
     assert_eq!(r.svids[0].spiffe_id, WID);
-    assert_eq!(serial_of(&r), serial_hex(&svid));
-    assert_eq!(r.svids[0].x509_svid_key, key_der);
+    assert!(carries(&r, &cert));
     assert_eq!(h.metrics.pushes("FetchX509SVID"), 1);
     assert_eq!(h.metrics.pushes("FetchX509Bundles"), 1);
 }
@@ -383,38 +332,38 @@ async fn every_open_stream_gets_each_change_once() {
     let h = start().await;
     let ca = TestCa::new("root");
     let fed = TestCa::new("fed");
-    let (first, _) = ca.leaf(WID, 3600);
+    let first = ca.cert(WID, 3600);
     h.store
-        .set_svid_and_bundles(first.clone(), bundles(&[&ca], &[]));
+        .set_cert_and_bundles(first.clone(), bundles(&[&ca], &[]));
     let mut c1 = client(&h.path).await;
     let mut c2 = client(&h.path).await;
     let mut s1 = svid_stream(&mut c1).await;
     let mut s2 = svid_stream(&mut c2).await;
     let mut b1 = bundle_stream(&mut c2).await;
     for s in [&mut s1, &mut s2] {
-        assert_eq!(serial_of(&next(s).await), serial_hex(&first));
+        assert!(carries(&next(s).await, &first));
     }
     assert_eq!(next(&mut b1).await.bundles.len(), 1);
 
     // A new version with the same content is no change: nothing is sent, so the next message
     // on every stream is the real change that follows.
     h.store
-        .set_svid_and_bundles(first.clone(), bundles(&[&ca], &[]));
+        .set_cert_and_bundles(first.clone(), bundles(&[&ca], &[]));
     // Rotation: both SVID streams get the new certificate; the bundle stream nothing.
-    let (second, _) = ca.leaf(WID, 3600);
-    h.store.set_svid(second.clone());
+    let second = ca.cert(WID, 3600);
+    h.store.set_cert(second.clone());
     for s in [&mut s1, &mut s2] {
-        assert_eq!(serial_of(&next(s).await), serial_hex(&second));
+        assert!(carries(&next(s).await, &second));
     }
     // A federated bundle appears: every stream gets it.
     h.store.set_bundles(bundles(&[&ca], &[&fed]));
     for s in [&mut s1, &mut s2] {
         let r = next(s).await;
-        assert_eq!(serial_of(&r), serial_hex(&second));
-        assert_eq!(r.federated_bundles[FED], fed.cert.der().to_vec());
+        assert!(carries(&r, &second));
+        assert_eq!(r.federated_bundles[FED], fed.der());
     }
     let b = next(&mut b1).await;
-    assert_eq!(b.bundles[FED], fed.cert.der().to_vec());
+    assert_eq!(b.bundles[FED], fed.der());
     assert_eq!(h.metrics.pushes("FetchX509SVID"), 6);
     assert_eq!(h.metrics.pushes("FetchX509Bundles"), 2);
 }
@@ -423,22 +372,22 @@ async fn every_open_stream_gets_each_change_once() {
 async fn an_expired_certificate_is_never_sent() {
     let h = start().await;
     let ca = TestCa::new("root");
-    let (expired, _) = ca.leaf(WID, -1);
-    h.store.set_svid_and_bundles(expired, bundles(&[&ca], &[]));
+    let expired = ca.cert(WID, -1);
+    h.store.set_cert_and_bundles(expired, bundles(&[&ca], &[]));
     let mut c = client(&h.path).await;
     let mut s = svid_stream(&mut c).await;
     wait_for("stream open", || h.metrics.streams_open() == 1).await;
-    let (fresh, _) = ca.leaf(WID, 3600);
-    h.store.set_svid(fresh.clone());
-    assert_eq!(serial_of(&next(&mut s).await), serial_hex(&fresh));
+    let fresh = ca.cert(WID, 3600);
+    h.store.set_cert(fresh.clone());
+    assert!(carries(&next(&mut s).await, &fresh));
 }
 
 #[tokio::test]
 async fn a_client_going_away_closes_its_stream_only() {
     let h = start().await;
     let ca = TestCa::new("root");
-    let (svid, _) = ca.leaf(WID, 3600);
-    h.store.set_svid_and_bundles(svid, bundles(&[&ca], &[]));
+    let cert = ca.cert(WID, 3600);
+    h.store.set_cert_and_bundles(cert, bundles(&[&ca], &[]));
     let mut c1 = client(&h.path).await;
     let mut c2 = client(&h.path).await;
     let mut s1 = svid_stream(&mut c1).await;
@@ -450,9 +399,9 @@ async fn a_client_going_away_closes_its_stream_only() {
     drop(c1);
     wait_for("one stream left", || h.metrics.streams_open() == 1).await;
     // The other stream still gets changes.
-    let (again, _) = ca.leaf(WID, 3600);
-    h.store.set_svid(again.clone());
-    assert_eq!(serial_of(&next(&mut s2).await), serial_hex(&again));
+    let again = ca.cert(WID, 3600);
+    h.store.set_cert(again.clone());
+    assert!(carries(&next(&mut s2).await, &again));
 }
 
 #[tokio::test]
