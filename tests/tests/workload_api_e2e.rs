@@ -22,7 +22,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use spiffe::transport::{Endpoint, GrpcStatusCode, TransportError};
 use spiffe::{TrustDomain, WorkloadApiClient, WorkloadApiError, X509Context};
-use svidgate_e2e::{free_port, http_get, repo_root, svidgate_bin, Proc};
+use svidgate_e2e::{free_port, http_get, repo_root, run_combined, svidgate_bin, Proc};
 use tokio_stream::StreamExt;
 
 const ID: &str = "spiffe://example.org/ns/app/sa/worker";
@@ -32,13 +32,8 @@ const FED_TD: &str = "fed.example";
 const STEP: Duration = Duration::from_secs(30);
 
 fn svidgate(args: &[&str]) -> Result<()> {
-    let out = Command::new(svidgate_bin()?).args(args).output()?;
-    ensure!(
-        out.status.success(),
-        "svidgate {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, text) = run_combined(Command::new(svidgate_bin()?).args(args))?;
+    ensure!(ok, "svidgate {args:?}: {text}");
     Ok(())
 }
 
@@ -169,21 +164,17 @@ fn pem_der(pem_file: &Path) -> Result<Vec<u8>> {
 
 fn py_spiffe_fetch(socket: &Path) -> Result<String> {
     let python = repo_root().join(".venv/bin/python");
-    let out = Command::new(&python)
-        .arg(repo_root().join("scripts/wapi_fetch.py"))
-        .env(
-            "SPIFFE_ENDPOINT_SOCKET",
-            format!("unix://{}", socket.display()),
-        )
-        .output()
-        .with_context(|| format!("{} (run `make setup`)", python.display()))?;
-    ensure!(
-        out.status.success(),
-        "py-spiffe client failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    let (ok, text) = run_combined(
+        Command::new(&python)
+            .arg(repo_root().join("scripts/wapi_fetch.py"))
+            .env(
+                "SPIFFE_ENDPOINT_SOCKET",
+                format!("unix://{}", socket.display()),
+            ),
+    )
+    .with_context(|| format!("{} (run `make setup`)", python.display()))?;
+    ensure!(ok, "py-spiffe client failed: {text}");
+    Ok(text)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,13 +7,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use hyper_util::rt::TokioIo;
 use svidgate_core::TrustDomain;
 use svidgate_pki::testing::TestPki;
 use svidgate_pki::WorkloadCert;
-use tokio::net::UnixStream;
 use tokio::sync::watch;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 use tonic::{Code, Request, Streaming};
 
 use super::pb::spiffe_workload_api_client::SpiffeWorkloadApiClient;
@@ -22,6 +20,7 @@ use super::pb::{
     X509BundlesResponse, X509svidRequest, X509svidResponse,
 };
 use super::*;
+use crate::agent::sds::tests::uds_channel;
 use crate::agent::sds::{bind_socket, SecretState, SecretStore};
 
 const WID: &str = "spiffe://example.org/ns/app/sa/web";
@@ -248,16 +247,7 @@ async fn start() -> Harness {
 }
 
 async fn client(path: &Path) -> SpiffeWorkloadApiClient<Channel> {
-    let path = path.to_path_buf();
-    let ch = Endpoint::try_from("http://[::]:50051")
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let p = path.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(p).await?)) }
-        }))
-        .await
-        .unwrap();
-    SpiffeWorkloadApiClient::new(ch)
+    SpiffeWorkloadApiClient::new(uds_channel(path).await)
 }
 
 fn with_header<T>(msg: T) -> Request<T> {
