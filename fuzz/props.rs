@@ -286,3 +286,28 @@ pub fn istio_import(data: &[u8]) {
         }
     }
 }
+
+/// The HTTP/2 `:authority` rewriter never panics, gives the same bytes (or the same error)
+/// however the input is split into reads, and never grows the stream by more than the
+/// Huffman-to-plain expansion of the authority values allows.
+pub fn h2_authority(data: &[u8]) {
+    use svidgate_core::h2_authority::ClientRewriter;
+    let run = |chunk: usize| {
+        let mut r = ClientRewriter::new();
+        let mut out = Vec::new();
+        for c in data.chunks(chunk) {
+            r.feed(c, &mut out)?;
+        }
+        Ok::<_, svidgate_core::h2_authority::H2AuthorityError>(out)
+    };
+    let whole = run(data.len().max(1));
+    let chunk = 1 + usize::from(data.first().copied().unwrap_or(0) % 17);
+    assert_eq!(
+        run(chunk),
+        whole,
+        "result depends on how the input is split"
+    );
+    if let Ok(out) = whole {
+        assert!(out.len() <= 2 * data.len() + 64, "output grew too much");
+    }
+}

@@ -5,14 +5,15 @@ Starts, in a temporary directory:
   - `svidgate ca serve --generate`       a CA with a fresh root + intermediate
   - three `svidgate agent`s              frontend, backend and a "legacy" intruder identity,
                                          each serving its SVID to Envoy over SDS on a socket
+                                         (the frontend's also over the SPIFFE Workload API)
   - a backend Envoy                      mTLS listener (certs from the backend agent) running
                                          the svidgate wasm filter with deploy/examples/demo-backend.yaml,
                                          in front of a tiny echo server
   - a client Envoy                       two plain-HTTP listeners that call the backend over
                                          mTLS, one as `frontend`, one as the `legacy` intruder
 
-then shows an allowed call, a denied call, a dry-run policy being counted and a live
-certificate rotation, and stops everything it started (also on Ctrl-C).
+then shows an allowed call, a denied call, an application fetching its SVID over the SPIFFE
+Workload API (py-spiffe), a dry-run policy being counted and a live certificate rotation, and stops everything it started (also on Ctrl-C).
 """
 
 import http.server
@@ -286,14 +287,17 @@ def main():
 
         step(f"Starting three agents (cert TTL {CERT_TTL}, renewed at half-life), each serving SDS on a Unix socket")
         socks = {}
+        # The frontend's agent also serves the SPIFFE Workload API, for applications without Envoy.
+        wapi_sock = os.path.join(work, "frontend-workload-api.sock")
         for who in ("frontend", "backend", "legacy"):
             socks[who] = os.path.join(work, f"{who}.sock")
+            extra = ["--workload-api-socket", wapi_sock] if who == "frontend" else []
             procs.start(f"agent-{who}", [
                 SVIDGATE, "agent",
                 "--ca-addr", f"https://127.0.0.1:{ports['ca']}", "--ca-root", root,
                 "--spiffe-id", IDS[who], "--token-file", token_files[who], "--cert-ttl", CERT_TTL,
                 "--sds-socket", socks[who], "--admin-addr", f"127.0.0.1:{ports['agent_' + who]}",
-            ])
+            ] + extra)
         for who in ("frontend", "backend", "legacy"):
             wait_for(f"agent {who} ready", lambda w=who: http_get(
                 f"http://127.0.0.1:{ports['agent_' + w]}/healthz/ready")[0] == 200, procs)
@@ -358,6 +362,16 @@ def main():
         say(f"svidgate agent --once exited {out.returncode}: {DIM}{refusal[-1] if refusal else ''}{RESET}")
         if out.returncode == 0:
             raise RuntimeError("the CA signed an identity the caller does not own")
+
+        step("Without Envoy: an application fetches its SVID over the SPIFFE Workload API (py-spiffe)")
+        out = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "wapi_fetch.py")],
+                             env={**os.environ, "SPIFFE_ENDPOINT_SOCKET": f"unix://{wapi_sock}"},
+                             capture_output=True, text=True, timeout=60)
+        if out.returncode != 0:
+            raise RuntimeError(f"Workload API client failed: {out.stderr.strip()}")
+        say(f"SPIFFE_ENDPOINT_SOCKET=unix://{wapi_sock} scripts/wapi_fetch.py")
+        for line in out.stdout.strip().splitlines():
+            say(f"  {line}")
 
         step("Dry run: frontend -> GET /api/admin/users (a dry-run DENY policy matches, nothing is blocked)")
         before = counter(ports["backend_admin"], "wasmcustom.svidgate_dry_run_denied")

@@ -235,7 +235,41 @@ fn reference_normalizer_agrees_with_the_rfc_3986_examples() {
 }
 
 #[test]
+fn h2_authority_properties_hold_on_mutated_inputs() {
+    let seeds: &[&[u8]] = &[
+        seed!("h2_authority/rfc7541-c3"),
+        seed!("h2_authority/rfc7541-c4-huffman"),
+        seed!("h2_authority/continuation-padded"),
+        seed!("h2_authority/grpc-core-uds"),
+    ];
+    let tokens: &[&[u8]] = &[
+        b"\x00\x00\x05\x01\x04\x00\x00\x00\x01",
+        b"\x00\x00\x03\x09\x04\x00\x00\x00\x01",
+        b"\x41\x0f",
+        b"\x41\x8c",
+        b"\x3f\xe1\x1f",
+        b"\xbe",
+        b"\x7f\xff\xff",
+        b"%2F",
+    ];
+    run(0x5eed_0006, 50_000, seeds, tokens, props::h2_authority);
+}
+
+#[test]
 fn seeds_are_what_they_claim() {
+    // The HTTP/2 seeds are valid connections whose authority is rewritten.
+    for seed in [
+        seed!("h2_authority/rfc7541-c3"),
+        seed!("h2_authority/rfc7541-c4-huffman"),
+        seed!("h2_authority/continuation-padded"),
+        seed!("h2_authority/grpc-core-uds"),
+    ] {
+        let mut out = Vec::new();
+        svidgate_core::h2_authority::ClientRewriter::new()
+            .feed(seed, &mut out)
+            .unwrap();
+        assert!(out.windows(9).any(|w| w == b"localhost"));
+    }
     // The leaf seeds are valid X509-SVIDs (so mutations start from the accepting path).
     let id = "spiffe://cluster.local/ns/default/sa/web";
     let leaf_der = seed!("svid_leaf/leaf.der");

@@ -117,6 +117,14 @@ pub struct AgentArgs {
     #[arg(long, env = "SVIDGATE_SDS_SOCKET", value_name = "PATH", default_value = super::sds::DEFAULT_SOCKET_PATH)]
     pub sds_socket: PathBuf,
 
+    /// Also serve the SPIFFE Workload API on this Unix socket (long-running mode; off unless set).
+    #[arg(long, env = "SVIDGATE_WORKLOAD_API_SOCKET", value_name = "PATH")]
+    pub workload_api_socket: Option<PathBuf>,
+
+    /// Permissions of the Workload API socket (octal).
+    #[arg(long, env = "SVIDGATE_WORKLOAD_API_SOCKET_MODE", value_name = "MODE", default_value = "0660", value_parser = Setting(runtime::socket_mode))]
+    pub workload_api_socket_mode: u32,
+
     /// Admin HTTP address: /healthz/ready, /metrics (long-running mode).
     #[arg(long, env = "SVIDGATE_ADMIN_ADDR", value_name = "ADDR", default_value = super::admin::DEFAULT_ADMIN_ADDR, value_parser = Setting(socket_addr))]
     pub admin_addr: SocketAddr,
@@ -155,6 +163,9 @@ pub struct AgentConfig {
     pub out: Option<PathBuf>,
     pub rotation_ratio: f64,
     pub sds_socket: PathBuf,
+    /// The SPIFFE Workload API socket, if it is served.
+    pub workload_api_socket: Option<PathBuf>,
+    pub workload_api_socket_mode: u32,
     pub admin_addr: SocketAddr,
     pub log_format: LogFormat,
 }
@@ -348,6 +359,8 @@ impl AgentArgs {
             out: self.out.clone(),
             rotation_ratio: self.rotation_ratio,
             sds_socket: self.sds_socket.clone(),
+            workload_api_socket: self.workload_api_socket.clone(),
+            workload_api_socket_mode: self.workload_api_socket_mode,
             admin_addr: self.admin_addr,
             log_format: self.log_format,
         })
@@ -430,6 +443,11 @@ mod tests {
         assert_eq!(c.admin_addr.to_string(), "127.0.0.1:15030");
         assert_eq!(c.root_overlap, Duration::from_secs(48 * 3600));
         assert_eq!(c.sds_socket_mode, 0o660);
+        assert_eq!(
+            c.workload_api_socket, None,
+            "the Workload API is off unless asked for"
+        );
+        assert_eq!(c.workload_api_socket_mode, 0o660);
         assert_eq!(c.log_format, LogFormat::Human);
         assert!(c.federated_bundles.is_empty());
         // --bundle: FILE and <local TD>=FILE are the local anchors; other TDs are federated.
@@ -448,10 +466,19 @@ mod tests {
                 &fed,
                 "--log-format",
                 "text",
+                "--workload-api-socket",
+                "/run/wapi/socket",
+                "--workload-api-socket-mode",
+                "0666",
             ],
             root.path(),
         )
         .unwrap();
+        assert_eq!(
+            c.workload_api_socket.as_deref(),
+            Some(Path::new("/run/wapi/socket"))
+        );
+        assert_eq!(c.workload_api_socket_mode, 0o666);
         assert_eq!(c.bundle, root.path());
         assert_eq!(c.federated_bundles.len(), 1);
         assert_eq!(c.federated_bundles[0].0.as_str(), "fed.example");
@@ -478,6 +505,10 @@ mod tests {
             (&["--bundle", "BAD TD=/x"], "--bundle"),
             (&["--bundle", "/nonexistent"], "--bundle"),
             (&["--sds-socket-mode", "999"], "--sds-socket-mode"),
+            (
+                &["--workload-api-socket-mode", "rw"],
+                "--workload-api-socket-mode (SVIDGATE_WORKLOAD_API_SOCKET_MODE)",
+            ),
             (&["--root-overlap", "0s"], "--root-overlap"),
             (&["--ca-timeout", "0s"], "--ca-timeout"),
             (&["--token-file", "/nonexistent/t"], "--token-file"),

@@ -10,6 +10,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use super::workload_api::WorkloadApiMetrics;
+
 /// Label of `svidgate_rotations_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
@@ -29,6 +31,8 @@ pub struct Metrics {
     sds_pushes: Counter,
     sds_nacks: Counter,
     ready_gauge: Gauge,
+    /// The SPIFFE Workload API server's metrics (`svidgate_workload_api_*`).
+    pub workload_api: WorkloadApiMetrics,
     ready: AtomicBool,
     not_after_unix: std::sync::atomic::AtomicI64,
 }
@@ -52,6 +56,7 @@ impl Metrics {
             sds_pushes: Counter::default(),
             sds_nacks: Counter::default(),
             ready_gauge: Gauge::default(),
+            workload_api: WorkloadApiMetrics::default(),
             ready: AtomicBool::new(false),
             not_after_unix: std::sync::atomic::AtomicI64::new(0),
             registry: Registry::default(),
@@ -97,6 +102,7 @@ impl Metrics {
             "1 when a currently valid certificate is served",
             m.ready_gauge.clone(),
         );
+        m.workload_api.register(&mut registry);
         Metrics { registry, ..m }
     }
 
@@ -199,6 +205,7 @@ mod tests {
             "svidgate_sds_pushes_total 0",
             "svidgate_sds_nacks_total 0",
             "svidgate_ready 0",
+            "svidgate_workload_api_streams_open 0",
         ] {
             assert!(text.contains(name), "{name} missing in\n{text}");
         }

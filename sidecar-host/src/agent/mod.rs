@@ -4,8 +4,9 @@
 //! - [`fetch`]: one certificate — fresh key, CSR, [`ca_client`] call, check before use;
 //! - [`once`]: `--once --out DIR` — one certificate written as Istio's `OUTPUT_CERTS` files
 //!   ([`output`]);
-//! - [`serve`]: the long-running mode — [`rotation`] publishes into [`sds`], [`bundle`] keeps
-//!   trust bundles current, [`admin`] serves health and [`metrics`].
+//! - [`serve`]: the long-running mode — [`rotation`] publishes into [`sds`] (and, when asked,
+//!   [`workload_api`]), [`bundle`] keeps trust bundles current, [`admin`] serves health and
+//!   [`metrics`].
 
 pub mod admin;
 pub mod bundle;
@@ -18,6 +19,7 @@ pub mod output;
 pub mod rotation;
 pub mod sds;
 pub mod serve;
+pub mod workload_api;
 
 use crate::runtime::ConfigError;
 use config::{AgentArgs, AgentConfig};

@@ -1,5 +1,6 @@
-//! `svidgate agent` (long-running): rotation loop → [`SecretStore`] → SDS on a Unix socket,
-//! trust bundles kept current, admin HTTP, clean drain on SIGTERM/SIGINT.
+//! `svidgate agent` (long-running): rotation loop → [`SecretStore`] → SDS on a Unix socket
+//! (and the SPIFFE Workload API on another, when asked), trust bundles kept current, admin
+//! HTTP, clean drain on SIGTERM/SIGINT.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -22,6 +23,7 @@ use super::metrics::Metrics;
 use super::once::{load_bundle, OnceError};
 use super::rotation::{bundle_watch, CertSource, Issued, RotationConfig, Rotator};
 use super::sds::{self, SdsService, SecretStore, UdsError};
+use super::workload_api::WorkloadApiService;
 
 /// How often bundle files are checked for changes.
 pub const BUNDLE_POLL: Duration = Duration::from_secs(2);
@@ -40,6 +42,8 @@ pub enum ServeError {
     Admin(#[from] AdminError),
     #[error("SDS server: {0}")]
     Sds(#[from] tonic::transport::Error),
+    #[error("Workload API server: {0}")]
+    WorkloadApi(tonic::transport::Error),
     #[error("installing signal handlers: {0}")]
     Signals(std::io::Error),
 }
@@ -96,8 +100,8 @@ impl CertSource for CaSource {
     }
 }
 
-/// Runs until SIGTERM/SIGINT, then drains: stops accepting, ends every SDS stream, removes the
-/// socket. SIGHUP renews the certificate now (one CA request, however many signals).
+/// Runs until SIGTERM/SIGINT, then drains: stops accepting, ends every SDS and Workload API
+/// stream, removes the sockets. SIGHUP renews the certificate now (one CA request, however many signals).
 pub async fn run(config: AgentConfig) -> Result<(), ServeError> {
     let mut sigterm = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;
@@ -118,6 +122,10 @@ pub async fn run(config: AgentConfig) -> Result<(), ServeError> {
     let admin_listener = admin::bind(config.admin_addr).await?;
     let admin_addr = admin_listener.local_addr().unwrap_or(config.admin_addr);
     let listener = sds::bind_socket(&config.sds_socket, config.sds_socket_mode).await?;
+    let workload_api = match &config.workload_api_socket {
+        Some(path) => Some(sds::bind_socket(path, config.workload_api_socket_mode).await?),
+        None => None,
+    };
     let source = CaSource {
         client: IstioCaClient::new(config.ca.clone())?,
         spiffe_id: config.spiffe_id.clone(),
@@ -145,6 +153,15 @@ pub async fn run(config: AgentConfig) -> Result<(), ServeError> {
     );
 
     let mut sds_task = tokio::spawn(service.serve(listener));
+    let mut wapi_task = workload_api.map(|listener| {
+        let service = WorkloadApiService::new(
+            store.subscribe(),
+            local.clone(),
+            metrics.workload_api.clone(),
+            shutdown.clone(),
+        );
+        tokio::spawn(service.serve(listener))
+    });
     let admin_task = tokio::spawn(admin::serve(
         admin_listener,
         metrics.clone(),
@@ -173,6 +190,14 @@ pub async fn run(config: AgentConfig) -> Result<(), ServeError> {
         config.sds_socket.display(),
         admin_addr,
     );
+    if let Some(path) = &config.workload_api_socket {
+        info!(
+            workload_api_socket = %path.display(),
+            "serving the SPIFFE Workload API (X.509-SVID profile) on {}; SPIFFE_ENDPOINT_SOCKET=unix://{}",
+            path.display(),
+            path.display(),
+        );
+    }
 
     let result = loop {
         tokio::select! {
@@ -196,6 +221,14 @@ pub async fn run(config: AgentConfig) -> Result<(), ServeError> {
                     Ok(())
                 }
             },
+            Some(r) = async { Some(wapi_task.as_mut()?.await) } => break match r {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(ServeError::WorkloadApi(e)),
+                Err(e) => {
+                    warn!(error = %e, "Workload API server task failed");
+                    Ok(())
+                }
+            },
         }
     };
     let _ = shutdown_tx.send(true);
@@ -206,11 +239,21 @@ pub async fn run(config: AgentConfig) -> Result<(), ServeError> {
         let _ = admin_task.await;
         let _ = rotation_task.await;
         let _ = bundle_task.await;
+        if let Some(task) = wapi_task.as_mut().filter(|t| !t.is_finished()) {
+            let _ = task.await;
+        }
     };
     if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
         warn!("drain did not finish within {DRAIN_TIMEOUT:?}; exiting anyway");
     }
     sds::remove_socket(&config.sds_socket);
-    info!(sds_socket = %config.sds_socket.display(), "stopped; SDS socket removed");
+    if let Some(path) = &config.workload_api_socket {
+        sds::remove_socket(path);
+    }
+    info!(
+        sds_socket = %config.sds_socket.display(),
+        workload_api_socket = %config.workload_api_socket.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+        "stopped; sockets removed"
+    );
     result
 }

@@ -75,17 +75,22 @@ async fn start() -> Harness {
     }
 }
 
-async fn client(path: &Path) -> SecretDiscoveryServiceClient<Channel> {
+/// A gRPC channel to the server on the Unix socket at `path` (shared with the Workload API
+/// tests).
+pub(crate) async fn uds_channel(path: &Path) -> Channel {
     let path = path.to_path_buf();
-    let ch = Endpoint::try_from("http://[::]:50051")
+    Endpoint::try_from("http://[::]:50051")
         .unwrap()
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let p = path.clone();
             async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(p).await?)) }
         }))
         .await
-        .unwrap();
-    SecretDiscoveryServiceClient::new(ch)
+        .unwrap()
+}
+
+async fn client(path: &Path) -> SecretDiscoveryServiceClient<Channel> {
+    SecretDiscoveryServiceClient::new(uds_channel(path).await)
 }
 
 struct Sotw {
