@@ -10,10 +10,17 @@ if ! rustup target list --installed | grep -qx wasm32-wasip1; then
   rustup target add wasm32-wasip1
 fi
 
+# The static `svidgate` of the container image (`make image`).
+if ! rustup target list --installed | grep -qx x86_64-unknown-linux-musl; then
+  say "adding Rust target x86_64-unknown-linux-musl"
+  rustup target add x86_64-unknown-linux-musl
+fi
+
 # Debian tools used by tests and benchmarks (load generators, openssl; skopeo reads the OCI
-# images `make oci` writes).
+# images `make oci` and `make image` write; musl-tools' x86_64-linux-musl-gcc compiles ring's C
+# and assembly for the musl target).
 need=()
-for pair in wrk:wrk h2load:nghttp2-client hey:hey openssl:openssl curl:curl skopeo:skopeo; do
+for pair in wrk:wrk h2load:nghttp2-client hey:hey openssl:openssl curl:curl skopeo:skopeo x86_64-linux-musl-gcc:musl-tools; do
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done
