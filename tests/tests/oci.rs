@@ -680,6 +680,20 @@ fn image_reads_back_and_runs_under_chroot() -> Result<()> {
             manifest["annotations"]
         );
     }
+    // deploy/image/Containerfile (for Docker/Podman users) builds the same entrypoint, user and
+    // licence label.
+    let containerfile = std::fs::read_to_string(repo_root().join("deploy/image/Containerfile"))?;
+    for line in [
+        format!("USER {user}"),
+        format!("ENTRYPOINT [\"/{IMAGE_BINARY}\"]"),
+        format!("COPY --chmod=0755 svidgate /{IMAGE_BINARY}"),
+        "org.opencontainers.image.licenses=\"Apache-2.0\"".to_owned(),
+    ] {
+        ensure!(
+            containerfile.contains(&line),
+            "deploy/image/Containerfile lacks {line:?}"
+        );
+    }
     // The binary alone, byte-identical to the build.
     ensure!(
         files_in(&root)? == [IMAGE_BINARY],
