@@ -22,6 +22,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use gtmpl::{FuncError, Template, Value};
@@ -1164,5 +1165,249 @@ fn deployed_agent_gets_its_svid_from_the_deployed_ca() -> Result<()> {
         san.contains(&format!("URI:{identity}")),
         "issued certificate SAN: {san}"
     );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// pilot-agent semantics the template relies on, with a long-running agent (real processes on
+// loopback): renewal at Istio's time (`not_after − SECRET_GRACE_PERIOD_RATIO × lifetime`,
+// istio/istio security/pkg/nodeagent/cache/secretcache.go `rotateTime`), read from the agent's
+// own log and then observed as the next certificate request; and the rendered exec probes
+// (`svidgate health`) following a live agent.
+
+const IDENTITY: &str = "spiffe://cluster.local/ns/shop/sa/backend";
+const TOKEN: &str = "istio-agent-test-token-0123456789";
+
+/// `svidgate ca serve --generate` on 127.0.0.1:`port` with a tokens file for IDENTITY.
+fn start_tokens_ca(bin: &Path, dir: &Path, port: u16) -> Result<svidgate_e2e::Proc> {
+    std::fs::write(dir.join("tokens"), format!("{TOKEN} {IDENTITY}\n"))?;
+    let mut cmd = Command::new(bin);
+    cmd.args([
+        "ca",
+        "serve",
+        "--generate",
+        "--trust-domain",
+        "cluster.local",
+    ])
+    .arg(format!("--listen=127.0.0.1:{port}"))
+    .arg("--ca-dir")
+    .arg(dir.join("ca"))
+    .arg("--tokens")
+    .arg(dir.join("tokens"));
+    let mut ca = svidgate_e2e::Proc::spawn("ca", cmd, dir.join("ca.log"))?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        ensure!(
+            !ca.exited() && Instant::now() < deadline,
+            "ca:\n{}",
+            ca.output()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(ca)
+}
+
+/// The long-running agent with Istio's environment (`env`), JSON logs, admin on `admin`.
+fn start_agent(
+    bin: &Path,
+    dir: &Path,
+    ca_port: u16,
+    root: &Path,
+    admin: u16,
+    env: &[(&str, &str)],
+) -> Result<svidgate_e2e::Proc> {
+    std::fs::write(dir.join("token"), TOKEN)?;
+    let mut cmd = Command::new(bin);
+    cmd.env_clear()
+        .env("CA_ADDR", format!("127.0.0.1:{ca_port}"))
+        .env("CA_ROOT_CERT", root)
+        .env("TRUST_DOMAIN", "cluster.local")
+        .env("POD_NAMESPACE", "shop")
+        .env("SERVICE_ACCOUNT", "backend")
+        .envs(env.iter().copied())
+        .args(["agent", "--log-format", "json", "--token-file"])
+        .arg(dir.join("token"))
+        .arg("--sds-socket")
+        .arg(dir.join("svidgate.sock"))
+        .arg(format!("--admin-addr=127.0.0.1:{admin}"));
+    svidgate_e2e::Proc::spawn("agent", cmd, dir.join("agent.log"))
+}
+
+/// The agent's "certificate issued and served" log events: (issued, not_after, refresh_at).
+fn issued_events(log: &str) -> Result<Vec<(SystemTime, SystemTime, SystemTime)>> {
+    let t = |v: &Json, k: &str| -> Result<SystemTime> {
+        let s = v[k].as_str().with_context(|| format!("no {k} in {v}"))?;
+        humantime::parse_rfc3339(s).with_context(|| format!("{k}: {s}"))
+    };
+    let mut out = Vec::new();
+    for line in log.lines() {
+        let Ok(v) = serde_json::from_str::<Json>(line) else {
+            continue;
+        };
+        let f = &v["fields"];
+        if f["message"] == "certificate issued and served" {
+            out.push((t(f, "issued")?, t(f, "not_after")?, t(f, "refresh_at")?));
+        }
+    }
+    Ok(out)
+}
+
+fn secs(d: Result<Duration, std::time::SystemTimeError>) -> f64 {
+    match d {
+        Ok(d) => d.as_secs_f64(),
+        Err(e) => -e.duration().as_secs_f64(),
+    }
+}
+
+/// SECRET_GRACE_PERIOD_RATIO=0.3 on a 20 s certificate: Istio renews 6 s before expiry, at 14 s
+/// (the old `not_before + ratio × lifetime` reading would renew at 6 s).
+#[test]
+fn long_running_agent_renews_at_istios_time() -> Result<()> {
+    let bin = svidgate_bin()?;
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path();
+    let ca_port = svidgate_e2e::free_port()?;
+    let mut ca = start_tokens_ca(&bin, dir, ca_port)?;
+    let root = dir.join("ca/root-cert.pem");
+    let mut agent = start_agent(
+        &bin,
+        dir,
+        ca_port,
+        &root,
+        svidgate_e2e::free_port()?,
+        &[
+            ("SECRET_TTL", "20s"),
+            ("SECRET_GRACE_PERIOD_RATIO", "0.3"),
+            ("SECRET_GRACE_PERIOD_RATIO_JITTER", "0"),
+        ],
+    )?;
+    // Two certificates: the first, and its renewal (a hang guard, not a speed requirement).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let events = loop {
+        let ev = issued_events(&agent.output())?;
+        if ev.len() >= 2 {
+            break ev;
+        }
+        if agent.exited() || Instant::now() > deadline {
+            bail!("no renewal seen:\n{}\nCA:\n{}", agent.output(), ca.output());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    agent.stop();
+    ca.stop();
+    let (issued, not_after, refresh_at) = events[0];
+    let lifetime = secs(not_after.duration_since(issued));
+    ensure!(
+        (19.0..=21.0).contains(&lifetime),
+        "lifetime {lifetime}s from the request"
+    );
+    // The scheduled time is Istio's: the grace period 0.3 × lifetime before not_after (the log
+    // has whole seconds, hence the tolerance).
+    let grace = secs(not_after.duration_since(refresh_at));
+    ensure!(
+        (grace - 0.3 * lifetime).abs() <= 1.5,
+        "renewal scheduled {grace}s before expiry, Istio's formula says {}s",
+        0.3 * lifetime
+    );
+    // And the renewal was not asked for before that time.
+    let (second_issued, _, _) = events[1];
+    ensure!(
+        secs(second_issued.duration_since(refresh_at)) >= -1.0,
+        "renewed at {second_issued:?}, before the scheduled {refresh_at:?}"
+    );
+    Ok(())
+}
+
+/// The exec probes of the injected svidgate container: (probe name, command).
+fn probe_commands() -> Result<Vec<(String, Vec<String>)>> {
+    let injected = inject(&Injection::default())?;
+    let c = svidgate(&injected.pod)?;
+    let mut out = Vec::new();
+    for (name, field) in [
+        ("startup", "startupProbe"),
+        ("readiness", "readinessProbe"),
+        ("liveness", "livenessProbe"),
+    ] {
+        let cmd = c[field]["exec"]["command"]
+            .as_array()
+            .with_context(|| format!("{field} is not an exec probe"))?
+            .iter()
+            .map(|a| a.as_str().map(str::to_owned).context("probe argument"))
+            .collect::<Result<Vec<_>>>()?;
+        ensure!(
+            cmd.iter().any(|a| a == &format!("--probe={name}")),
+            "{field}: {cmd:?}"
+        );
+        out.push((name.to_owned(), cmd));
+    }
+    Ok(out)
+}
+
+fn run_probe(bin: &Path, args: &[String], admin: u16) -> Result<bool> {
+    let mut cmd = Command::new(bin);
+    for a in &args[1..] {
+        if a.starts_with("--admin-addr=") {
+            cmd.arg(format!("--admin-addr=127.0.0.1:{admin}"));
+        } else {
+            cmd.arg(a);
+        }
+    }
+    let st = cmd.env_clear().status()?;
+    match st.code() {
+        Some(0) => Ok(true),
+        Some(1) => Ok(false),
+        other => bail!("svidgate health {args:?} exited {other:?}"),
+    }
+}
+
+#[test]
+fn rendered_exec_probes_follow_the_agent() -> Result<()> {
+    let bin = svidgate_bin()?;
+    let probes = probe_commands()?;
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path();
+    let ca_port = svidgate_e2e::free_port()?;
+    let admin = svidgate_e2e::free_port()?;
+    // The root must exist before the agent starts: generate the CA files, stop the CA.
+    let mut ca = start_tokens_ca(&bin, dir, ca_port)?;
+    ca.stop();
+    let root = dir.join("ca/root-cert.pem");
+    let mut agent = start_agent(&bin, dir, ca_port, &root, admin, &[])?;
+    let probe = |name: &str| -> Result<bool> {
+        let (_, args) = probes
+            .iter()
+            .find(|(p, _)| p == name)
+            .with_context(|| format!("no {name} probe"))?;
+        run_probe(&bin, args, admin)
+    };
+    // No CA: live (once the admin port is up), but neither started nor ready.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !probe("liveness")? {
+        ensure!(
+            !agent.exited() && Instant::now() < deadline,
+            "agent never live:\n{}",
+            agent.output()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ensure!(!probe("startup")?, "started without a certificate");
+    ensure!(!probe("readiness")?, "ready without a certificate");
+    // The CA comes up: the agent's retry gets a certificate, and the probes follow.
+    let mut ca = start_tokens_ca(&bin, dir, ca_port)?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !probe("startup")? {
+        ensure!(
+            !agent.exited() && Instant::now() < deadline,
+            "agent never started:\n{}\nCA:\n{}",
+            agent.output(),
+            ca.output()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    ensure!(probe("readiness")?, "started but not ready");
+    ensure!(probe("liveness")?, "not live");
+    agent.stop();
+    ca.stop();
+    ensure!(!probe("liveness")?, "live after the agent stopped");
     Ok(())
 }

@@ -852,7 +852,9 @@ fn image_agent_reaches_the_ca_by_name_under_chroot() -> Result<()> {
         )
     };
     ensure!(
-        !unresolved.status.success() && text(&unresolved).contains("dns error"),
+        !unresolved.status.success()
+            && text(&unresolved).contains("dns error")
+            && text(&unresolved).contains(ca_name),
         "without a hosts entry the agent should fail to resolve {ca_name}:\n{}",
         text(&unresolved)
     );

@@ -5,13 +5,15 @@
 //! - [`once`]: `--once --out DIR` — one certificate written as Istio's `OUTPUT_CERTS` files
 //!   ([`output`]);
 //! - [`serve`]: the long-running mode — [`rotation`] publishes into [`sds`], [`bundle`] keeps
-//!   trust bundles current, [`admin`] serves health and [`metrics`].
+//!   trust bundles current, [`admin`] serves health and [`metrics`];
+//! - [`health`]: `svidgate health`, the client of [`admin`] for Kubernetes exec probes.
 
 pub mod admin;
 pub mod bundle;
 pub mod ca_client;
 pub mod config;
 pub mod fetch;
+pub mod health;
 pub mod metrics;
 pub mod once;
 pub mod output;
