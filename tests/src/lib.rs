@@ -179,6 +179,17 @@ impl Envoy {
     /// Starts Envoy with `config` (YAML text) written to `dir/<name>.yaml`, `--concurrency 1`,
     /// its own `--base-id`. Does not wait for readiness; see [`Envoy::wait_ready`].
     pub fn start(name: &str, dir: &Path, config: &str, admin_port: u16) -> Result<Envoy> {
+        Envoy::start_with(name, dir, config, admin_port, &[])
+    }
+
+    /// [`Envoy::start`] with `extra` command-line arguments.
+    pub fn start_with(
+        name: &str,
+        dir: &Path,
+        config: &str,
+        admin_port: u16,
+        extra: &[&str],
+    ) -> Result<Envoy> {
         let cfg = dir.join(format!("{name}.yaml"));
         std::fs::write(&cfg, config)?;
         let mut cmd = Command::new(envoy_bin()?);
@@ -191,6 +202,7 @@ impl Envoy {
                 "info",
                 "--disable-hot-restart",
             ])
+            .args(extra)
             .arg("--base-id")
             .arg(next_base_id().to_string());
         let proc = Proc::spawn(name, cmd, dir.join(format!("{name}.log")))?;
@@ -241,8 +253,8 @@ impl Envoy {
     }
 }
 
-/// Minimal HTTP/1.1 GET to 127.0.0.1:port, returning the body (admin endpoints only).
-pub fn http_get(port: u16, path: &str) -> Result<String> {
+/// HTTP/1.1 GET to 127.0.0.1:port with `Connection: close`: (status, head, raw body).
+pub fn http_get_full(port: u16, path: &str) -> Result<(u16, String, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -253,15 +265,27 @@ pub fn http_get(port: u16, path: &str) -> Result<String> {
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
     let text = String::from_utf8_lossy(&buf).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text.as_str(), ""));
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow::anyhow!("no HTTP header end"))?;
+    let code = head
+        .get(9..12)
+        .ok_or_else(|| anyhow::anyhow!("short status line"))?
+        .parse()?;
+    Ok((code, head.to_owned(), body.to_owned()))
+}
+
+/// Minimal HTTP/1.1 GET to 127.0.0.1:port, returning the body (admin endpoints only).
+pub fn http_get(port: u16, path: &str) -> Result<String> {
+    let (_, head, body) = http_get_full(port, path)?;
     if head
         .to_ascii_lowercase()
         .contains("\r\ntransfer-encoding: chunked")
     {
         // Envoy's admin answers HTTP/1.1 requests with chunked bodies.
-        return Ok(dechunk(body));
+        return Ok(dechunk(&body));
     }
-    Ok(body.to_owned())
+    Ok(body)
 }
 
 /// Decodes an HTTP/1.1 chunked body (`<hex size>[;ext]\r\n<data>\r\n ... 0\r\n\r\n`).
@@ -279,27 +303,33 @@ fn dechunk(mut rest: &str) -> String {
     out
 }
 
-/// Runs `envoy --mode validate -c <file>`; returns (success, combined output).
-pub fn envoy_validate(config_file: &Path) -> Result<(bool, String)> {
-    let out = Command::new(envoy_bin()?)
-        .args([
-            "--mode",
-            "validate",
-            "--concurrency",
-            "1",
-            "--disable-hot-restart",
-            "-c",
-        ])
-        .arg(config_file)
-        .arg("--base-id")
-        .arg(next_base_id().to_string())
-        .output()?;
+/// Runs `cmd` to completion; returns (success, stdout + stderr).
+pub fn run_combined(cmd: &mut Command) -> Result<(bool, String)> {
+    let out = cmd.output()?;
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     Ok((out.status.success(), text))
+}
+
+/// Runs `envoy --mode validate -c <file>`; returns (success, combined output).
+pub fn envoy_validate(config_file: &Path) -> Result<(bool, String)> {
+    run_combined(
+        Command::new(envoy_bin()?)
+            .args([
+                "--mode",
+                "validate",
+                "--concurrency",
+                "1",
+                "--disable-hot-restart",
+                "-c",
+            ])
+            .arg(config_file)
+            .arg("--base-id")
+            .arg(next_base_id().to_string()),
+    )
 }
 
 #[cfg(test)]
