@@ -388,33 +388,9 @@ fn deploy_envoy_config_serves_mtls_from_agent_sds() -> Result<()> {
             "tok-legacy-0123456789",
         ),
     ];
-    let tokens: String = ids.iter().map(|(id, t)| format!("{t} {id}\n")).collect();
-    std::fs::write(dir.join("tokens"), tokens)?;
     let ca_port = svidgate_e2e::free_port()?;
-    let mut cmd = Command::new(&bin);
-    cmd.args([
-        "ca",
-        "serve",
-        "--generate",
-        "--trust-domain",
-        "cluster.local",
-        "--listen",
-    ])
-    .arg(format!("127.0.0.1:{ca_port}"))
-    .arg("--ca-dir")
-    .arg(dir.join("ca"))
-    .arg("--tokens")
-    .arg(dir.join("tokens"));
-    let mut ca = svidgate_e2e::Proc::spawn("ca", cmd, dir.join("ca.log"))?;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", ca_port)).is_err() {
-        ensure!(
-            !ca.exited() && std::time::Instant::now() < deadline,
-            "ca:\n{}",
-            ca.output()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let tokens: Vec<(&str, &str)> = ids.iter().map(|(id, t)| (*t, *id)).collect();
+    let _ca = svidgate_e2e::start_ca(&bin, dir, ca_port, &tokens)?;
     let root = dir.join("ca/root-cert.pem");
 
     // The backend's agent serving SDS.

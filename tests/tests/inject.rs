@@ -1098,20 +1098,8 @@ fn deployed_agent_gets_its_svid_from_the_deployed_ca() -> Result<()> {
     cmd.arg("--tokens").arg(&tokens).arg("--generate");
     let ca_dir = ca_dir.context("the Deployment passes no --ca-dir")?;
     let mut ca = svidgate_e2e::Proc::spawn("svidgate-ca", cmd, tmp.path().join("ca.log"))?;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        ensure!(
-            !ca.exited(),
-            "svidgate ca (Deployment args) exited:\n{}",
-            ca.output()
-        );
-        ensure!(
-            std::time::Instant::now() < deadline,
-            "svidgate ca not listening:\n{}",
-            ca.output()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    svidgate_e2e::wait_listening(&mut ca, port, Duration::from_secs(20))
+        .context("svidgate ca with the Deployment's arguments")?;
 
     // The agent, as injected.
     let (args, env) = agent_command()?;
@@ -1178,33 +1166,9 @@ fn deployed_agent_gets_its_svid_from_the_deployed_ca() -> Result<()> {
 const IDENTITY: &str = "spiffe://cluster.local/ns/shop/sa/backend";
 const TOKEN: &str = "istio-agent-test-token-0123456789";
 
-/// `svidgate ca serve --generate` on 127.0.0.1:`port` with a tokens file for IDENTITY.
+/// `svidgate ca` on 127.0.0.1:`port` that knows TOKEN as IDENTITY.
 fn start_tokens_ca(bin: &Path, dir: &Path, port: u16) -> Result<svidgate_e2e::Proc> {
-    std::fs::write(dir.join("tokens"), format!("{TOKEN} {IDENTITY}\n"))?;
-    let mut cmd = Command::new(bin);
-    cmd.args([
-        "ca",
-        "serve",
-        "--generate",
-        "--trust-domain",
-        "cluster.local",
-    ])
-    .arg(format!("--listen=127.0.0.1:{port}"))
-    .arg("--ca-dir")
-    .arg(dir.join("ca"))
-    .arg("--tokens")
-    .arg(dir.join("tokens"));
-    let mut ca = svidgate_e2e::Proc::spawn("ca", cmd, dir.join("ca.log"))?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        ensure!(
-            !ca.exited() && Instant::now() < deadline,
-            "ca:\n{}",
-            ca.output()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(ca)
+    svidgate_e2e::start_ca(bin, dir, port, &[(TOKEN, IDENTITY)])
 }
 
 /// The long-running agent with Istio's environment (`env`), JSON logs, admin on `admin`.

@@ -764,31 +764,8 @@ fn image_agent_reaches_the_ca_by_name_under_chroot() -> Result<()> {
     let identity = "spiffe://cluster.local/ns/shop/sa/backend";
     let token = "image-test-token-0123456789";
     let ca_name = "svidgate-ca.istio-system.svc";
-    std::fs::write(tmp.path().join("tokens"), format!("{token} {identity}\n"))?;
     let port = svidgate_e2e::free_port()?;
-    let mut cmd = Command::new(&bin);
-    cmd.args([
-        "ca",
-        "serve",
-        "--generate",
-        "--trust-domain",
-        "cluster.local",
-    ])
-    .arg(format!("--listen=127.0.0.1:{port}"))
-    .arg("--ca-dir")
-    .arg(tmp.path().join("ca"))
-    .arg("--tokens")
-    .arg(tmp.path().join("tokens"));
-    let mut ca = svidgate_e2e::Proc::spawn("ca", cmd, tmp.path().join("ca.log"))?;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        ensure!(
-            !ca.exited() && std::time::Instant::now() < deadline,
-            "ca:\n{}",
-            ca.output()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let mut ca = svidgate_e2e::start_ca(&bin, tmp.path(), port, &[(token, identity)])?;
 
     // What Kubernetes puts into the container: /etc/hosts, /etc/resolv.conf, the token and the
     // root (here the CA's name maps to loopback and the only nameserver is on loopback).
