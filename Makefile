@@ -71,7 +71,7 @@ bench: bench-core bench-envoy
 
 # Coverage-guided fuzzing of the core parsers (cargo-fuzz + libFuzzer, nightly); docs/fuzzing.md.
 # FUZZ_TIME seconds per target. New corpus entries go to fuzz/corpus/<target> (not committed).
-FUZZ_TARGETS ?= spiffe_id svid_leaf policy_document
+FUZZ_TARGETS ?= spiffe_id svid_leaf policy_document request_path header_view
 FUZZ_TIME    ?= 30
 fuzz:
 	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked

@@ -352,7 +352,16 @@ fn dry_run_policy() -> Value {
     })
 }
 
-fn wasm_plugin(wasm: &Path, config: &Value) -> Value {
+/// The plugin for `mode` ("http" or "network"): like every shipped config, the filter type is
+/// set explicitly in `filter.mode` (for a configuration that is a JSON object).
+fn wasm_plugin(wasm: &Path, config: &Value, mode: &str) -> Value {
+    let mut config = config.clone();
+    if let Some(doc) = config.as_object_mut() {
+        let filter = doc.entry("filter").or_insert_with(|| json!({}));
+        if let Some(f) = filter.as_object_mut() {
+            f.insert("mode".into(), json!(mode));
+        }
+    }
     json!({
         "name": "svidgate",
         "root_id": "svidgate",
@@ -408,6 +417,13 @@ fn http_listener(name: &str, port: u16, dir: &Path, wasm: &Path, config: &Value)
                 "typed_config": {
                     "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                     "stat_prefix": name,
+                    // As the shipped deploy/envoy/http.yaml.
+                    "normalize_path": true,
+                    "merge_slashes": true,
+                    "path_with_escaped_slashes_action": "UNESCAPE_AND_REDIRECT",
+                    "strip_trailing_host_dot": true,
+                    "strip_any_host_port": true,
+                    "common_http_protocol_options": {"headers_with_underscores_action": "REJECT_REQUEST"},
                     "access_log": [{
                         "name": "envoy.access_loggers.stdout",
                         "typed_config": {
@@ -423,7 +439,7 @@ fn http_listener(name: &str, port: u16, dir: &Path, wasm: &Path, config: &Value)
                     "http_filters": [
                         {"name": "envoy.filters.http.wasm", "typed_config": {
                             "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-                            "config": wasm_plugin(wasm, config)}},
+                            "config": wasm_plugin(wasm, config, "http")}},
                         {"name": "envoy.filters.http.router", "typed_config": {
                             "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
                     ]
@@ -443,7 +459,7 @@ fn tcp_listener(name: &str, port: u16, dir: &Path, wasm: &Path, config: &Value) 
             "filters": [
                 {"name": "envoy.filters.network.wasm", "typed_config": {
                     "@type": "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm",
-                    "config": wasm_plugin(wasm, config)}},
+                    "config": wasm_plugin(wasm, config, "network")}},
                 {"name": "envoy.filters.network.tcp_proxy", "typed_config": {
                     "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
                     "stat_prefix": name,
