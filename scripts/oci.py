@@ -124,6 +124,17 @@ def runtime_config():
     })
 
 
+def image_manifest(config, layer, annotations):
+    """The manifest of a container image with one tar+gzip layer."""
+    return {
+        "schemaVersion": 2,
+        "mediaType": MT_MANIFEST,
+        "config": descriptor(MT_OCI_CONFIG, config),
+        "layers": [descriptor(MT_OCI_LAYER_GZIP, layer)],
+        "annotations": annotations,
+    }
+
+
 def write_layout(dest, manifest_blobs, manifest, tag):
     """Writes an OCI image layout: oci-layout, index.json, blobs/sha256/*."""
     if dest.exists():
@@ -167,13 +178,7 @@ def build(wasm, out, tag):
         "config": {},
         "rootfs": {"type": "layers", "diff_ids": [f"sha256:{sha256(layer_tar)}"]},
     })
-    compat = {
-        "schemaVersion": 2,
-        "mediaType": MT_MANIFEST,
-        "config": descriptor(MT_OCI_CONFIG, image_config),
-        "layers": [descriptor(MT_OCI_LAYER_GZIP, layer)],
-        "annotations": {"module.wasm.image/variant": "compat"},
-    }
+    compat = image_manifest(image_config, layer, {"module.wasm.image/variant": "compat"})
     c_digest = write_layout(out / "svidgate-filter-compat", [image_config, layer], compat, tag)
     return a_digest, c_digest
 
@@ -237,13 +242,7 @@ def build_image(binary, out, tag, source="", revision=""):
         },
         "rootfs": {"type": "layers", "diff_ids": [f"sha256:{sha256(layer_tar)}"]},
     })
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": MT_MANIFEST,
-        "config": descriptor(MT_OCI_CONFIG, config),
-        "layers": [descriptor(MT_OCI_LAYER_GZIP, layer)],
-        "annotations": labels,
-    }
+    manifest = image_manifest(config, layer, labels)
     return write_layout(out / "svidgate", [config, layer], manifest, tag)
 
 

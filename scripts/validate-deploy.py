@@ -34,7 +34,6 @@ K8S_VERSION = "v1.33.0"
 OBJECT_META = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
 
 
-
 class Failure(Exception):
     pass
 

@@ -344,6 +344,22 @@ pub fn start_ca(bin: &Path, dir: &Path, port: u16, tokens: &[(&str, &str)]) -> R
     Ok(ca)
 }
 
+/// Checks with `openssl x509` that the certificate in `pem` carries the URI SAN `id`.
+pub fn ensure_uri_san(pem: &Path, id: &str) -> Result<()> {
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-ext", "subjectAltName", "-in"])
+        .arg(pem)
+        .output()?;
+    let san = String::from_utf8_lossy(&out.stdout);
+    if !san.contains(&format!("URI:{id}")) {
+        bail!(
+            "{}: subjectAltName {san:?}, expected URI:{id}",
+            pem.display()
+        );
+    }
+    Ok(())
+}
+
 /// Runs `cmd` to completion; returns (success, stdout + stderr).
 pub fn run_combined(cmd: &mut Command) -> Result<(bool, String)> {
     let out = cmd.output()?;

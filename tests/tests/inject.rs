@@ -1144,15 +1144,7 @@ fn deployed_agent_gets_its_svid_from_the_deployed_ca() -> Result<()> {
         "the agent (template args) got no certificate:\n{text}\nCA:\n{}",
         ca.output()
     );
-    let san = Command::new("openssl")
-        .args(["x509", "-noout", "-ext", "subjectAltName", "-in"])
-        .arg(out_dir.join("cert-chain.pem"))
-        .output()?;
-    let san = String::from_utf8_lossy(&san.stdout);
-    assert!(
-        san.contains(&format!("URI:{identity}")),
-        "issued certificate SAN: {san}"
-    );
+    svidgate_e2e::ensure_uri_san(&out_dir.join("cert-chain.pem"), identity)?;
     Ok(())
 }
 

@@ -841,14 +841,6 @@ fn image_agent_reaches_the_ca_by_name_under_chroot() -> Result<()> {
         text(&o),
         ca.output()
     );
-    let san = Command::new("openssl")
-        .args(["x509", "-noout", "-ext", "subjectAltName", "-in"])
-        .arg(work.join("out/svid/cert-chain.pem"))
-        .output()?;
-    let san = String::from_utf8_lossy(&san.stdout);
-    ensure!(
-        san.contains(&format!("URI:{identity}")),
-        "issued certificate SAN: {san}"
-    );
+    svidgate_e2e::ensure_uri_san(&work.join("out/svid/cert-chain.pem"), identity)?;
     Ok(())
 }
