@@ -17,7 +17,9 @@
 //!   audience and cluster from Istio's values, the admin port outside inbound capture, svidgate
 //!   before the iptables init container, and a refusal whenever istio-proxy would be a native
 //!   sidecar;
-//! - the agent runs with the rendered arguments and environment (against a real `svidgate ca`).
+//! - the agent runs with the rendered arguments and environment (against a real `svidgate ca`);
+//! - pilot-agent semantics the template relies on, with a long-running agent: renewal at Istio's
+//!   time, and the rendered exec probes following the agent's state.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -615,7 +617,7 @@ fn validate_pod(pod: &Json, dir: &Path, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// The startup properties every injected pod must have; returns the svidgate container.
+/// The startup properties every injected pod must have.
 fn check_startup(case: &Injection, injected: &Injected) -> Result<()> {
     let pod = &injected.pod;
     let values = case.merged_values()?;
