@@ -8,7 +8,7 @@ PY      := $(VENV)/bin/python
 WASM    := target/wasm32-wasip1/release/svidgate_filter.wasm
 SETUP_STAMP := $(VENV)/.setup-done
 
-.PHONY: help setup wasm-target build wasm test test-unit test-playground e2e lint fmt bench bench-core bench-envoy demo oci fuzz clean playground playground-serve
+.PHONY: help setup wasm-target build wasm image test test-unit test-playground e2e lint fmt bench bench-core bench-envoy demo oci fuzz clean playground playground-serve
 
 help:
 	@echo "make demo   - set up, build and run the demo (CA, agents, Envoys, filter)"
@@ -16,7 +16,7 @@ help:
 	@echo "make setup  - install what builds and tests need (idempotent)"
 	@echo "make playground - the policy playground (target/playground/) and npm package (target/npm/)"
 	@echo "make playground-serve - serve the playground on 127.0.0.1 (PLAYGROUND_PORT, default 8787)"
-	@echo "make build | wasm | lint | bench | bench-core | bench-envoy | oci | fuzz"
+	@echo "make build | wasm | image | lint | bench | bench-core | bench-envoy | oci | fuzz"
 
 # Idempotent: the wasm target, Debian tools the tests use, the Python venv with Envoy 1.40.
 # Only the targets that run Envoy, wrk or the venv need it; build, lint and unit tests do not.
@@ -38,9 +38,9 @@ wasm: wasm-target
 	CARGO_PROFILE_RELEASE_OPT_LEVEL=z $(CARGO) build -p svidgate-filter --target wasm32-wasip1 --release
 	@ls -l $(WASM) | awk '{print "wasm module: " $$NF " (" $$5 " bytes)"}'
 
-# Unit, table, CLI and end-to-end tests (the e2e tests start real Envoys on loopback), then
-# the playground's npm package and browser tests.
-test: setup wasm
+# Unit, table, CLI and end-to-end tests (the e2e tests start real Envoys on loopback; the image
+# tests run the static binary under chroot), then the playground's npm package and browser tests.
+test: setup wasm image
 	RUST_TEST_THREADS=2 $(CARGO) test --workspace --all-targets
 	$(MAKE) test-playground
 
@@ -63,7 +63,7 @@ test-unit:
 	$(CARGO) test
 
 # Only the end-to-end tests against real processes (Envoy 1.40, svidgate ca, svidgate agent).
-e2e: setup wasm
+e2e: setup wasm image
 	$(CARGO) build -p sidecar-host
 	RUST_TEST_THREADS=2 $(CARGO) test -p svidgate-e2e
 
@@ -106,6 +106,17 @@ fuzz:
 OCI_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 oci: wasm
 	python3 scripts/oci.py --wasm $(WASM) --out target/oci --tag $(OCI_TAG)
+
+# The svidgate container image, no Docker: a static binary (musl) alone in one layer, written as an
+# OCI image layout (target/oci/svidgate/ and .tar) by scripts/oci.py; docs/deploy.md shows the push.
+# The `image` profile (Cargo.toml) keeps this build to about a minute.
+IMAGE_TARGET    := x86_64-unknown-linux-musl
+SVIDGATE_STATIC := target/$(IMAGE_TARGET)/image/svidgate
+IMAGE_SOURCE    ?= $(shell git config --get remote.origin.url 2>/dev/null)
+image: setup
+	$(CARGO) build -p sidecar-host --bin svidgate --target $(IMAGE_TARGET) --profile image
+	python3 scripts/oci.py --image $(SVIDGATE_STATIC) --out target/oci --tag $(OCI_TAG) \
+	  --source "$(IMAGE_SOURCE)" --revision "$$(git rev-parse HEAD 2>/dev/null)"
 
 demo: setup wasm
 	$(CARGO) build -p sidecar-host

@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
-"""Packages the svidgate filter as OCI images Istio's WasmPlugin can pull, without Docker.
+"""Packages svidgate as OCI images without Docker: the filter for Istio's WasmPlugin, and the
+`svidgate` binary as a container image.
 
-    scripts/oci.py [--wasm FILE] [--out DIR] [--tag TAG]      # write (what `make oci` runs)
+    scripts/oci.py [--wasm FILE] [--out DIR] [--tag TAG]      # the filter (what `make oci` runs)
     scripts/oci.py --verify DIR [--wasm FILE]                  # read back and check
+    scripts/oci.py --image BINARY [--out DIR] [--tag TAG]      # the svidgate image (`make image`)
+    scripts/oci.py --verify DIR --image BINARY                 # read back and check
 
 Writes two OCI image layouts (https://github.com/opencontainers/image-spec/blob/main/image-layout.md),
 each as a directory and as a .tar of that directory:
@@ -22,8 +25,14 @@ that layer raw. A single-layer artifact (as wasm-to-oci or a bare `oras push` wr
 ("number of layers must be 2 but got 1"). The compat variant must have the wasm as `plugin.wasm` in
 the last tar+gzip layer.
 
-Output is deterministic (fixed tar/gzip metadata, sorted JSON), so the digests depend only on the
-wasm module and the tag. For the WasmPlugin: `url: oci://REGISTRY/REPO:TAG` with `sha256:` = the
+  DIR/svidgate/                the svidgate container image (`--image`, a static binary):
+                               config   application/vnd.oci.image.config.v1+json: entrypoint
+                                        /usr/local/bin/svidgate, user 65532:65532, OCI labels
+                               layer    application/vnd.oci.image.layer.v1.tar+gzip holding only
+                                        usr/local/bin/svidgate (and its directories)
+
+Output is deterministic (fixed tar/gzip metadata, sorted JSON, no creation time), so the digests
+depend only on the inputs (module or binary) and the tag. For the WasmPlugin: `url: oci://REGISTRY/REPO:TAG` with `sha256:` = the
 manifest digest (hex, no `sha256:` prefix) of the variant you push, or pin it in the URL
 (`oci://REGISTRY/REPO@sha256:<digest>`). `wasm sha256` is the module's own digest (for `http(s)://`
 or `file://` URLs). Python standard library only.
@@ -67,9 +76,9 @@ def descriptor(media_type, data, annotations=None):
     return d
 
 
-def tar_bytes(files, dirs=()):
+def tar_bytes(files, dirs=(), modes=None):
     """A deterministic POSIX tar of {name: bytes} (after the directories `dirs`): sorted names,
-    mtime 0, uid/gid 0, mode 0644 (0755 for directories)."""
+    mtime 0, uid/gid 0, mode 0644 unless `modes` names another (0755 for directories)."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for name in sorted(dirs):
@@ -85,7 +94,7 @@ def tar_bytes(files, dirs=()):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             info.mtime = EPOCH
-            info.mode = 0o644
+            info.mode = (modes or {}).get(name, 0o644)
             info.uid = info.gid = 0
             info.uname = info.gname = ""
             info.type = tarfile.REGTYPE
@@ -113,6 +122,17 @@ def runtime_config():
         "abiVersions": ["v0.2.1"],  # proxy-wasm ABI the module exports (proxy_abi_version_0_2_1)
         "config": {},
     })
+
+
+def image_manifest(config, layer, annotations):
+    """The manifest of a container image with one tar+gzip layer."""
+    return {
+        "schemaVersion": 2,
+        "mediaType": MT_MANIFEST,
+        "config": descriptor(MT_OCI_CONFIG, config),
+        "layers": [descriptor(MT_OCI_LAYER_GZIP, layer)],
+        "annotations": annotations,
+    }
 
 
 def write_layout(dest, manifest_blobs, manifest, tag):
@@ -158,15 +178,72 @@ def build(wasm, out, tag):
         "config": {},
         "rootfs": {"type": "layers", "diff_ids": [f"sha256:{sha256(layer_tar)}"]},
     })
-    compat = {
-        "schemaVersion": 2,
-        "mediaType": MT_MANIFEST,
-        "config": descriptor(MT_OCI_CONFIG, image_config),
-        "layers": [descriptor(MT_OCI_LAYER_GZIP, layer)],
-        "annotations": {"module.wasm.image/variant": "compat"},
-    }
+    compat = image_manifest(image_config, layer, {"module.wasm.image/variant": "compat"})
     c_digest = write_layout(out / "svidgate-filter-compat", [image_config, layer], compat, tag)
     return a_digest, c_digest
+
+
+# ---------------------------------------------------------------------------------------------
+# The svidgate container image
+
+BINARY_PATH = "usr/local/bin/svidgate"  # in the image; the injection template's exec probes call it
+IMAGE_USER = "65532:65532"  # numeric, non-root; pods set their own (the template: istio-proxy's)
+LICENSE = "Apache-2.0"  # the workspace's `license`
+
+
+def elf_is_static(binary):
+    """True for an x86-64 ELF executable without a program interpreter (PT_INTERP): it runs in an
+    image that holds nothing else."""
+    if binary[:4] != b"\x7fELF" or binary[4] != 2 or binary[5] != 1:
+        return False
+    phoff = int.from_bytes(binary[0x20:0x28], "little")
+    phentsize = int.from_bytes(binary[0x36:0x38], "little")
+    phnum = int.from_bytes(binary[0x38:0x3A], "little")
+    for i in range(phnum):
+        off = phoff + i * phentsize
+        if int.from_bytes(binary[off:off + 4], "little") == 3:  # PT_INTERP
+            return False
+    return True
+
+
+def image_labels(tag, source, revision):
+    """OCI annotations (image-spec annotations.md), also set as the config's labels. `source` and
+    `revision` only when known (`make image` passes the git remote and commit)."""
+    labels = {
+        "org.opencontainers.image.title": "svidgate",
+        "org.opencontainers.image.description":
+            "svidgate: SPIFFE identities for Istio/Envoy workloads (agent, CA, policy tools)",
+        "org.opencontainers.image.version": tag,
+        "org.opencontainers.image.licenses": LICENSE,
+    }
+    if source:
+        labels["org.opencontainers.image.source"] = source
+    if revision:
+        labels["org.opencontainers.image.revision"] = revision
+    return labels
+
+
+def build_image(binary, out, tag, source="", revision=""):
+    if not elf_is_static(binary):
+        raise SystemExit("not a static x86-64 ELF executable (it has a program interpreter); "
+                         "build it for x86_64-unknown-linux-musl (`make image`)")
+    layer_tar = tar_bytes({BINARY_PATH: binary}, dirs=["usr", "usr/local", "usr/local/bin"],
+                          modes={BINARY_PATH: 0o755})
+    layer = gzip_bytes(layer_tar)
+    labels = image_labels(tag, source, revision)
+    config = canonical_json({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {
+            "User": IMAGE_USER,
+            "Entrypoint": ["/" + BINARY_PATH],
+            "Env": ["PATH=/usr/local/bin"],
+            "Labels": labels,
+        },
+        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{sha256(layer_tar)}"]},
+    })
+    manifest = image_manifest(config, layer, labels)
+    return write_layout(out / "svidgate", [config, layer], manifest, tag)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,13 +346,64 @@ def verify(out, wasm):
     return results
 
 
+def verify_image(out, binary):
+    layout = out / "svidgate"
+    try:
+        digest, manifest, blobs = read_layout(layout)
+        config = json.loads(blobs[manifest["config"]["digest"]])
+        (ldesc,) = manifest["layers"]
+        if ldesc["mediaType"] != MT_OCI_LAYER_GZIP:
+            raise Invalid(f"layer media type {ldesc['mediaType']}")
+        layer_tar = gzip.decompress(blobs[ldesc["digest"]])
+        if config["rootfs"]["diff_ids"] != [f"sha256:{sha256(layer_tar)}"]:
+            raise Invalid("config rootfs.diff_ids do not match the layer")
+        with tarfile.open(fileobj=io.BytesIO(layer_tar)) as tar:
+            files = {m.name: m for m in tar.getmembers() if not m.isdir()}
+            if set(files) != {BINARY_PATH}:
+                raise Invalid(f"layer files {sorted(files)}, expected only {BINARY_PATH}")
+            if tar.extractfile(files[BINARY_PATH]).read() != binary:
+                raise Invalid("the binary in the image differs from the built one")
+        c = config["config"]
+        if c.get("Entrypoint") != ["/" + BINARY_PATH] or c.get("User") != IMAGE_USER:
+            raise Invalid(f"entrypoint/user: {c}")
+        verify_tar(layout)
+    except (Invalid, KeyError, OSError, ValueError, tarfile.TarError) as e:
+        raise SystemExit(f"{layout}: invalid: {e}")
+    return digest
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--wasm", type=Path, default=DEFAULT_WASM)
+    ap.add_argument("--image", type=Path, metavar="BINARY",
+                    help="write (or with --verify, check) the svidgate image of this static binary")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--tag", default="latest")
+    ap.add_argument("--source", default="", help="image label: the source repository URL")
+    ap.add_argument("--revision", default="", help="image label: the source revision (commit)")
     ap.add_argument("--verify", type=Path, metavar="DIR", help="read back the layouts in DIR")
     args = ap.parse_args()
+    rel = lambda p: p.relative_to(ROOT) if p.is_relative_to(ROOT) else p
+    if args.image:
+        try:
+            binary = args.image.read_bytes()
+        except OSError as e:
+            raise SystemExit(f"{args.image}: {e.strerror} (run `make image`)")
+        if args.verify:
+            digest = verify_image(args.verify, binary)
+            print(f"ok svidgate: manifest sha256:{digest}, every blob's digest and size checked, binary identical")
+            return 0
+        digest = build_image(binary, args.out, args.tag, args.source, args.revision)
+        layout = args.out / "svidgate"
+        _, manifest, _ = read_layout(layout)
+        print(f"svidgate binary: {rel(args.image)} ({len(binary)} bytes, static)")
+        print(f"OCI image:       {rel(layout)}/ and .tar   tag {args.tag}")
+        print(f"  manifest:      sha256:{digest}")
+        print(f"  config:        {manifest['config']['digest']}")
+        print(f"  layer:         {manifest['layers'][0]['digest']} ({manifest['layers'][0]['size']} bytes)")
+        print(f"Push (docs/deploy.md): skopeo copy --preserve-digests oci-archive:{rel(layout)}.tar:{args.tag} "
+              f"docker://REGISTRY/svidgate:{args.tag}")
+        return 0
     try:
         wasm = args.wasm.read_bytes()
     except OSError as e:
@@ -285,7 +413,6 @@ def main():
             print(f"ok {name}: manifest sha256:{digest}, every blob's digest and size checked, wasm identical")
         return 0
     a_digest, c_digest = build(wasm, args.out, args.tag)
-    rel = lambda p: p.relative_to(ROOT) if p.is_relative_to(ROOT) else p
     print(f"wasm module:   {rel(args.wasm)} ({len(wasm)} bytes)")
     print(f"wasm sha256:   {sha256(wasm)}   (WasmPlugin sha256 for http(s)/file URLs)")
     print(f"OCI artifact:  {rel(args.out / 'svidgate-filter')}/ and .tar   tag {args.tag}")

@@ -12,10 +12,17 @@ for target in wasm32-wasip1 wasm32-unknown-unknown; do
   fi
 done
 
+# The static `svidgate` of the container image (`make image`).
+if ! rustup target list --installed | grep -qx x86_64-unknown-linux-musl; then
+  say "adding Rust target x86_64-unknown-linux-musl"
+  rustup target add x86_64-unknown-linux-musl
+fi
+
 # Debian tools used by tests and benchmarks (load generators, openssl; skopeo reads the OCI
-# images `make oci` writes).
+# images `make oci` and `make image` write; musl-tools' x86_64-linux-musl-gcc compiles ring's C
+# and assembly for the musl target; chromium, node and npm run the playground's tests).
 need=()
-for pair in wrk:wrk h2load:nghttp2-client hey:hey openssl:openssl curl:curl skopeo:skopeo chromium:chromium node:nodejs npm:npm; do
+for pair in wrk:wrk h2load:nghttp2-client hey:hey openssl:openssl curl:curl skopeo:skopeo x86_64-linux-musl-gcc:musl-tools chromium:chromium node:nodejs npm:npm; do
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done

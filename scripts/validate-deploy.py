@@ -9,10 +9,9 @@
   are errors unless x-kubernetes-preserve-unknown-fields), with metadata checked as ObjectMeta;
   an object whose kind has no pinned schema is an error;
 - the Helm values file is validated against deploy/schemas/helm-istiod-values.yaml;
-- the `svidgate` injection template is identical in the IstioOperator and Helm files; its Go
-  template expressions are rendered with sample values, the result parses as YAML, its containers
-  and volumes validate against the Kubernetes Container/Volume schemas, and the properties the
-  deployment relies on hold (native sidecar, startup probe, shared socket volume, hardening);
+- the `svidgate` injection template is identical in the IstioOperator and Helm files (it is
+  rendered and injected by tests/tests/inject.rs, which validates the resulting Pod with
+  `--pod FILE`);
 - no private key material is committed under deploy/.
 
 The policy documents (deploy/examples, each WasmPlugin pluginConfig) are checked by
@@ -33,9 +32,6 @@ DEPLOY = ROOT / "deploy"
 SCHEMAS = DEPLOY / "schemas"
 K8S_VERSION = "v1.33.0"
 OBJECT_META = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
-
-# The injection template's socket directory: Istio's external-SDS path.
-SOCKET_DIR = "/var/run/secrets/workload-spiffe-uds"
 
 
 class Failure(Exception):
@@ -142,162 +138,33 @@ class Schemas:
 # ---------------------------------------------------------------------------------------------
 # The injection template (a Go text/template string)
 
-# The Go template expressions the template may use are rendered here with sample values. A new
-# expression in the template must be added to render_template, so the test keeps rendering what
-# Istio renders. Istio's template data (pkg/kube/inject, Istio >= 1.25): .ObjectMeta (the pod's),
-# .MeshConfig (mesh config proto), .NativeSidecars (injector's native-sidecar setting); functions:
-# Istio's (`annotation`, ...) plus sprig (`default`, `fail`, ...).
-SAMPLE_MESH_TRUST_DOMAIN = "cluster.local"
-
-ACTION = re.compile(r"\{\{-?\s*(.*?)\s*-?\}\}", re.S)
-STR = r'(?:`[^`]*`|"(?:[^"\\]|\\.)*")'
+# The template is rendered, injected and checked by tests/tests/inject.rs (Go text/template
+# semantics with Istio's template data and functions); the Pod it produces comes back here through
+# `--pod FILE` to be validated against the pinned Kubernetes schema.
 
 
-def go_string(lit):
-    return lit[1:-1] if lit.startswith("`") else json.loads(lit)
-
-
-def render_template(text, native_sidecars=False, annotations=None):
-    """Renders the subset of Go templates the svidgate template uses: comments, `$v := int`,
-    `$v := ne (index .ObjectMeta.Annotations KEY | default (printf "%t" .NativeSidecars)) "false"`
-    (Istio's own native-sidecar decision), `$v`, `if $v` / `end`, `fail "msg"`,
-    `annotation .ObjectMeta KEY DEFAULT`, `.MeshConfig.TrustDomain | default DEFAULT`. Trim markers
-    (`{{-`, `-}}`) are honoured. Raises Failure on an expression outside that subset or on `fail`."""
-    annotations = annotations or {}
-    out, variables, skipping, pos = [], {}, [], 0
-    for m in ACTION.finditer(text):
-        chunk = text[pos:m.start()]
-        if m.group(0).startswith("{{-"):
-            chunk = chunk.rstrip()
-        if not any(skipping):
-            out.append(chunk)
-        pos = m.end()
-        if m.group(0).endswith("-}}"):
-            while pos < len(text) and text[pos].isspace():
-                pos += 1
-        expr = m.group(1).strip()
-        if expr.startswith("/*"):
-            continue
-        if mm := re.fullmatch(r"if\s+\$(\w+)", expr):
-            if mm.group(1) not in variables:
-                raise Failure(f"template: undefined variable ${mm.group(1)}")
-            skipping.append(not variables[mm.group(1)])
-            continue
-        if expr == "end":
-            if not skipping:
-                raise Failure("template: unbalanced {{ end }}")
-            skipping.pop()
-            continue
-        if any(skipping):
-            continue
-        if mm := re.fullmatch(r"\$(\w+)\s*:=\s*(\d+)", expr):
-            variables[mm.group(1)] = mm.group(2)
-        elif mm := re.fullmatch(
-                rf'\$(\w+)\s*:=\s*ne\s+\(index\s+\.ObjectMeta\.Annotations\s+({STR})\s*\|\s*'
-                rf'default\s+\(printf\s+"%t"\s+\.NativeSidecars\)\)\s+"false"', expr):
-            value = annotations.get(go_string(mm.group(2)), "") or ("true" if native_sidecars else "false")
-            variables[mm.group(1)] = value != "false"
-        elif mm := re.fullmatch(r"\$(\w+)", expr):
-            if mm.group(1) not in variables:
-                raise Failure(f"template: undefined variable ${mm.group(1)}")
-            out.append(str(variables[mm.group(1)]))
-        elif mm := re.fullmatch(rf"fail\s+({STR})", expr):
-            raise Failure(f"template fail: {go_string(mm.group(1))}")
-        elif mm := re.fullmatch(rf"annotation\s+\.ObjectMeta\s+({STR})\s+({STR})", expr):
-            out.append(annotations.get(go_string(mm.group(1)), go_string(mm.group(2))))
-        elif mm := re.fullmatch(rf"\.MeshConfig\.TrustDomain\s*\|\s*default\s+({STR})", expr):
-            out.append(SAMPLE_MESH_TRUST_DOMAIN or go_string(mm.group(1)))
-        else:
-            raise Failure(f"template: expression not covered by the test renderer: {{{{ {expr} }}}}")
-    if skipping:
-        raise Failure("template: {{ if }} without {{ end }}")
-    out.append(text[pos:])
-    return "".join(out)
-
-
-# (injector's NativeSidecars, pod annotations, must the template render?)
-NATIVE_SIDECAR_CASES = [
-    (False, {}, True),
-    (True, {"sidecar.istio.io/nativeSidecar": "false"}, True),
-    (True, {}, False),
-    (False, {"sidecar.istio.io/nativeSidecar": "true"}, False),
-]
-
-
-def template_checks(schemas, templates):
-    """templates: {source file: template text}. Returns the number of objects validated."""
-    texts = set(templates.values())
-    if len(texts) != 1:
+def template_checks(templates):
+    """templates: {source file: template text}. The IstioOperator and the Helm values must carry
+    the same template."""
+    if len(set(templates.values())) != 1:
         raise Failure(f"the svidgate template differs between {', '.join(sorted(templates))}")
-    text = texts.pop()
-    for native, annotations, renders in NATIVE_SIDECAR_CASES:
-        try:
-            render_template(text, native_sidecars=native, annotations=annotations)
-            if not renders:
-                raise Failure(f"template: rendered with NativeSidecars={native} {annotations}: "
-                              "with istio-proxy as a native sidecar it must fail")
-        except Failure as e:
-            if renders or "nativeSidecar" not in str(e):
-                raise
-    rendered = yaml.safe_load(render_template(text))
-    spec = rendered.get("spec") if isinstance(rendered, dict) else None
-    if not isinstance(spec, dict) or set(rendered) != {"spec"}:
-        raise Failure("template: must render to {spec: ...} (a pod overlay)")
-    problems, count = [], 0
-    for field, definition in (("initContainers", "io.k8s.api.core.v1.Container"),
-                              ("containers", "io.k8s.api.core.v1.Container"),
-                              ("volumes", "io.k8s.api.core.v1.Volume")):
-        for item in spec.get(field, []):
-            count += 1
-            for e in errors_of(schemas.definition(definition), item):
-                problems.append(f"spec.{field}[{item.get('name')}]: {e}")
-    extra = set(spec) - {"initContainers", "containers", "volumes"}
-    if extra:
-        problems.append(f"spec: unexpected keys {sorted(extra)}")
-    if problems:
-        raise Failure("template:\n  " + "\n  ".join(problems))
 
-    inits = {c["name"]: c for c in spec.get("initContainers", [])}
-    c = inits.get("svidgate")
-    vols = {v["name"]: v for v in spec.get("volumes", [])}
-    proxy = {x["name"]: x for x in spec.get("containers", [])}.get("istio-proxy", {})
-    must = []
-    if c is None:
-        raise Failure("template: no init container named svidgate")
-    must.append((c.get("restartPolicy") == "Always", "svidgate is a native sidecar (restartPolicy: Always)"))
-    probe = (c.get("startupProbe") or {}).get("httpGet") or {}
-    must.append((probe.get("path") == "/healthz/ready", "startupProbe GETs /healthz/ready"))
-    admin = [a for a in c.get("args", []) if a.startswith("--admin-addr=")]
-    must.append((len(admin) == 1 and admin[0].rsplit(":", 1)[-1] == str(probe.get("port")),
-                 "startupProbe port equals the --admin-addr port"))
-    must.append((f"--sds-socket={SOCKET_DIR}/socket" in c.get("args", []), f"--sds-socket={SOCKET_DIR}/socket"))
-    mounts = {m["name"]: m for m in c.get("volumeMounts", [])}
-    pmounts = {m["name"]: m for m in proxy.get("volumeMounts", [])}
-    must.append(("emptyDir" in vols.get("workload-socket", {}), "volume workload-socket is an emptyDir"))
-    must.append((mounts.get("workload-socket", {}).get("mountPath") == SOCKET_DIR
-                 and pmounts.get("workload-socket", {}).get("mountPath") == SOCKET_DIR,
-                 f"svidgate and istio-proxy both mount workload-socket at {SOCKET_DIR}"))
-    env = {e["name"]: e for e in c.get("env", [])}
-    must.append((env.get("POD_NAMESPACE", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.namespace",
-                 "POD_NAMESPACE from the downward API"))
-    must.append((env.get("SERVICE_ACCOUNT", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "spec.serviceAccountName",
-                 "SERVICE_ACCOUNT from the downward API"))
-    must.append((bool(env.get("TRUST_DOMAIN", {}).get("value")) and bool(env.get("CA_ADDR", {}).get("value")),
-                 "TRUST_DOMAIN and CA_ADDR set"))
-    token = [s.get("serviceAccountToken") for s in vols.get(mounts.get("svidgate-token", {}).get("name", ""), {}).get("projected", {}).get("sources", [])]
-    must.append((any(t and t.get("audience") == "istio-ca" for t in token), "projected token with audience istio-ca"))
-    sc = c.get("securityContext", {})
-    must.append((sc.get("runAsNonRoot") is True and sc.get("readOnlyRootFilesystem") is True
-                 and sc.get("allowPrivilegeEscalation") is False
-                 and sc.get("capabilities", {}).get("drop") == ["ALL"] and not sc.get("capabilities", {}).get("add")
-                 and sc.get("seccompProfile", {}).get("type") == "RuntimeDefault",
-                 "non-root, read-only root fs, no privilege escalation, all capabilities dropped, seccomp RuntimeDefault"))
-    res = c.get("resources", {})
-    must.append(("memory" in res.get("requests", {}) and "memory" in res.get("limits", {}), "memory request and limit"))
-    bad = [what for ok, what in must if not ok]
-    if bad:
-        raise Failure("template: required properties missing:\n  " + "\n  ".join(bad))
-    return count
+
+def validate_pod(path):
+    """Validates a Pod (JSON or YAML) against the pinned Kubernetes schema; for the injected pods
+    tests/tests/inject.rs renders."""
+    schemas = Schemas()
+    pod = yaml.safe_load(Path(path).read_text())
+    schema, source = schemas.for_object(pod)
+    if schema is None or pod.get("kind") != "Pod":
+        print(f"{path}: not a v1 Pod", file=sys.stderr)
+        return 1
+    errs = errors_of(schema, pod)
+    for e in errs:
+        print(f"FAIL {path}: {e}")
+    if not errs:
+        print(f"ok   {path}: Pod ({source})")
+    return 1 if errs else 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -380,9 +247,9 @@ def run(schemas, files):
             failures.append(str(e))
     if templates:
         try:
-            n = template_checks(schemas, templates)
-            lines.append(f"ok   svidgate injection template ({', '.join(sorted(templates))}): "
-                         f"renders, {n} containers/volumes valid, required properties hold")
+            template_checks(templates)
+            lines.append(f"ok   svidgate injection template ({', '.join(sorted(templates))}): identical "
+                         "(rendered, injected and validated by tests/tests/inject.rs)")
         except Failure as e:
             failures.append(str(e))
     return lines, failures
@@ -417,14 +284,9 @@ def self_test(schemas):
         schema, _ = schemas.for_object(obj)
         if schema is not None and not errors_of(schema, obj):
             wrong.append(what)
-    try:
-        render_template("{{ .Values.global.hub }}")
-        wrong.append("template renderer accepted an unknown expression")
-    except Failure:
-        pass
     if wrong:
         raise Failure("validator self-test: accepted invalid input: " + ", ".join(wrong))
-    return len(cases) + 1
+    return len(cases)
 
 
 def write_plugin_configs(outdir):
@@ -446,28 +308,6 @@ def write_plugin_configs(outdir):
     return 0
 
 
-# Sample downward-API values for --agent-command.
-SAMPLE_FIELDS = {"metadata.namespace": "shop", "spec.serviceAccountName": "backend"}
-
-
-def write_agent_command(dest):
-    """Writes the svidgate container's args and env, as rendered by the injection template (env
-    from the downward API filled with sample values), to DEST as JSON: {"args": [...], "env": {...}}.
-    tests/tests/deploy.rs runs the built binary with them to check the flags and variables exist."""
-    d = yaml_docs(DEPLOY / "istio/helm-values.yaml")[0]
-    text = d["sidecarInjectorWebhook"]["templates"]["svidgate"]
-    spec = yaml.safe_load(render_template(text))["spec"]
-    c = next(c for c in spec["initContainers"] if c["name"] == "svidgate")
-    env = {}
-    for e in c.get("env", []):
-        if "value" in e:
-            env[e["name"]] = e["value"]
-        else:
-            env[e["name"]] = SAMPLE_FIELDS[e["valueFrom"]["fieldRef"]["fieldPath"]]
-    Path(dest).write_text(json.dumps({"args": c.get("args", []), "env": env}, indent=2))
-    return 0
-
-
 def write_ca_command(dest):
     """Writes the svidgate-ca container's args (deploy/ca/svidgate-ca.yaml) to DEST as JSON."""
     dep = next(d for d in yaml_docs(DEPLOY / "ca/svidgate-ca.yaml") if d["kind"] == "Deployment")
@@ -481,8 +321,8 @@ def main():
         return write_ca_command(sys.argv[2])
     if len(sys.argv) == 3 and sys.argv[1] == "--plugin-configs":
         return write_plugin_configs(sys.argv[2])
-    if len(sys.argv) == 3 and sys.argv[1] == "--agent-command":
-        return write_agent_command(sys.argv[2])
+    if len(sys.argv) == 3 and sys.argv[1] == "--pod":
+        return validate_pod(sys.argv[2])
     files = sorted(p for p in DEPLOY.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
     if not files:
         print("no YAML files under deploy/", file=sys.stderr)

@@ -26,6 +26,9 @@ pub enum Command {
     /// A small CA speaking the Istio CA gRPC API (local use, tests, demos).
     #[command(subcommand)]
     Ca(crate::ca::CaCommand),
+    /// Asks a running agent's admin endpoint for startup/readiness/liveness; exit 0 or 1
+    /// (for Kubernetes exec probes).
+    Health(crate::agent::health::HealthArgs),
 }
 
 /// Runs the CLI; returns the process exit code.
@@ -34,5 +37,6 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Policy(cmd) => Ok(crate::policy::run(cmd)?),
         Command::Agent(args) => crate::agent::main(&args),
         Command::Ca(cmd) => crate::ca::main(cmd),
+        Command::Health(args) => Ok(crate::agent::health::main(&args)),
     }
 }

@@ -305,6 +305,63 @@ fn dechunk(mut rest: &str) -> String {
     out
 }
 
+/// Waits until something listens on 127.0.0.1:`port`, failing if `proc` exits first or after
+/// `timeout` (a hang guard).
+pub fn wait_listening(proc: &mut Proc, port: u16, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if proc.exited() || Instant::now() > deadline {
+            bail!(
+                "{} is not listening on {port}:\n{}",
+                proc.name,
+                proc.output()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// `svidgate ca serve --generate --trust-domain cluster.local` on 127.0.0.1:`port`, with its
+/// cacerts in `dir/ca` (the root: `dir/ca/root-cert.pem`) and a tokens file `dir/tokens` mapping
+/// each `(token, SPIFFE ID)`; returns once it listens.
+pub fn start_ca(bin: &Path, dir: &Path, port: u16, tokens: &[(&str, &str)]) -> Result<Proc> {
+    let lines: String = tokens.iter().map(|(t, id)| format!("{t} {id}\n")).collect();
+    std::fs::write(dir.join("tokens"), lines)?;
+    let mut cmd = Command::new(bin);
+    cmd.args([
+        "ca",
+        "serve",
+        "--generate",
+        "--trust-domain",
+        "cluster.local",
+    ])
+    .arg(format!("--listen=127.0.0.1:{port}"))
+    .arg("--ca-dir")
+    .arg(dir.join("ca"))
+    .arg("--tokens")
+    .arg(dir.join("tokens"));
+    let mut ca = Proc::spawn("ca", cmd, dir.join("ca.log"))?;
+    wait_listening(&mut ca, port, Duration::from_secs(20))?;
+    Ok(ca)
+}
+
+/// Checks with `openssl x509` that the certificate in `pem` carries the URI SAN `id`.
+pub fn ensure_uri_san(pem: &Path, id: &str) -> Result<()> {
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-ext", "subjectAltName", "-in"])
+        .arg(pem)
+        .output()?;
+    let san = String::from_utf8_lossy(&out.stdout);
+    if !san.contains(&format!("URI:{id}")) {
+        bail!(
+            "{}: subjectAltName {san:?}, expected URI:{id}",
+            pem.display()
+        );
+    }
+    Ok(())
+}
+
 /// Runs `cmd` to completion; returns (success, stdout + stderr).
 pub fn run_combined(cmd: &mut Command) -> Result<(bool, String)> {
     let out = cmd.output()?;

@@ -464,3 +464,383 @@ fn oci_push_to_local_registry_keeps_digests() -> Result<()> {
     registry.stop();
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------------------
+// The svidgate container image (`make image`: scripts/oci.py --image)
+
+/// Where the image puts the binary (scripts/oci.py `BINARY_PATH`, the injection template's probes).
+const IMAGE_BINARY: &str = "usr/local/bin/svidgate";
+const IMAGE_SOURCE: &str = "https://example.org/svidgate.git";
+
+/// The static `svidgate` `make image` builds.
+fn static_svidgate() -> Result<PathBuf> {
+    let p = repo_root().join("target/x86_64-unknown-linux-musl/image/svidgate");
+    ensure!(p.exists(), "{} not built (run `make image`)", p.display());
+    Ok(p)
+}
+
+fn build_image(out: &Path) -> Result<String> {
+    let o = Command::new(python())
+        .arg(repo_root().join("scripts/oci.py"))
+        .arg("--image")
+        .arg(static_svidgate()?)
+        .args([
+            "--tag",
+            TAG,
+            "--source",
+            IMAGE_SOURCE,
+            "--revision",
+            "0123abc",
+        ])
+        .arg("--out")
+        .arg(out)
+        .output()
+        .context("running scripts/oci.py --image")?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    ensure!(o.status.success(), "scripts/oci.py --image failed:\n{text}");
+    Ok(text)
+}
+
+/// The program headers of a 64-bit little-endian ELF file hold no PT_INTERP (no dynamic loader).
+fn elf_without_interpreter(elf: &[u8]) -> Result<bool> {
+    ensure!(
+        elf.len() > 0x40 && &elf[..4] == b"\x7fELF" && elf[4] == 2,
+        "not an ELF64 file"
+    );
+    let u = |at: usize, n: usize| -> Result<usize> {
+        let b = elf.get(at..at + n).context("truncated ELF")?;
+        Ok(b.iter()
+            .rev()
+            .fold(0usize, |acc, x| (acc << 8) | usize::from(*x)))
+    };
+    let (phoff, phentsize, phnum) = (u(0x20, 8)?, u(0x36, 2)?, u(0x38, 2)?);
+    for i in 0..phnum {
+        if u(phoff + i * phentsize, 4)? == 3 {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// The image's layout read back and its layer extracted into `root` (the system `tar`); returns
+/// the image config.
+fn unpack_image(layout: &Path, root: &Path) -> Result<Value> {
+    let (_, manifest, layers) = read_layout(layout)?;
+    let config: Value = serde_json::from_slice(&blob(layout, &manifest["config"])?)?;
+    let diff_ids = config["rootfs"]["diff_ids"]
+        .as_array()
+        .context("config without rootfs.diff_ids")?;
+    ensure!(
+        diff_ids.len() == layers.len(),
+        "{} diff_ids for {} layers",
+        diff_ids.len(),
+        layers.len()
+    );
+    std::fs::create_dir_all(root)?;
+    let scratch = tempfile::tempdir()?;
+    for (i, (layer, diff_id)) in layers.iter().zip(diff_ids).enumerate() {
+        ensure!(
+            manifest["layers"][i]["mediaType"] == OCI_LAYER_GZIP,
+            "layer {i}: {}",
+            manifest["layers"][i]["mediaType"]
+        );
+        let gz = scratch.path().join(format!("layer{i}.tar.gz"));
+        std::fs::write(&gz, layer)?;
+        let tar = scratch.path().join(format!("layer{i}.tar"));
+        let o = Command::new("gzip").arg("-dc").arg(&gz).output()?;
+        ensure!(o.status.success(), "gzip -dc layer {i}");
+        std::fs::write(&tar, &o.stdout)?;
+        ensure!(
+            diff_id.as_str() == Some(&format!("sha256:{}", sha256_file(&tar)?)),
+            "layer {i}: diff_id {diff_id} is not the digest of the uncompressed layer"
+        );
+        let st = Command::new("tar")
+            .args(["-x", "--numeric-owner", "-f"])
+            .arg(&tar)
+            .arg("-C")
+            .arg(root)
+            .status()?;
+        ensure!(st.success(), "tar -x layer {i}");
+    }
+    Ok(config)
+}
+
+/// Every regular file under `root`, relative.
+fn files_in(root: &Path) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d)? {
+            let p = e?.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p.strip_prefix(root)?.to_string_lossy().into_owned());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// `chroot [--userspec=U:G] root cmd...` with only the image's environment (we are root in tests
+/// and CI; chroot needs CAP_SYS_CHROOT).
+fn chroot(root: &Path, user: Option<&str>, args: &[&str]) -> Result<std::process::Output> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let chroot = std::env::split_paths(&path)
+        .map(|d| d.join("chroot"))
+        .find(|p| p.is_file())
+        .context("chroot not found in PATH (coreutils)")?;
+    let mut c = Command::new(chroot);
+    if let Some(u) = user {
+        c.arg(format!("--userspec={u}"));
+    }
+    c.arg(root)
+        .args(args)
+        .env_clear()
+        .env("PATH", "/usr/local/bin");
+    c.output().context("running chroot")
+}
+
+#[test]
+fn image_reads_back_and_runs_under_chroot() -> Result<()> {
+    let binary = std::fs::read(static_svidgate()?)?;
+    ensure!(
+        elf_without_interpreter(&binary)?,
+        "the image binary needs a dynamic loader"
+    );
+    let tmp = tempfile::tempdir()?;
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let printed = build_image(&a)?;
+    println!("{printed}");
+    build_image(&b)?;
+    ensure!(
+        std::fs::read(a.join("svidgate.tar"))? == std::fs::read(b.join("svidgate.tar"))?,
+        "svidgate.tar differs between two runs"
+    );
+    let layout = a.join("svidgate");
+    let (digest, manifest, _) = read_layout(&layout)?;
+    ensure!(
+        printed_digest(&printed, "OCI image:").as_deref() == Some(digest.as_str()),
+        "printed manifest digest is not the index's sha256:{digest}:\n{printed}"
+    );
+    let verified = Command::new(python())
+        .arg(repo_root().join("scripts/oci.py"))
+        .arg("--image")
+        .arg(static_svidgate()?)
+        .arg("--verify")
+        .arg(&a)
+        .output()?;
+    ensure!(
+        verified.status.success(),
+        "oci.py --verify --image: {}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+
+    let root = tmp.path().join("root");
+    let config = unpack_image(&layout, &root)?;
+    ensure!(
+        manifest["config"]["mediaType"] == "application/vnd.oci.image.config.v1+json",
+        "config media type"
+    );
+    ensure!(
+        config["os"] == "linux" && config["architecture"] == "amd64",
+        "platform: {config}"
+    );
+    let c = &config["config"];
+    ensure!(
+        c["Entrypoint"] == serde_json::json!([format!("/{IMAGE_BINARY}")]),
+        "entrypoint: {c}"
+    );
+    let user = c["User"].as_str().context("no User")?;
+    let ids: Vec<u32> = user
+        .split(':')
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("User {user} is not numeric uid:gid"))?;
+    ensure!(
+        ids.len() == 2 && ids.iter().all(|i| *i != 0),
+        "User {user}: numeric, non-root"
+    );
+    let version = env!("CARGO_PKG_VERSION");
+    for (label, want) in [
+        ("org.opencontainers.image.source", IMAGE_SOURCE),
+        ("org.opencontainers.image.version", TAG),
+        ("org.opencontainers.image.licenses", "Apache-2.0"),
+        ("org.opencontainers.image.revision", "0123abc"),
+    ] {
+        ensure!(c["Labels"][label] == want, "label {label}: {c}");
+        ensure!(
+            manifest["annotations"][label] == want,
+            "annotation {label}: {}",
+            manifest["annotations"]
+        );
+    }
+    // deploy/image/Containerfile (for Docker/Podman users) builds the same entrypoint, user and
+    // licence label.
+    let containerfile = std::fs::read_to_string(repo_root().join("deploy/image/Containerfile"))?;
+    for line in [
+        format!("USER {user}"),
+        format!("ENTRYPOINT [\"/{IMAGE_BINARY}\"]"),
+        format!("COPY --chmod=0755 svidgate /{IMAGE_BINARY}"),
+        "org.opencontainers.image.licenses=\"Apache-2.0\"".to_owned(),
+    ] {
+        ensure!(
+            containerfile.contains(&line),
+            "deploy/image/Containerfile lacks {line:?}"
+        );
+    }
+    // The binary alone, byte-identical to the build.
+    ensure!(
+        files_in(&root)? == [IMAGE_BINARY],
+        "files in the image: {:?}",
+        files_in(&root)?
+    );
+    ensure!(
+        std::fs::read(root.join(IMAGE_BINARY))? == binary,
+        "the binary in the image differs from the built one"
+    );
+    // It runs with nothing else around it, as the image's own non-root user.
+    let o = chroot(
+        &root,
+        Some(user),
+        &[&format!("/{IMAGE_BINARY}"), "--version"],
+    )?;
+    let out = String::from_utf8_lossy(&o.stdout);
+    ensure!(
+        o.status.success() && out.trim() == format!("svidgate {version}"),
+        "svidgate --version under chroot: {out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    // containers/image reads the same manifest and config.
+    if Command::new("skopeo")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        let src = format!("oci-archive:{}:{TAG}", a.join("svidgate.tar").display());
+        let o = Command::new("skopeo")
+            .args(["inspect", "--raw", &src])
+            .output()?;
+        ensure!(
+            o.status.success(),
+            "skopeo inspect: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let raw = tmp.path().join("manifest");
+        std::fs::write(&raw, &o.stdout)?;
+        ensure!(
+            sha256_file(&raw)? == digest,
+            "skopeo reads another manifest"
+        );
+        let o = Command::new("skopeo")
+            .args(["inspect", "--config", &src])
+            .output()?;
+        let seen: Value = serde_json::from_slice(&o.stdout)?;
+        ensure!(seen["config"]["User"] == user, "skopeo config: {seen}");
+    } else {
+        eprintln!("note: skopeo not installed; skipped the containers/image read-back");
+    }
+    Ok(())
+}
+
+/// The agent from the image, under chroot, gets its certificate from a CA it reaches by name,
+/// resolved the way a pod resolves it: Kubernetes mounts /etc/hosts and /etc/resolv.conf into every
+/// container, and the static (musl) binary reads them itself; no NSS, nothing else in the image.
+/// Without the hosts entry the same run fails to resolve the name (loopback-only resolver).
+#[test]
+fn image_agent_reaches_the_ca_by_name_under_chroot() -> Result<()> {
+    let bin = static_svidgate()?;
+    let tmp = tempfile::tempdir()?;
+    build_image(&tmp.path().join("oci"))?;
+    let root = tmp.path().join("root");
+    unpack_image(&tmp.path().join("oci/svidgate"), &root)?;
+
+    let identity = "spiffe://cluster.local/ns/shop/sa/backend";
+    let token = "image-test-token-0123456789";
+    let ca_name = "svidgate-ca.istio-system.svc";
+    let port = svidgate_e2e::free_port()?;
+    let mut ca = svidgate_e2e::start_ca(&bin, tmp.path(), port, &[(token, identity)])?;
+
+    // What Kubernetes puts into the container: /etc/hosts, /etc/resolv.conf, the token and the
+    // root (here the CA's name maps to loopback and the only nameserver is on loopback).
+    let etc = root.join("etc");
+    std::fs::create_dir_all(&etc)?;
+    std::fs::write(
+        etc.join("resolv.conf"),
+        "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
+    )?;
+    let work = root.join("work");
+    std::fs::create_dir_all(work.join("out"))?;
+    std::fs::write(work.join("token"), token)?;
+    std::fs::copy(
+        tmp.path().join("ca/root-cert.pem"),
+        work.join("root-cert.pem"),
+    )?;
+    let st = Command::new("chown")
+        .args(["-R", "1337:1337"])
+        .arg(&work)
+        .status()?;
+    ensure!(st.success(), "chown");
+    let agent = |out: &str| -> Result<std::process::Output> {
+        chroot(
+            &root,
+            Some("1337:1337"),
+            &[
+                &format!("/{IMAGE_BINARY}"),
+                "agent",
+                "--once",
+                "--ca-addr",
+                &format!("{ca_name}:{port}"),
+                "--ca-root",
+                "/work/root-cert.pem",
+                "--spiffe-id",
+                identity,
+                "--token-file",
+                "/work/token",
+                "--ca-max-attempts",
+                "1",
+                "--ca-timeout",
+                "5s",
+                "--out",
+                out,
+            ],
+        )
+    };
+
+    std::fs::write(etc.join("hosts"), "127.0.0.1 localhost\n")?;
+    let unresolved = agent("/work/out/unresolved")?;
+    std::fs::write(
+        etc.join("hosts"),
+        format!("127.0.0.1 localhost\n127.0.0.1 {ca_name}\n"),
+    )?;
+    let o = agent("/work/out/svid")?;
+    ca.stop();
+    let text = |o: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    ensure!(
+        !unresolved.status.success()
+            && text(&unresolved).contains("dns error")
+            && text(&unresolved).contains(ca_name),
+        "without a hosts entry the agent should fail to resolve {ca_name}:\n{}",
+        text(&unresolved)
+    );
+    ensure!(
+        o.status.success(),
+        "agent from the image (CA by name):\n{}\nCA:\n{}",
+        text(&o),
+        ca.output()
+    );
+    svidgate_e2e::ensure_uri_san(&work.join("out/svid/cert-chain.pem"), identity)?;
+    Ok(())
+}

@@ -337,7 +337,7 @@ impl CaClient for IstioCaClient {
                 return Err(CaError::Rejected { code, message });
             }
             if attempt >= max {
-                tracing::warn!(?code, %message, attempts = attempt, "CA call failed; giving up");
+                tracing::warn!(?code, %message, attempts = attempt, addr = %self.config.addr, "CA call failed; giving up");
                 return Err(CaError::Exhausted {
                     code,
                     message,

@@ -16,6 +16,10 @@ use crate::runtime::{self, duration, ConfigError, LogFormat, Setting};
 /// Istio's default root for the CA's TLS certificate.
 pub const DEFAULT_CA_ROOT: &str = "/var/run/secrets/istio/root-cert.pem";
 
+/// Istio's projected service-account token (istio/istio pkg/config/constants `ThirdPartyJwtPath`):
+/// used when --token-file is not given and the file exists.
+pub const DEFAULT_TOKEN_FILE: &str = "/var/run/secrets/tokens/istio-token";
+
 /// Flags of `svidgate agent`. Every flag has an environment variable.
 #[derive(Debug, Clone, Args)]
 pub struct AgentArgs {
@@ -47,8 +51,8 @@ pub struct AgentArgs {
     #[arg(long, env = "SERVICE_ACCOUNT", value_name = "SA")]
     pub service_account: Option<String>,
 
-    /// Bearer token file sent as `authorization: Bearer <token>`, re-read on every call
-    /// (Istio: /var/run/secrets/tokens/istio-token). Without it no token is sent.
+    /// Bearer token file sent as `authorization: Bearer <token>`, re-read on every call.
+    /// Default: Istio's /var/run/secrets/tokens/istio-token when that file exists (else no token).
     #[arg(long, env = "SVIDGATE_TOKEN_FILE", value_name = "FILE")]
     pub token_file: Option<PathBuf>,
 
@@ -69,9 +73,10 @@ pub struct AgentArgs {
     #[arg(long, env = "ECC_CURVE", value_name = "CURVE", hide = true)]
     pub ecc_curve: Option<String>,
 
-    /// Cluster ID sent to the CA in the `ClusterID` header.
-    #[arg(long, env = "CLUSTER_ID", value_name = "ID", default_value = "Kubernetes", value_parser = Setting(cluster_id))]
-    pub cluster_id: String,
+    /// Cluster ID sent to the CA in the `ClusterID` header (Istio's ISTIO_META_CLUSTER_ID, which
+    /// istiod checks in multi-cluster meshes). Unset: no header.
+    #[arg(long, env = "ISTIO_META_CLUSTER_ID", value_name = "ID", value_parser = Setting(cluster_id))]
+    pub cluster_id: Option<String>,
 
     /// Deadline of one CA call attempt.
     #[arg(long, env = "SVIDGATE_CA_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = Setting(duration))]
@@ -109,9 +114,14 @@ pub struct AgentArgs {
     #[arg(long, env = "OUTPUT_CERTS", value_name = "DIR")]
     pub out: Option<PathBuf>,
 
-    /// Renew at not_before + RATIO × lifetime (long-running mode).
+    /// Istio's grace period ratio: renew at not_after − RATIO × lifetime (long-running mode).
     #[arg(long, env = "SECRET_GRACE_PERIOD_RATIO", value_name = "RATIO", default_value = "0.5", value_parser = Setting(ratio))]
     pub rotation_ratio: f64,
+
+    /// The ratio is moved up or down by a uniform random amount up to this, so a fleet started
+    /// together does not renew together (Istio's default, 0.01, is ~15 minutes over 24 hours).
+    #[arg(long, env = "SECRET_GRACE_PERIOD_RATIO_JITTER", value_name = "JITTER", default_value = "0.01", value_parser = Setting(jitter))]
+    pub rotation_jitter: f64,
 
     /// SDS Unix socket (long-running mode).
     #[arg(long, env = "SVIDGATE_SDS_SOCKET", value_name = "PATH", default_value = super::sds::DEFAULT_SOCKET_PATH)]
@@ -162,6 +172,7 @@ pub struct AgentConfig {
     pub once: bool,
     pub out: Option<PathBuf>,
     pub rotation_ratio: f64,
+    pub rotation_jitter: f64,
     pub sds_socket: PathBuf,
     /// The SPIFFE Workload API socket, if it is served.
     pub workload_api_socket: Option<PathBuf>,
@@ -252,6 +263,14 @@ fn ratio(v: &str) -> Result<f64, String> {
         .ok_or_else(|| "expected a number strictly between 0 and 1".into())
 }
 
+fn jitter(v: &str) -> Result<f64, String> {
+    v.trim()
+        .parse()
+        .ok()
+        .filter(|r: &f64| (0.0..1.0).contains(r))
+        .ok_or_else(|| "expected a number from 0 up to (not including) 1".into())
+}
+
 fn socket_addr(v: &str) -> Result<SocketAddr, String> {
     v.parse()
         .map_err(|e: std::net::AddrParseError| e.to_string())
@@ -304,6 +323,10 @@ impl AgentArgs {
             std::fs::metadata(t)
                 .map_err(|e| bad("token_file", &t.display().to_string(), &e.to_string()))?;
         }
+        let token_file = self
+            .token_file
+            .clone()
+            .or_else(|| default_token_file(Path::new(DEFAULT_TOKEN_FILE)));
         let mut local_bundle = None;
         let mut federated_bundles: Vec<(TrustDomain, PathBuf)> = Vec::new();
         for b in self.bundle.iter().filter(|b| !b.raw.is_empty()) {
@@ -339,8 +362,8 @@ impl AgentArgs {
             ca: CaClientConfig {
                 addr: self.ca_addr.clone(),
                 root_cert: self.ca_root.clone(),
-                token_file: self.token_file.clone(),
-                cluster_id: Some(self.cluster_id.clone()),
+                token_file,
+                cluster_id: self.cluster_id.clone(),
                 tls_server_name: self.ca_server_name.clone().filter(|s| !s.is_empty()),
                 request_timeout: self.ca_timeout,
                 retry: RetryPolicy {
@@ -358,6 +381,7 @@ impl AgentArgs {
             once: self.once,
             out: self.out.clone(),
             rotation_ratio: self.rotation_ratio,
+            rotation_jitter: self.rotation_jitter,
             sds_socket: self.sds_socket.clone(),
             workload_api_socket: self.workload_api_socket.clone(),
             workload_api_socket_mode: self.workload_api_socket_mode,
@@ -383,6 +407,12 @@ impl AgentArgs {
         SpiffeId::from_parts(&self.trust_domain, &format!("/ns/{ns}/sa/{sa}"))
             .map_err(|e| bad("namespace", ns, &e.to_string()))
     }
+}
+
+/// Istio's token path when no --token-file is given: used if it exists (in a pod the template
+/// mounts it), else no token is sent (local use without Kubernetes).
+fn default_token_file(path: &Path) -> Option<PathBuf> {
+    path.is_file().then(|| path.to_path_buf())
 }
 
 fn check_readable_pem(id: &str, path: &Path) -> Result<(), ConfigError> {
@@ -439,7 +469,11 @@ mod tests {
         assert_eq!(c.cert_ttl, Duration::from_secs(24 * 3600));
         assert_eq!(c.key_type, KeyType::EcdsaP256);
         assert_eq!(c.bundle, root.path());
-        assert_eq!(c.ca.cluster_id.as_deref(), Some("Kubernetes"));
+        // Istio's semantics: no ClusterID header unless ISTIO_META_CLUSTER_ID is set; renew at
+        // half-life with Istio's jitter.
+        assert_eq!(c.ca.cluster_id, None);
+        assert_eq!(c.rotation_ratio, 0.5);
+        assert_eq!(c.rotation_jitter, 0.01);
         assert_eq!(c.admin_addr.to_string(), "127.0.0.1:15030");
         assert_eq!(c.root_overlap, Duration::from_secs(48 * 3600));
         assert_eq!(c.sds_socket_mode, 0o660);
@@ -501,6 +535,11 @@ mod tests {
             (&["--cert-ttl", "4s"], "--cert-ttl"),
             (&["--key-type", "dsa"], "--key-type"),
             (&["--rotation-ratio", "1.5"], "SECRET_GRACE_PERIOD_RATIO"),
+            (
+                &["--rotation-jitter", "1"],
+                "SECRET_GRACE_PERIOD_RATIO_JITTER",
+            ),
+            (&["--cluster-id", " "], "ISTIO_META_CLUSTER_ID"),
             (&["--once"], "--out"),
             (&["--bundle", "BAD TD=/x"], "--bundle"),
             (&["--bundle", "/nonexistent"], "--bundle"),
@@ -560,5 +599,24 @@ mod tests {
                 .env,
             "ECC_CURVE"
         );
+    }
+
+    #[test]
+    fn cluster_id_and_default_token_file() {
+        let root = root_file();
+        let id = ["--spiffe-id", "spiffe://td/x"];
+        let c = parse(&[id[0], id[1], "--cluster-id", "east"], root.path()).unwrap();
+        assert_eq!(c.ca.cluster_id.as_deref(), Some("east"));
+        // Istio's token path is used only when it exists.
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("istio-token");
+        assert_eq!(default_token_file(&token), None);
+        std::fs::write(&token, "t").unwrap();
+        assert_eq!(default_token_file(&token), Some(token.clone()));
+        assert_eq!(default_token_file(dir.path()), None);
+        // An explicit --token-file wins.
+        let t = token.to_str().unwrap();
+        let c = parse(&[id[0], id[1], "--token-file", t], root.path()).unwrap();
+        assert_eq!(c.ca.token_file.as_deref(), Some(token.as_path()));
     }
 }

@@ -6,13 +6,15 @@
 //!   ([`output`]);
 //! - [`serve`]: the long-running mode — [`rotation`] publishes into [`sds`] (and, when asked,
 //!   [`workload_api`]), [`bundle`] keeps trust bundles current, [`admin`] serves health and
-//!   [`metrics`].
+//!   [`metrics`];
+//! - [`health`]: `svidgate health`, the client of [`admin`] for Kubernetes exec probes.
 
 pub mod admin;
 pub mod bundle;
 pub mod ca_client;
 pub mod config;
 pub mod fetch;
+pub mod health;
 pub mod metrics;
 pub mod once;
 pub mod output;

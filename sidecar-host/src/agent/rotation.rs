@@ -1,8 +1,10 @@
 //! Certificate rotation: when to renew (pure functions) and the loop that renews, publishes to
 //! SDS and reports health.
 //!
-//! - Renew at `not_before + ratio × lifetime` (Istio's `SECRET_GRACE_PERIOD_RATIO`), the ratio
-//!   jittered by ± `jitter` so a fleet started together does not renew together.
+//! - Renew at `not_after − ratio × lifetime`, Istio's `SECRET_GRACE_PERIOD_RATIO` (the grace
+//!   period before expiry; istio/istio security/pkg/nodeagent/cache/secretcache.go `rotateTime`),
+//!   the ratio moved by up to ± `jitter` (`SECRET_GRACE_PERIOD_RATIO_JITTER`) so a fleet started
+//!   together does not renew together.
 //! - On failure keep serving the current certificate while it is valid, and retry after a
 //!   capped exponential backoff with jitter (no retry storm after a CA outage).
 //! - One task runs the loop, so at most one CA request is ever in flight; triggers that arrive
@@ -36,35 +38,40 @@ use super::metrics::Metrics;
 use super::sds::SecretStore;
 use crate::runtime::{wait_shutdown, Shutdown};
 
-/// When to renew a certificate valid from `not_before` to `not_after`: at
-/// `not_before + r × lifetime` with `r = ratio ± jitter_fraction` (uniform), `r` clamped to
-/// `[0, 1]`. `ratio` is clamped to `[0, 1]` and `jitter_fraction` to `[0, 0.5]`.
+/// Istio's renewal time (`rotateTime` in istio/istio security/pkg/nodeagent/cache/secretcache.go)
+/// for a certificate whose lifetime runs from `issued` to `not_after`: the grace period
+/// `grace_ratio × lifetime` before `not_after`, `grace_ratio` clamped to `[0, 1]` (NaN: 0.5).
+/// Never before `issued`.
+pub fn rotate_at(issued: SystemTime, not_after: SystemTime, grace_ratio: f64) -> SystemTime {
+    let lifetime = not_after.duration_since(issued).unwrap_or(Duration::ZERO);
+    let r = if grace_ratio.is_nan() {
+        0.5
+    } else {
+        grace_ratio.clamp(0.0, 1.0)
+    };
+    not_after
+        .checked_sub(lifetime.mul_f64(r))
+        .unwrap_or(issued)
+        .max(issued.min(not_after))
+}
+
+/// [`rotate_at`] with Istio's jitter: the ratio moved up or down (even odds) by a uniform
+/// amount in `[0, jitter)`, `jitter` clamped to `[0, 1]`.
 pub fn refresh_at<R: Rng + ?Sized>(
-    not_before: SystemTime,
+    issued: SystemTime,
     not_after: SystemTime,
-    ratio: f64,
-    jitter_fraction: f64,
+    grace_ratio: f64,
+    jitter: f64,
     rng: &mut R,
 ) -> SystemTime {
-    let lifetime = not_after
-        .duration_since(not_before)
-        .unwrap_or(Duration::ZERO);
-    let ratio = if ratio.is_finite() {
-        ratio.clamp(0.0, 1.0)
-    } else {
-        0.5
-    };
-    let jitter = if jitter_fraction.is_finite() {
-        jitter_fraction.clamp(0.0, 0.5)
+    let jitter = if jitter.is_finite() {
+        jitter.clamp(0.0, 1.0)
     } else {
         0.0
     };
-    let j = if jitter > 0.0 {
-        rng.gen_range(-jitter..=jitter)
-    } else {
-        0.0
-    };
-    not_before + lifetime.mul_f64((ratio + j).clamp(0.0, 1.0))
+    let sign = if rng.gen_bool(0.5) { 1.0 } else { -1.0 };
+    let j = rng.gen_range(0.0..1.0) * jitter * sign;
+    rotate_at(issued, not_after, grace_ratio + j)
 }
 
 /// The pause after failed attempt `attempt` (0-based) with capped exponential backoff and
@@ -138,9 +145,9 @@ pub trait CertSource: Send + Sync + 'static {
 /// Rotation settings.
 #[derive(Debug, Clone)]
 pub struct RotationConfig {
-    /// Fraction of the lifetime after which to renew (default 0.5).
+    /// Grace period before expiry, as a fraction of the lifetime (Istio's default 0.5).
     pub ratio: f64,
-    /// ± jitter on the ratio (default 0.05).
+    /// Up to ± this on the ratio (Istio's default 0.01).
     pub jitter: f64,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
@@ -150,7 +157,7 @@ impl Default for RotationConfig {
     fn default() -> Self {
         RotationConfig {
             ratio: 0.5,
-            jitter: 0.05,
+            jitter: 0.01,
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(30),
         }
@@ -257,8 +264,10 @@ impl<S: CertSource> Rotator<S> {
                     self.source.published(&cert);
                     backoff.reset();
                     self.metrics.rotation_ok();
+                    // The lifetime counts from when we asked (CAs back-date not_before).
+                    let issued = cert.not_before().max(requested_at);
                     let at = refresh_at(
-                        cert.not_before().max(requested_at),
+                        issued,
                         cert.not_after(),
                         self.cfg.ratio,
                         self.cfg.jitter,
@@ -266,6 +275,7 @@ impl<S: CertSource> Rotator<S> {
                     );
                     info!(
                         spiffe_id = %cert.spiffe_id(), serial = %cert.serial(),
+                        issued = %fmt_time(issued),
                         not_after = %fmt_time(cert.not_after()),
                         refresh_at = %fmt_time(at),
                         "certificate issued and served"
@@ -358,40 +368,64 @@ mod tests {
 
     const WID: &str = "spiffe://example.org/ns/a/sa/b";
 
+    /// Istio's formula, `not_after − ratio × (not_after − issued)`: a 24 h certificate with
+    /// ratio 0.2 is renewed 4.8 h before it expires (at 19.2 h), not at 4.8 h.
     #[test]
-    fn refresh_at_table() {
-        let nb = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
-        let na = nb + Duration::from_secs(100);
-        let mut rng = StdRng::seed_from_u64(7);
-        let s = |d: u64| nb + Duration::from_secs(d);
+    fn rotate_at_is_istios_grace_period() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let h = |x: f64| t0 + Duration::from_secs_f64(x * 3600.0);
+        let na = h(24.0);
         for (ratio, want) in [
-            (0.5, s(50)),
-            (0.8, s(80)),
-            (0.0, s(0)),
-            (1.0, s(100)),
-            (1.7, s(100)),
-            (-1.0, s(0)),
-            (f64::NAN, s(50)),
+            (0.5, h(12.0)),
+            (0.2, h(19.2)),
+            (0.8, h(4.8)),
+            (0.0, na),
+            (1.0, t0),
+            (1.7, t0),
+            (-1.0, na),
+            (f64::NAN, h(12.0)),
         ] {
-            assert_eq!(
-                refresh_at(nb, na, ratio, 0.0, &mut rng),
-                want,
-                "ratio {ratio}"
+            let got = rotate_at(t0, na, ratio);
+            let diff = got
+                .duration_since(want)
+                .or_else(|e| Ok::<_, ()>(e.duration()))
+                .unwrap();
+            assert!(
+                diff < Duration::from_millis(1),
+                "ratio {ratio}: {got:?} != {want:?}"
             );
         }
-        // Inverted window: renew immediately (at not_before).
-        assert_eq!(refresh_at(na, nb, 0.5, 0.0, &mut rng), na);
-        // Jitter stays inside ratio ± jitter and actually spreads.
+        // Issued after not_after (clock trouble): renew at once.
+        assert_eq!(rotate_at(na, t0, 0.5), t0);
+    }
+
+    #[test]
+    fn refresh_at_jitters_like_istio() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let na = t0 + Duration::from_secs(10_000);
+        let s = |d: u64| t0 + Duration::from_secs(d);
+        let mut rng = StdRng::seed_from_u64(7);
+        assert_eq!(refresh_at(t0, na, 0.2, 0.0, &mut rng), s(8_000));
+        // Ratio 0.2 ± 0.05: the grace period is 1500..2500 s, both sides seen, spread out.
+        let (mut early, mut late) = (0, 0);
         let mut seen = std::collections::BTreeSet::new();
-        for _ in 0..200 {
-            let t = refresh_at(nb, na, 0.5, 0.1, &mut rng);
-            assert!(t >= s(40) && t <= s(60), "{t:?}");
+        for _ in 0..400 {
+            let t = refresh_at(t0, na, 0.2, 0.05, &mut rng);
+            assert!(t >= s(7_500) && t <= s(8_500), "{t:?}");
+            if t < s(8_000) {
+                early += 1;
+            } else if t > s(8_000) {
+                late += 1;
+            }
             seen.insert(t);
         }
-        assert!(seen.len() > 50);
-        // Never after not_after, even with jitter at ratio 1.
+        assert!(early > 100 && late > 100, "{early} {late}");
+        assert!(seen.len() > 300);
+        // Clamped: never after not_after, never before issued.
         for _ in 0..50 {
-            assert!(refresh_at(nb, na, 1.0, 0.5, &mut rng) <= na);
+            let t = refresh_at(t0, na, 0.99, 0.5, &mut rng);
+            assert!(t >= t0 && t <= na);
+            assert!(refresh_at(t0, na, 0.01, 0.5, &mut rng) <= na);
         }
     }
 

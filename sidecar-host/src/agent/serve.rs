@@ -141,6 +141,7 @@ pub async fn run(config: AgentConfig) -> Result<(), ServeError> {
         metrics.clone(),
         RotationConfig {
             ratio: config.rotation_ratio,
+            jitter: config.rotation_jitter,
             ..RotationConfig::default()
         },
     );
