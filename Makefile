@@ -8,7 +8,7 @@ PY      := $(VENV)/bin/python
 WASM    := target/wasm32-wasip1/release/svidgate_filter.wasm
 SETUP_STAMP := $(VENV)/.setup-done
 
-.PHONY: help setup build wasm test test-unit e2e lint fmt bench bench-core bench-envoy demo oci fuzz clean
+.PHONY: help setup build wasm test test-unit test-observability e2e lint fmt bench bench-core bench-envoy demo oci fuzz clean
 
 help:
 	@echo "make demo   - set up, build and run the demo (CA, agents, Envoys, filter)"
@@ -32,8 +32,16 @@ wasm: setup
 	@ls -l $(WASM) | awk '{print "wasm module: " $$NF " (" $$5 " bytes)"}'
 
 # Unit, table, CLI and end-to-end tests (the e2e tests start real Envoys on loopback).
-test: setup wasm
+test: setup wasm test-observability
 	RUST_TEST_THREADS=2 $(CARGO) test --workspace --all-targets
+
+# Alerts and dashboard (deploy/observability/): generated files up to date, promtool checks and
+# the alert unit tests (every alert firing and not firing). The real-Prometheus test is
+# tests/tests/operations_e2e.rs (in `cargo test`).
+test-observability: setup
+	$(PY) scripts/observability.py check
+	promtool check rules deploy/observability/svidgate.rules.yml
+	promtool test rules tests/observability/svidgate.rules.test.yml
 
 test-unit: setup
 	$(CARGO) test -p svidgate-core -p sidecar-host -p svidgate-filter

@@ -11,9 +11,11 @@ if ! rustup target list --installed | grep -qx wasm32-wasip1; then
 fi
 
 # Debian tools used by tests and benchmarks (load generators, openssl; skopeo reads the OCI
-# images `make oci` writes).
+# images `make oci` writes; prometheus gives `prometheus` and `promtool` for the alert tests and
+# the real-Prometheus test).
 need=()
-for pair in wrk:wrk h2load:nghttp2-client hey:hey openssl:openssl curl:curl skopeo:skopeo; do
+for pair in wrk:wrk h2load:nghttp2-client hey:hey openssl:openssl curl:curl skopeo:skopeo \
+            prometheus:prometheus promtool:prometheus; do
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done
@@ -21,7 +23,10 @@ if [ ${#need[@]} -gt 0 ]; then
   say "installing Debian packages: ${need[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -q || true
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${need[@]}"
+  # --no-install-recommends: not the node exporter. (Under systemd the prometheus package also
+  # starts a system service; the tests never use it, they run their own on 127.0.0.1.)
+  mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
 fi
 
 if [ ! -x .venv/bin/python ]; then
