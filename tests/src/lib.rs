@@ -181,9 +181,24 @@ impl Envoy {
     pub fn start(name: &str, dir: &Path, config: &str, admin_port: u16) -> Result<Envoy> {
         let cfg = dir.join(format!("{name}.yaml"));
         std::fs::write(&cfg, config)?;
+        Envoy::start_with_args(
+            name,
+            dir,
+            &["-c".to_owned(), cfg.display().to_string()],
+            admin_port,
+        )
+    }
+
+    /// Starts Envoy with `args` (e.g. `-c FILE --config-yaml TEXT`) plus the same fixed flags
+    /// as [`Envoy::start`]; the log goes to `dir/<name>.log`.
+    pub fn start_with_args(
+        name: &str,
+        dir: &Path,
+        args: &[String],
+        admin_port: u16,
+    ) -> Result<Envoy> {
         let mut cmd = Command::new(envoy_bin()?);
-        cmd.arg("-c")
-            .arg(&cfg)
+        cmd.args(args)
             .args([
                 "--concurrency",
                 "1",
@@ -239,6 +254,50 @@ impl Envoy {
         }
         Ok(None)
     }
+}
+
+/// Polls `f` every 100 ms until it holds, or fails after `timeout` naming `what`.
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("timed out after {timeout:?} waiting for {what}")
+}
+
+/// An Envoy SDS secret reference served by the cluster `sds`; `api_type` GRPC (state of the
+/// world) or DELTA_GRPC.
+pub fn sds_api(name: &str, api_type: &str) -> serde_json::Value {
+    serde_json::json!({
+        "name": name,
+        "sds_config": {
+            "resource_api_version": "V3",
+            "api_config_source": {
+                "api_type": api_type,
+                "transport_api_version": "V3",
+                "grpc_services": [{"envoy_grpc": {"cluster_name": "sds"}}]
+            }
+        }
+    })
+}
+
+/// The Envoy cluster `sds`: HTTP/2 to an agent's SDS Unix socket.
+pub fn sds_cluster(socket: &Path) -> serde_json::Value {
+    serde_json::json!({
+        "name": "sds",
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}}
+            }
+        },
+        "load_assignment": {"cluster_name": "sds", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": socket.display().to_string()}}}}]}]}
+    })
 }
 
 /// Minimal HTTP/1.1 GET to 127.0.0.1:port, returning the body (admin endpoints only).
