@@ -300,6 +300,23 @@ pub fn sds_cluster(socket: &Path) -> serde_json::Value {
     })
 }
 
+/// HTTP/1.1 request with `Connection: close` to 127.0.0.1:port: (status, head, body).
+pub fn http_request(port: u16, method: &str, path: &str) -> Result<(u16, String, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").context("no HTTP header end")?;
+    let code = head.get(9..12).context("short status line")?.parse()?;
+    Ok((code, head.to_owned(), body.to_owned()))
+}
+
 /// Minimal HTTP/1.1 GET to 127.0.0.1:port, returning the body (admin endpoints only).
 pub fn http_get(port: u16, path: &str) -> Result<String> {
     use std::io::{Read, Write};

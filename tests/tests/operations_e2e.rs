@@ -32,8 +32,8 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::{json, Value};
 use svidgate_e2e::{
-    filter_wasm, free_port, http_get, repo_root, sds_api, sds_cluster, svidgate_bin, wait_until,
-    Envoy, Proc,
+    filter_wasm, free_port, http_get, http_request, repo_root, sds_api, sds_cluster, svidgate_bin,
+    wait_until, Envoy, Proc,
 };
 
 const TD: &str = "cluster.local";
@@ -45,18 +45,7 @@ const BACKEND: &str = "spiffe://cluster.local/ns/shop/sa/backend";
 
 /// HTTP/1.1 request to 127.0.0.1:port: (status, body).
 fn request(port: u16, method: &str, path: &str) -> Result<(u16, String)> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf)?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let code = text.get(9..12).context("short status line")?.parse()?;
-    let body = text.split_once("\r\n\r\n").map_or("", |x| x.1).to_owned();
-    Ok((code, body))
+    http_request(port, method, path).map(|(code, _, body)| (code, body))
 }
 
 fn svidgate(args: &[&str]) -> Result<()> {

@@ -10,7 +10,6 @@
 //! CA outage, root rotation. Every request must succeed and carry the client's SPIFFE ID.
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
-use svidgate_e2e::{free_port, sds_api, sds_cluster, svidgate_bin, wait_until, Envoy, Proc};
+use svidgate_e2e::{
+    free_port, http_request, sds_api, sds_cluster, svidgate_bin, wait_until, Envoy, Proc,
+};
 
 const TD: &str = "example.org";
 const CLIENT_ID: &str = "spiffe://example.org/ns/client/sa/curl";
@@ -30,18 +31,7 @@ const ROOT_OVERLAP: &str = "10s";
 
 /// HTTP/1.1 GET with `Connection: close`: (status, headers, body).
 fn get(port: u16, path: &str) -> Result<(u16, String, String)> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf)?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").context("no HTTP header end")?;
-    let code = head.get(9..12).context("short status line")?.parse()?;
-    Ok((code, head.to_owned(), body.to_owned()))
+    http_request(port, "GET", path)
 }
 
 fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
