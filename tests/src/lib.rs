@@ -300,8 +300,8 @@ pub fn sds_cluster(socket: &Path) -> serde_json::Value {
     })
 }
 
-/// HTTP/1.1 request with `Connection: close` to 127.0.0.1:port: (status, head, body).
-pub fn http_request(port: u16, method: &str, path: &str) -> Result<(u16, String, String)> {
+/// Sends one HTTP/1.1 request with `Connection: close` to 127.0.0.1:port; the raw answer.
+fn exchange(port: u16, method: &str, path: &str) -> Result<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -311,7 +311,12 @@ pub fn http_request(port: u16, method: &str, path: &str) -> Result<(u16, String,
     )?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// HTTP/1.1 request with `Connection: close` to 127.0.0.1:port: (status, head, body).
+pub fn http_request(port: u16, method: &str, path: &str) -> Result<(u16, String, String)> {
+    let text = exchange(port, method, path)?;
     let (head, body) = text.split_once("\r\n\r\n").context("no HTTP header end")?;
     let code = head.get(9..12).context("short status line")?.parse()?;
     Ok((code, head.to_owned(), body.to_owned()))
@@ -319,16 +324,7 @@ pub fn http_request(port: u16, method: &str, path: &str) -> Result<(u16, String,
 
 /// Minimal HTTP/1.1 GET to 127.0.0.1:port, returning the body (admin endpoints only).
 pub fn http_get(port: u16, path: &str) -> Result<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf)?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
+    let text = exchange(port, "GET", path)?;
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text.as_str(), ""));
     if head
         .to_ascii_lowercase()
