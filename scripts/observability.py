@@ -46,7 +46,8 @@ CONFIG_ERRORS = "svidgate_config_errors"
 # `wasmcustom.svidgate_policy.<name>.<verdict>` with the stats_tags of deploy/envoy/*.yaml.
 POLICY = "svidgate_policy"
 
-# Labels that identify one pod; removed to aggregate per workload.
+# Labels that identify one pod; removed to aggregate per workload (the scrape configs in
+# deploy/observability/ add `namespace` and `app`, the pod's app label).
 POD_LABELS = "instance, pod"
 
 
@@ -142,7 +143,7 @@ ALERTS = [
         ),
         "for": "5m",
         "severity": "warning",
-        "summary": "{{ $labels.job }}: svidgate denials at more than 3x the last hour's rate",
+        "summary": "{{ $labels.namespace }}/{{ $labels.app }}: svidgate denials at more than 3x the last hour's rate",
         "description": (
             "Requests denied by the svidgate filter: {{ $value | humanize }}/s over 5 minutes, more "
             "than three times the rate of the hour before (and above 0.1/s). Either a caller lost "
@@ -157,7 +158,7 @@ ALERTS = [
         "expr": f"sum without ({POD_LABELS}) (increase({DRY_RUN_DENIED}[15m])) > 0",
         "for": "0m",
         "severity": "info",
-        "summary": "{{ $labels.job }}: dry-run policies would deny traffic",
+        "summary": "{{ $labels.namespace }}/{{ $labels.app }}: dry-run policies would deny traffic",
         "description": (
             "{{ $value | humanize }} requests in 15 minutes would have been denied if the dry-run "
             "policies were enforced. Do not switch those policies to enforce yet: find the callers "
