@@ -36,7 +36,7 @@ SCHEMAS = DEPLOY / "schemas"
 K8S_VERSION = "v1.33.0"
 OBJECT_META = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
 
-# The injection template's socket directory: Istio's external-SDS path (DESIGN.md).
+# The injection template's socket directory: Istio's external-SDS path.
 SOCKET_DIR = "/var/run/secrets/workload-spiffe-uds"
 
 

@@ -1,4 +1,4 @@
-//! One test per sentence of the "Policy" semantics in DESIGN.md, each with an allowed and a
+//! One test per sentence of the policy semantics (docs/policy.md), each with an allowed and a
 //! denied case, plus table tests of validation (each problem kind → exact path and value).
 
 use svidgate_core::policy::{

@@ -1,9 +1,9 @@
 //! Command-line surface of `svidgate`: argument parsing and dispatch only; each command's
-//! arguments and work live in its module (`policy_cli`, ...).
+//! arguments and work live in its module (`agent`, `ca`, `policy`).
 
 use clap::{Parser, Subcommand};
 
-pub use crate::policy_cli::PolicyCommand;
+pub use crate::policy::PolicyCommand;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -31,7 +31,7 @@ pub enum Command {
 /// Runs the CLI; returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
-        Command::Policy(cmd) => Ok(crate::policy_cli::run(cmd)?),
+        Command::Policy(cmd) => Ok(crate::policy::run(cmd)?),
         Command::Agent(args) => crate::agent::main(&args),
         Command::Ca(cmd) => crate::ca::main(cmd),
     }

@@ -4,16 +4,16 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use common::*;
 use rcgen::{
     CertificateParams, DistinguishedName, ExtendedKeyUsagePurpose, KeyUsagePurpose, SanType,
 };
-use sidecar_host::ca_client::{CaClient, CaError, ClientIdentity};
-use sidecar_host::chain::{self, Anchors};
-use sidecar_host::fetch::{fetch_svid, FetchError};
-use sidecar_host::keys::{KeyType, WorkloadKey};
+use sidecar_host::agent::ca_client::{CaClient, CaError};
+use sidecar_host::agent::fetch::FetchError;
+use svidgate_pki::{KeyType, WorkloadKey};
 use tonic::Code;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::FromDer;
@@ -43,27 +43,19 @@ async fn issues_checked_svids_for_every_key_type_with_a_token() {
     let anchors = bundle(&root);
 
     for kt in KeyType::ALL {
-        let svid = fetch_svid(
-            &c,
-            &id(WEB),
-            kt,
-            Duration::from_secs(3600),
-            Anchors::Bundle(&anchors),
-            chain::DEFAULT_SKEW,
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{kt}: {e}"));
-        assert_eq!(svid.cert.spiffe_id, id(WEB));
-        assert_eq!(svid.cert.chain.len(), 2, "leaf + intermediate");
-        let life = svid.cert.lifetime();
+        let svid = fetch_key(&c, &id(WEB), kt, Duration::from_secs(3600), &anchors)
+            .await
+            .unwrap_or_else(|e| panic!("{kt}: {e}"));
+        assert_eq!(*svid.spiffe_id(), id(WEB));
+        assert_eq!(svid.chain().len(), 2, "leaf + intermediate");
+        let life = svid.lifetime();
         assert!(
             life >= Duration::from_secs(3600) && life <= Duration::from_secs(3600 + 61),
             "{life:?}"
         );
 
         // The leaf follows the X509-SVID profile.
-        let (_, leaf) =
-            x509_parser::certificate::X509Certificate::from_der(svid.cert.leaf()).unwrap();
+        let (_, leaf) = x509_parser::certificate::X509Certificate::from_der(svid.leaf()).unwrap();
         assert_eq!(leaf.subject().iter().count(), 0);
         let serial = leaf.raw_serial();
         assert!(
@@ -126,40 +118,24 @@ async fn wrong_or_missing_credentials_and_foreign_identities_are_refused() {
 
     // Unknown token: PERMISSION_DENIED, not retried.
     let bad = write(tmp.path(), "bad-token", "nope");
-    let e = fetch_svid(
-        &client(ca.addr, &root, Some(&bad)),
-        &id(WEB),
-        KeyType::EcdsaP256,
-        ttl,
-        Anchors::Bundle(&anchors),
-        chain::DEFAULT_SKEW,
-    )
-    .await
-    .unwrap_err();
+    let e = fetch(&client(ca.addr, &root, Some(&bad)), &id(WEB), ttl, &anchors)
+        .await
+        .unwrap_err();
     assert_eq!(rejected(&e), Some(Code::PermissionDenied), "{e}");
 
     // No credentials at all: UNAUTHENTICATED.
-    let e = fetch_svid(
-        &client(ca.addr, &root, None),
-        &id(WEB),
-        KeyType::EcdsaP256,
-        ttl,
-        Anchors::Bundle(&anchors),
-        chain::DEFAULT_SKEW,
-    )
-    .await
-    .unwrap_err();
+    let e = fetch(&client(ca.addr, &root, None), &id(WEB), ttl, &anchors)
+        .await
+        .unwrap_err();
     assert_eq!(rejected(&e), Some(Code::Unauthenticated), "{e}");
 
     // A valid token asking for another identity: PERMISSION_DENIED.
     let good = write(tmp.path(), "good-token", "web-token");
-    let e = fetch_svid(
+    let e = fetch(
         &client(ca.addr, &root, Some(&good)),
         &id(API),
-        KeyType::EcdsaP256,
         ttl,
-        Anchors::Bundle(&anchors),
-        chain::DEFAULT_SKEW,
+        &anchors,
     )
     .await
     .unwrap_err();
@@ -195,13 +171,11 @@ async fn wrong_or_missing_credentials_and_foreign_identities_are_refused() {
         other => panic!("{other:?}"),
     }
     // A CSR for another trust domain: PERMISSION_DENIED.
-    let e = fetch_svid(
+    let e = fetch(
         &client(ca.addr, &root, Some(&good)),
         &id("spiffe://other.td/ns/web/sa/frontend"),
-        KeyType::EcdsaP256,
         ttl,
-        Anchors::Bundle(&anchors),
-        chain::DEFAULT_SKEW,
+        &anchors,
     )
     .await
     .unwrap_err();
@@ -222,13 +196,11 @@ async fn wrong_or_missing_credentials_and_foreign_identities_are_refused() {
         "{e:?}"
     );
     // Too short a lifetime: INVALID_ARGUMENT.
-    let e = fetch_svid(
+    let e = fetch(
         &client(ca.addr, &root, Some(&good)),
         &id(WEB),
-        KeyType::EcdsaP256,
         Duration::from_secs(2),
-        Anchors::Bundle(&anchors),
-        chain::DEFAULT_SKEW,
+        &anchors,
     )
     .await
     .unwrap_err();
@@ -245,17 +217,15 @@ async fn ttl_is_capped_by_max_ttl() {
     cfg.max_ttl = Duration::from_secs(600);
     let ca = start(cfg).await;
     let root = dir.join("root-cert.pem");
-    let svid = fetch_svid(
+    let svid = fetch(
         &client(ca.addr, &root, None),
         &id(WEB),
-        KeyType::EcdsaP256,
         Duration::from_secs(48 * 3600),
-        Anchors::Bundle(&bundle(&root)),
-        chain::DEFAULT_SKEW,
+        &bundle(&root),
     )
     .await
     .unwrap();
-    let life = svid.cert.lifetime();
+    let life = svid.lifetime();
     assert!(
         life <= Duration::from_secs(600 + 61) && life >= Duration::from_secs(600),
         "{life:?}"
@@ -275,46 +245,25 @@ async fn renewal_over_mtls_uses_the_current_svid_identity() {
     let anchors = bundle(&root);
     let ttl = Duration::from_secs(3600);
     let token = write(tmp.path(), "token", "web-token");
-    let first = fetch_svid(
-        &client(ca.addr, &root, Some(&token)),
-        &id(WEB),
-        KeyType::EcdsaP256,
-        ttl,
-        Anchors::Bundle(&anchors),
-        chain::DEFAULT_SKEW,
-    )
-    .await
-    .unwrap();
+    let first = Arc::new(
+        fetch(
+            &client(ca.addr, &root, Some(&token)),
+            &id(WEB),
+            ttl,
+            &anchors,
+        )
+        .await
+        .unwrap(),
+    );
 
     // No token now: the client certificate is the credential.
     let renewing = client(ca.addr, &root, None);
-    renewing.set_client_identity(Some(ClientIdentity {
-        chain_pem: first.cert.chain_pem(),
-        key_pem: first.key.to_pkcs8_pem(),
-    }));
-    let second = fetch_svid(
-        &renewing,
-        &id(WEB),
-        KeyType::EcdsaP256,
-        ttl,
-        Anchors::Bundle(&anchors),
-        chain::DEFAULT_SKEW,
-    )
-    .await
-    .unwrap();
-    assert_ne!(second.cert.serial, first.cert.serial);
-    assert_ne!(second.key.public_key_der(), first.key.public_key_der());
+    renewing.set_client_identity(Some(first.clone()));
+    let second = fetch(&renewing, &id(WEB), ttl, &anchors).await.unwrap();
+    assert_ne!(second.serial(), first.serial());
+    assert_ne!(second.key_pem(), first.key_pem());
     // The SVID of WEB cannot get a certificate for API.
-    let e = fetch_svid(
-        &renewing,
-        &id(API),
-        KeyType::EcdsaP256,
-        ttl,
-        Anchors::Bundle(&anchors),
-        chain::DEFAULT_SKEW,
-    )
-    .await
-    .unwrap_err();
+    let e = fetch(&renewing, &id(API), ttl, &anchors).await.unwrap_err();
     assert_eq!(rejected(&e), Some(Code::PermissionDenied), "{e}");
     ca.shutdown().await;
 }
@@ -335,36 +284,21 @@ async fn a_client_certificate_and_a_token_for_another_identity_are_refused() {
     let anchors = bundle(&root);
     let ttl = Duration::from_secs(3600);
     let web_token = write(tmp.path(), "web", "web-token");
-    let web = fetch_svid(
+    let web = fetch(
         &client(ca.addr, &root, Some(&web_token)),
         &id(WEB),
-        KeyType::EcdsaP256,
         ttl,
-        Anchors::Bundle(&anchors),
-        chain::DEFAULT_SKEW,
+        &anchors,
     )
     .await
     .unwrap();
-    let identity = ClientIdentity {
-        chain_pem: web.cert.chain_pem(),
-        key_pem: web.key.to_pkcs8_pem(),
-    };
+    let identity = Arc::new(web);
     let sign = |token: &std::path::Path, want: &str| {
         let c = client(ca.addr, &root, Some(token));
         c.set_client_identity(Some(identity.clone()));
         let anchors = anchors.clone();
         let want = id(want);
-        async move {
-            fetch_svid(
-                &c,
-                &want,
-                KeyType::EcdsaP256,
-                ttl,
-                Anchors::Bundle(&anchors),
-                chain::DEFAULT_SKEW,
-            )
-            .await
-        }
+        async move { fetch(&c, &want, ttl, &anchors).await }
     };
     // Certificate WEB + token API: neither identity is granted, whatever the CSR asks for.
     let api_token = write(tmp.path(), "api", "api-token");
@@ -377,7 +311,7 @@ async fn a_client_certificate_and_a_token_for_another_identity_are_refused() {
     let unknown = write(tmp.path(), "unknown", "revoked-token");
     for token in [&web_token, &unknown] {
         let got = sign(token, WEB).await.unwrap();
-        assert_eq!(got.cert.spiffe_id, id(WEB));
+        assert_eq!(*got.spiffe_id(), id(WEB));
         let e = sign(token, API).await.unwrap_err();
         assert_eq!(rejected(&e), Some(Code::PermissionDenied), "{e}");
     }
@@ -404,17 +338,8 @@ async fn reload_switches_to_a_new_root() {
     let c = client(ca.addr, &both, None);
     let ttl = Duration::from_secs(3600);
 
-    let before = fetch_svid(
-        &c,
-        &id(WEB),
-        KeyType::EcdsaP256,
-        ttl,
-        Anchors::Bundle(&anchors),
-        chain::DEFAULT_SKEW,
-    )
-    .await
-    .unwrap();
-    assert_eq!(before.cert.root_pem(), old_root);
+    let before = fetch(&c, &id(WEB), ttl, &anchors).await.unwrap();
+    assert_eq!(before.root_pem(), old_root);
 
     for f in [
         "ca-cert.pem",
@@ -425,26 +350,15 @@ async fn reload_switches_to_a_new_root() {
         std::fs::copy(new_dir.join(f), dir.join(f)).unwrap();
     }
     ca.handle.reload().unwrap();
-    let after = fetch_svid(
-        &c,
-        &id(WEB),
-        KeyType::EcdsaP256,
-        ttl,
-        Anchors::Bundle(&anchors),
-        chain::DEFAULT_SKEW,
-    )
-    .await
-    .unwrap();
-    assert_eq!(after.cert.root_pem(), new_root);
+    let after = fetch(&c, &id(WEB), ttl, &anchors).await.unwrap();
+    assert_eq!(after.root_pem(), new_root);
     // An agent that trusts only the old root rejects the new chain (and cannot even connect).
     let old_only = write(tmp.path(), "old-root.pem", &old_root);
-    let e = fetch_svid(
+    let e = fetch(
         &client(ca.addr, &old_only, None),
         &id(WEB),
-        KeyType::EcdsaP256,
         ttl,
-        Anchors::Bundle(&bundle(&old_only)),
-        chain::DEFAULT_SKEW,
+        &bundle(&old_only),
     )
     .await
     .unwrap_err();
@@ -462,16 +376,7 @@ async fn reload_switches_to_a_new_root() {
     // A broken directory is refused and the current material stays.
     std::fs::write(dir.join("ca-key.pem"), "garbage").unwrap();
     assert!(ca.handle.reload().is_err());
-    fetch_svid(
-        &c,
-        &id(WEB),
-        KeyType::EcdsaP256,
-        ttl,
-        Anchors::Bundle(&anchors),
-        chain::DEFAULT_SKEW,
-    )
-    .await
-    .unwrap();
+    fetch(&c, &id(WEB), ttl, &anchors).await.unwrap();
     ca.shutdown().await;
 }
 
@@ -506,17 +411,10 @@ async fn a_watched_directory_is_reloaded_when_its_files_change() {
     let c = client(ca.addr, &both, None);
     let mut last = String::new();
     for _ in 0..50 {
-        let svid = fetch_svid(
-            &c,
-            &id(WEB),
-            KeyType::EcdsaP256,
-            Duration::from_secs(600),
-            Anchors::Bundle(&bundle(&both)),
-            chain::DEFAULT_SKEW,
-        )
-        .await
-        .unwrap();
-        last = svid.cert.root_pem();
+        let svid = fetch(&c, &id(WEB), Duration::from_secs(600), &bundle(&both))
+            .await
+            .unwrap();
+        last = svid.root_pem();
         if last == new_root {
             break;
         }

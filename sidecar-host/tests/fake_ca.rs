@@ -10,19 +10,17 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, CertifiedIssuer,
-    DistinguishedName, DnType, IsCa, KeyPair, KeyUsagePurpose, SanType,
-};
+use rcgen::{CertificateParams, CertificateSigningRequestParams, DistinguishedName, KeyPair};
+use sidecar_host::agent::ca_client::{CaError, RetryPolicy};
 use sidecar_host::agent::config::{AgentArgs, AgentConfig};
+use sidecar_host::agent::fetch::FetchError;
 use sidecar_host::agent::once::{self, OnceError};
-use sidecar_host::ca_client::{CaError, RetryPolicy};
-use sidecar_host::chain::ChainError;
-use sidecar_host::fetch::FetchError;
 use sidecar_host::pb::istio_certificate_service_server::{
     IstioCertificateService, IstioCertificateServiceServer,
 };
 use sidecar_host::pb::{IstioCertificateRequest, IstioCertificateResponse};
+use svidgate_pki::testing::TestPki;
+use svidgate_pki::ChainError;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic::{Code, Request, Response, Status};
 
@@ -43,47 +41,10 @@ enum Answer {
     Fail(Code),
 }
 
-struct Pki {
-    root: CertifiedIssuer<'static, KeyPair>,
-    inter: CertifiedIssuer<'static, KeyPair>,
-}
-
-fn ca_params(cn: &str) -> CertificateParams {
-    let mut p = CertificateParams::default();
-    p.distinguished_name = DistinguishedName::new();
-    p.distinguished_name.push(DnType::CommonName, cn);
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    p
-}
-
-fn pki(name: &str) -> Pki {
-    let root = CertifiedIssuer::self_signed(
-        ca_params(&format!("{name} root")),
-        KeyPair::generate().unwrap(),
-    )
-    .unwrap();
-    let inter = CertifiedIssuer::signed_by(
-        ca_params(&format!("{name} int")),
-        KeyPair::generate().unwrap(),
-        &root,
-    )
-    .unwrap();
-    Pki { root, inter }
-}
-
-impl Pki {
-    fn leaf(&self, id: &str, key: &impl rcgen::PublicKeyData, nb: i64, na: i64) -> Vec<String> {
-        let mut p = CertificateParams::default();
-        p.distinguished_name = DistinguishedName::new();
-        p.subject_alt_names = vec![SanType::URI(id.try_into().unwrap())];
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        let now = time::OffsetDateTime::now_utc();
-        p.not_before = now + time::Duration::seconds(nb);
-        p.not_after = now + time::Duration::seconds(na);
-        let leaf = p.signed_by(key, &self.inter).unwrap();
-        vec![leaf.pem(), self.inter.pem(), self.root.pem()]
-    }
+/// The chain a CA answers with: a leaf for `id` and `key` valid from `nb` to `na` seconds
+/// from now, the intermediate, the root.
+fn leaf(pki: &TestPki, id: &str, key: &impl rcgen::PublicKeyData, nb: i64, na: i64) -> Vec<String> {
+    pki.answer(pki.leaf_pem(id, key, nb, na))
 }
 
 struct FakeSvc(Arc<FakeCa>);
@@ -96,8 +57,8 @@ impl std::ops::Deref for FakeSvc {
 }
 
 struct FakeCa {
-    good: Pki,
-    unknown: Pki,
+    good: TestPki,
+    unknown: TestPki,
     answers: Mutex<VecDeque<Answer>>,
     calls: AtomicU32,
 }
@@ -130,18 +91,18 @@ impl IstioCertificateService for FakeSvc {
         let csr = CertificateSigningRequestParams::from_pem(&req.csr).unwrap();
         let key = &csr.public_key;
         let chain = match answer {
-            Answer::Good => self.good.leaf(ID, key, -60, 3600),
-            Answer::OtherId(id) => self.good.leaf(id, key, -60, 3600),
-            Answer::OtherKey => self.good.leaf(ID, &KeyPair::generate().unwrap(), -60, 3600),
-            Answer::Validity(nb, na) => self.good.leaf(ID, key, nb, na),
+            Answer::Good => leaf(&self.good, ID, key, -60, 3600),
+            Answer::OtherId(id) => leaf(&self.good, id, key, -60, 3600),
+            Answer::OtherKey => leaf(&self.good, ID, &KeyPair::generate().unwrap(), -60, 3600),
+            Answer::Validity(nb, na) => leaf(&self.good, ID, key, nb, na),
             Answer::Empty => vec![],
             Answer::Garbage => vec![
                 "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n".into(),
             ],
-            Answer::UnknownRoot => self.unknown.leaf(ID, key, -60, 3600),
+            Answer::UnknownRoot => leaf(&self.unknown, ID, key, -60, 3600),
             Answer::Slow(d) => {
                 tokio::time::sleep(d).await;
-                self.good.leaf(ID, key, -60, 3600)
+                leaf(&self.good, ID, key, -60, 3600)
             }
             Answer::Fail(code) => return Err(Status::new(code, "steered failure")),
         };
@@ -160,8 +121,8 @@ struct Fixture {
 
 async fn fixture(answers: Vec<Answer>, timeout: Duration, attempts: u32) -> Fixture {
     let fake = Arc::new(FakeCa {
-        good: pki("good"),
-        unknown: pki("unknown"),
+        good: TestPki::new("good"),
+        unknown: TestPki::new("unknown"),
         answers: Mutex::new(answers.into()),
         calls: AtomicU32::new(0),
     });
@@ -190,7 +151,7 @@ async fn fixture(answers: Vec<Answer>, timeout: Duration, attempts: u32) -> Fixt
     });
 
     let tmp = tempfile::tempdir().unwrap();
-    let root = common::write(tmp.path(), "root.pem", &fake.good.root.pem());
+    let root = common::write(tmp.path(), "root.pem", &fake.good.root_pem());
     let token = common::write(tmp.path(), "token", "fake-token\n");
     let out = tmp.path().join("out");
     // A previous, valid set of files that a rejected answer must leave untouched.
@@ -226,7 +187,7 @@ async fn fixture(answers: Vec<Answer>, timeout: Duration, attempts: u32) -> Fixt
         out.display().to_string(),
     ])
     .unwrap();
-    let mut config = AgentConfig::from_args(&cmd.agent).unwrap();
+    let mut config: AgentConfig = cmd.agent.validate().unwrap();
     config.ca.retry = RetryPolicy {
         max_attempts: attempts,
         initial_backoff: Duration::from_millis(20),
@@ -279,7 +240,7 @@ async fn a_good_answer_is_written() {
     assert_eq!(chain.matches("BEGIN CERTIFICATE").count(), 2);
     assert_eq!(
         std::fs::read_to_string(out.join("root-cert.pem")).unwrap(),
-        fx.fake.good.root.pem()
+        fx.fake.good.root_pem()
     );
     assert!(std::fs::read_to_string(out.join("key.pem"))
         .unwrap()

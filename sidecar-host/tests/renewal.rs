@@ -9,17 +9,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
+use sidecar_host::agent::bundle::TrustBundles;
+use sidecar_host::agent::metrics::Metrics;
+use sidecar_host::agent::rotation::{RotationConfig, Rotator};
+use sidecar_host::agent::sds::SecretStore;
 use sidecar_host::agent::serve::CaSource;
-use sidecar_host::bundle::TrustBundles;
-use sidecar_host::chain;
-use sidecar_host::keys::KeyType;
-use sidecar_host::metrics::Metrics;
-use sidecar_host::rotation::{RotationConfig, Rotator};
-use sidecar_host::sds::SecretStore;
+use svidgate_pki::chain::DEFAULT_SKEW;
+use svidgate_pki::KeyType;
 use tokio::sync::watch;
 
 fn serial(store: &SecretStore) -> Option<String> {
-    store.current().svid.map(|s| s.serial_hex().to_owned())
+    store.current().cert.map(|s| s.serial().to_owned())
 }
 
 /// Waits until the served serial differs from `old` (or any serial when `old` is None).
@@ -56,7 +56,7 @@ async fn renewal_continues_over_mtls_after_the_token_is_gone() {
         key_type: KeyType::EcdsaP256,
         ttl: Duration::from_secs(6),
         anchors: root.clone(),
-        skew: chain::DEFAULT_SKEW,
+        skew: DEFAULT_SKEW,
     };
     assert!(!source.client.has_client_identity());
     let store = Arc::new(SecretStore::new());
@@ -94,7 +94,7 @@ async fn renewal_continues_over_mtls_after_the_token_is_gone() {
     assert_ne!(first, third);
     assert_eq!(metrics.rotations(false), 0, "no renewal failed");
     assert!(metrics.rotations(true) >= 3);
-    let served = store.current().svid.unwrap();
+    let served = store.current().cert.unwrap();
     assert_eq!(served.spiffe_id(), &id(WEB));
 
     let _ = stop.send(true);

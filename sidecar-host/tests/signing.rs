@@ -85,14 +85,15 @@ fn agent(ca: &CaProc, ca_dir: &Path, out: &Path, extra: &[&str]) -> Output {
 }
 
 fn openssl_verify(out: &Path) {
+    use svidgate_pki::pem::certs_to_pem;
     // Split the written chain: leaf, then the intermediates as -untrusted.
     let chain = std::fs::read_to_string(out.join("cert-chain.pem")).unwrap();
-    let blocks = pem::parse_many(&chain).unwrap();
+    let blocks = svidgate_pki::pem::parse_certs(chain.as_bytes()).unwrap();
     assert!(blocks.len() >= 2, "leaf + intermediate");
     let leaf = out.join("leaf.pem");
     let inter = out.join("intermediates.pem");
-    std::fs::write(&leaf, pem::encode(&blocks[0])).unwrap();
-    std::fs::write(&inter, pem::encode_many(&blocks[1..])).unwrap();
+    std::fs::write(&leaf, certs_to_pem(&blocks[..1])).unwrap();
+    std::fs::write(&inter, certs_to_pem(&blocks[1..])).unwrap();
     let v = Command::new("openssl")
         .arg("verify")
         .arg("-CAfile")

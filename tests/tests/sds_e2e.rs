@@ -163,7 +163,7 @@ impl Agent {
     fn start(&mut self) -> Result<()> {
         let mut cmd = Command::new(svidgate_bin()?);
         cmd.args(&self.args)
-            .env("RUST_LOG", "info,sidecar_host::sds=debug");
+            .env("RUST_LOG", "info,sidecar_host::agent::sds=debug");
         self.starts += 1;
         let name = self.id.rsplit('/').next().unwrap_or("agent");
         let log = self.work.join(format!("agent-{name}-{}.log", self.starts));

@@ -1,15 +1,25 @@
 //! `svidgate agent`: the workload's certificate agent.
 //!
 //! - [`config`]: flags, env vars and validation (shared by every mode);
-//! - [`once`]: `--once --out DIR` — one certificate written as Istio's `OUTPUT_CERTS` files;
-//! - the long-running mode (SDS server, rotation, admin) is built on [`crate::fetch::fetch_svid`]
-//!   and plugs in at [`run_long_running`].
+//! - [`fetch`]: one certificate — fresh key, CSR, [`ca_client`] call, check before use;
+//! - [`once`]: `--once --out DIR` — one certificate written as Istio's `OUTPUT_CERTS` files
+//!   ([`output`]);
+//! - [`serve`]: the long-running mode — [`rotation`] publishes into [`sds`], [`bundle`] keeps
+//!   trust bundles current, [`admin`] serves health and [`metrics`].
 
+pub mod admin;
+pub mod bundle;
+pub mod ca_client;
 pub mod config;
+pub mod fetch;
+pub mod metrics;
 pub mod once;
 pub mod output;
+pub mod rotation;
+pub mod sds;
 pub mod serve;
 
+use crate::runtime::ConfigError;
 use config::{AgentArgs, AgentConfig};
 
 /// Errors of the agent's entry point.
@@ -17,44 +27,29 @@ use config::{AgentArgs, AgentConfig};
 #[non_exhaustive]
 pub enum AgentError {
     #[error("configuration: {0}")]
-    Config(config::ConfigError),
+    Config(ConfigError),
     #[error(transparent)]
     Once(#[from] once::OnceError),
     #[error(transparent)]
     Serve(#[from] serve::ServeError),
 }
 
-// Manual `From`s: the inner error is part of the message, not a `source` (no duplicate
-// text in `{:#}` chains).
-impl From<config::ConfigError> for AgentError {
-    fn from(e: config::ConfigError) -> Self {
-        AgentError::Config(e)
-    }
-}
+wrap_errors!(AgentError::Config(ConfigError));
 
 /// Runs the agent with a validated configuration.
 pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     if config.once {
         once::run(&config).await?;
-        Ok(())
     } else {
-        run_long_running(config).await
+        serve::run(config).await?;
     }
-}
-
-/// The long-running mode (issue 5): SDS, rotation, admin.
-pub async fn run_long_running(config: AgentConfig) -> Result<(), AgentError> {
-    Ok(serve::run(config).await?)
+    Ok(())
 }
 
 /// `svidgate agent` from the command line: validate, start a runtime, run. Exit code 0 on success.
 pub fn main(args: &AgentArgs) -> anyhow::Result<i32> {
-    let config = AgentConfig::from_args(args)?;
-    crate::logging::init(config.log_format);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    rt.block_on(run(config))?;
+    let config = args.validate()?;
+    crate::runtime::init_logging(config.log_format);
+    crate::runtime::tokio_runtime()?.block_on(run(config))?;
     Ok(0)
 }

@@ -2,13 +2,13 @@
 
 use std::time::Instant;
 
-use rustls::pki_types::CertificateDer;
+use svidgate_pki::{Anchors, CertificateDer};
 
+use super::ca_client::{CaError, IstioCaClient};
 use super::config::AgentConfig;
+use super::fetch::{fetch_svid, FetchError};
 use super::output::{self, OutputError};
-use crate::ca_client::{CaError, IstioCaClient};
-use crate::chain::Anchors;
-use crate::fetch::{fetch_svid, FetchError};
+use crate::runtime::read_cert_file;
 
 /// Why `--once` failed.
 #[derive(Debug, thiserror::Error)]
@@ -28,27 +28,10 @@ pub enum OnceError {
 
 /// Reads a PEM bundle of CA certificates.
 pub fn load_bundle(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, OnceError> {
-    let shown = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| OnceError::Bundle {
-        path: shown.clone(),
-        reason: e.to_string(),
-    })?;
-    let blocks = pem::parse_many(&bytes).map_err(|e| OnceError::Bundle {
-        path: shown.clone(),
-        reason: e.to_string(),
-    })?;
-    let certs: Vec<_> = blocks
-        .into_iter()
-        .filter(|b| b.tag() == "CERTIFICATE")
-        .map(|b| CertificateDer::from(b.into_contents()))
-        .collect();
-    if certs.is_empty() {
-        return Err(OnceError::Bundle {
-            path: shown,
-            reason: "no CERTIFICATE in the file".into(),
-        });
-    }
-    Ok(certs)
+    read_cert_file(path).map_err(|e| OnceError::Bundle {
+        path: e.path,
+        reason: e.reason,
+    })
 }
 
 /// Fetches one certificate for the configured identity and writes it to `config.out`.
@@ -57,7 +40,7 @@ pub async fn run(config: &AgentConfig) -> Result<(), OnceError> {
     let start = Instant::now();
     let anchors = load_bundle(&config.bundle)?;
     let client = IstioCaClient::new(config.ca.clone())?;
-    let svid = fetch_svid(
+    let cert = fetch_svid(
         &client,
         &config.spiffe_id,
         config.key_type,
@@ -66,9 +49,9 @@ pub async fn run(config: &AgentConfig) -> Result<(), OnceError> {
         config.clock_skew,
     )
     .await?;
-    let paths = output::write_svid(out, &svid)?;
+    let paths = output::write_cert(out, &cert)?;
     tracing::info!(
-        spiffe_id = %svid.cert.spiffe_id,
+        spiffe_id = %cert.spiffe_id(),
         key_type = %config.key_type,
         out = %out.display(),
         files = paths.len(),

@@ -10,7 +10,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::fetch::Svid;
+use svidgate_pki::WorkloadCert;
 
 pub const CERT_CHAIN_FILE: &str = "cert-chain.pem";
 pub const KEY_FILE: &str = "key.pem";
@@ -32,12 +32,12 @@ fn err(path: &Path) -> impl FnOnce(std::io::Error) -> OutputError + '_ {
     }
 }
 
-/// Writes `svid` into `dir` (created with mode 0755 if missing). Returns the three paths.
-pub fn write_svid(dir: &Path, svid: &Svid) -> Result<[PathBuf; 3], OutputError> {
+/// Writes `cert` into `dir` (created with mode 0755 if missing). Returns the three paths.
+pub fn write_cert(dir: &Path, cert: &WorkloadCert) -> Result<[PathBuf; 3], OutputError> {
     fs::create_dir_all(dir).map_err(err(dir))?;
-    let key_pem = svid.key.to_pkcs8_pem();
-    let chain_pem = svid.cert.chain_pem();
-    let root_pem = svid.cert.root_pem();
+    let key_pem = cert.key_pem();
+    let chain_pem = cert.chain_pem();
+    let root_pem = cert.root_pem();
     let files: [(&str, &[u8], u32); 3] = [
         (KEY_FILE, key_pem.as_bytes(), 0o600),
         (CERT_CHAIN_FILE, chain_pem.as_bytes(), 0o644),

@@ -11,17 +11,18 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use svidgate_pki::pem::certs_to_pem;
+use svidgate_pki::{Anchors, KeyType, WorkloadCert};
+
+use super::admin::{self, AdminError};
+use super::bundle::TrustBundles;
+use super::ca_client::{CaError, IstioCaClient};
 use super::config::AgentConfig;
+use super::fetch::{fetch_svid, FetchError};
+use super::metrics::Metrics;
 use super::once::{load_bundle, OnceError};
-use crate::admin::{self, AdminError};
-use crate::bundle::TrustBundles;
-use crate::ca_client::{CaError, ClientIdentity, IstioCaClient};
-use crate::chain::{certs_to_pem, Anchors};
-use crate::fetch::{fetch_svid, FetchError};
-use crate::keys::KeyType;
-use crate::metrics::Metrics;
-use crate::rotation::{bundle_watch, Issued, RotationConfig, Rotator, SvidSource};
-use crate::sds::{self, SdsService, SecretStore, Svid, SvidError, UdsError};
+use super::rotation::{bundle_watch, CertSource, Issued, RotationConfig, Rotator};
+use super::sds::{self, SdsService, SecretStore, UdsError};
 
 /// How often bundle files are checked for changes.
 pub const BUNDLE_POLL: Duration = Duration::from_secs(2);
@@ -51,8 +52,6 @@ pub enum SourceError {
     Bundle(#[from] OnceError),
     #[error(transparent)]
     Fetch(#[from] FetchError),
-    #[error("issued certificate cannot be served: {0}")]
-    Svid(#[from] SvidError),
 }
 
 /// The real certificate source: fresh key → CSR → CA → check against the trust anchors
@@ -67,12 +66,12 @@ pub struct CaSource {
     pub skew: Duration,
 }
 
-impl SvidSource for CaSource {
+impl CertSource for CaSource {
     type Error = SourceError;
 
     async fn fetch(&self) -> Result<Issued, SourceError> {
         let anchors = load_bundle(&self.anchors)?;
-        let got = fetch_svid(
+        let cert = fetch_svid(
             &self.client,
             &self.spiffe_id,
             self.key_type,
@@ -81,26 +80,16 @@ impl SvidSource for CaSource {
             self.skew,
         )
         .await?;
-        let chain: Vec<String> = got
-            .cert
-            .chain
-            .iter()
-            .map(|c| certs_to_pem(std::slice::from_ref(c)))
-            .collect();
-        let svid = Svid::new(got.cert.spiffe_id.clone(), &chain, got.key.to_pkcs8_pem())?;
         Ok(Issued {
-            svid,
+            cert,
             roots: vec![certs_to_pem(&anchors)],
         })
     }
 
     /// Renewal authenticates with the certificate just published (mTLS), plus the bearer
     /// token when the token file is there (Istio's agent does the same).
-    fn published(&self, svid: &Svid) {
-        self.client.set_client_identity(Some(ClientIdentity {
-            chain_pem: svid.chain_pem().to_owned(),
-            key_pem: zeroize::Zeroizing::new(svid.key_pem().to_owned()),
-        }));
+    fn published(&self, cert: &Arc<WorkloadCert>) {
+        self.client.set_client_identity(Some(cert.clone()));
     }
 
     fn expired(&self) {

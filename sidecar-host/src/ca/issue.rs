@@ -7,10 +7,10 @@ use rcgen::{
     CertificateParams, DistinguishedName, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
     SanType, SerialNumber,
 };
-use rustls::pki_types::CertificateDer;
 use svidgate_core::SpiffeId;
+use svidgate_pki::csr_policy::CsrPublicKey;
+use svidgate_pki::CertificateDer;
 
-use super::csr_policy::CsrPublicKey;
 use super::store::CaMaterial;
 
 /// How far not-before is back-dated (clock skew between CA and workloads).

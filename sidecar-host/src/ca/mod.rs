@@ -2,13 +2,12 @@
 //! and demos.
 //!
 //! - [`store`]: the `cacerts` directory (load, check, `--generate`);
-//! - [`csr_policy`]: the CSR checks (istio-csr's rules), pure;
+//! - the CSR checks (istio-csr's rules) are `svidgate_pki::csr_policy`;
 //! - [`auth`]: caller identity (mTLS SVID, tokens file, or `--insecure-trust-csr`);
 //! - [`issue`]: X509-SVID leaves and the CA's serving certificate;
 //! - [`server`]: the tonic service, TLS acceptor and hot reload.
 
 pub mod auth;
-pub mod csr_policy;
 pub mod issue;
 pub mod server;
 pub mod store;
@@ -19,7 +18,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use svidgate_core::TrustDomain;
 
-use crate::agent::config::{parse_duration, LogFormat};
+use crate::runtime::{self, duration, ConfigError, LogFormat, Setting};
 pub use server::{start, CaHandle, CaServerConfig, RunningCa};
 
 /// `svidgate ca …`
@@ -53,9 +52,10 @@ pub struct CaServeArgs {
         long,
         env = "TRUST_DOMAIN",
         value_name = "TD",
-        default_value = "cluster.local"
+        default_value = "cluster.local",
+        value_parser = Setting(runtime::trust_domain)
     )]
-    pub trust_domain: String,
+    pub trust_domain: TrustDomain,
     /// Token file: lines `<token> <spiffe-id>` (re-read on every call).
     #[arg(long, env = "SVIDGATE_CA_TOKENS", value_name = "FILE")]
     pub tokens: Option<PathBuf>,
@@ -67,25 +67,28 @@ pub struct CaServeArgs {
         long,
         env = "SVIDGATE_CA_MAX_TTL",
         value_name = "DURATION",
-        default_value = "24h"
+        default_value = "24h",
+        value_parser = Setting(duration)
     )]
-    pub max_ttl: String,
+    pub max_ttl: Duration,
     /// Shortest lifetime issued (shorter requests get INVALID_ARGUMENT).
     #[arg(
         long,
         env = "SVIDGATE_CA_MIN_TTL",
         value_name = "DURATION",
-        default_value = "5s"
+        default_value = "5s",
+        value_parser = Setting(duration)
     )]
-    pub min_ttl: String,
+    pub min_ttl: Duration,
     /// Lifetime issued when a request asks for 0 (no preference).
     #[arg(
         long,
         env = "SVIDGATE_CA_DEFAULT_TTL",
         value_name = "DURATION",
-        default_value = "24h"
+        default_value = "24h",
+        value_parser = Setting(duration)
     )]
-    pub default_ttl: String,
+    pub default_ttl: Duration,
     /// Names (DNS or IP) in the CA's serving certificate; repeat the flag. Default:
     /// localhost, istiod.istio-system.svc, svidgate-ca.istio-system.svc, 127.0.0.1.
     #[arg(
@@ -101,17 +104,19 @@ pub struct CaServeArgs {
         long,
         env = "SVIDGATE_CA_WATCH_INTERVAL",
         value_name = "DURATION",
-        default_value = "2s"
+        default_value = "2s",
+        value_parser = Setting(runtime::duration_or_zero)
     )]
-    pub watch_interval: String,
-    /// Log format: human or json.
+    pub watch_interval: Duration,
+    /// Log format: human (alias: text) or json.
     #[arg(
         long,
         env = "SVIDGATE_LOG_FORMAT",
         value_name = "FORMAT",
-        default_value = "human"
+        default_value = "human",
+        value_parser = Setting(runtime::log_format)
     )]
-    pub log_format: String,
+    pub log_format: LogFormat,
 }
 
 /// Flags of `svidgate ca init`.
@@ -125,39 +130,27 @@ pub struct CaInitArgs {
         long,
         env = "TRUST_DOMAIN",
         value_name = "TD",
-        default_value = "cluster.local"
+        default_value = "cluster.local",
+        value_parser = Setting(runtime::trust_domain)
     )]
-    pub trust_domain: String,
-}
-
-fn trust_domain(v: &str) -> anyhow::Result<TrustDomain> {
-    TrustDomain::new(v)
-        .map_err(|e| anyhow::anyhow!("invalid --trust-domain (TRUST_DOMAIN) {v:?}: {e}"))
+    pub trust_domain: TrustDomain,
 }
 
 impl CaServeArgs {
-    /// Validates the flags into a server configuration.
-    pub fn to_config(&self) -> anyhow::Result<CaServerConfig> {
-        let max_ttl = parse_duration("--max-ttl", "SVIDGATE_CA_MAX_TTL", &self.max_ttl)?;
-        let min_ttl = parse_duration("--min-ttl", "SVIDGATE_CA_MIN_TTL", &self.min_ttl)?;
-        if max_ttl < min_ttl {
-            anyhow::bail!(
-                "invalid --max-ttl (SVIDGATE_CA_MAX_TTL) {:?}: below --min-ttl {:?}",
-                self.max_ttl,
-                self.min_ttl
-            );
+    /// The cross-field checks; the settings into a server configuration.
+    pub fn validate(&self) -> Result<CaServerConfig, ConfigError> {
+        if self.max_ttl < self.min_ttl {
+            let cmd = Self::augment_args(clap::Command::new("serve"));
+            return Err(ConfigError::for_arg(
+                &cmd,
+                "max_ttl",
+                &humantime::format_duration(self.max_ttl).to_string(),
+                format!(
+                    "below --min-ttl {:?}",
+                    humantime::format_duration(self.min_ttl).to_string()
+                ),
+            ));
         }
-        let default_ttl = parse_duration(
-            "--default-ttl",
-            "SVIDGATE_CA_DEFAULT_TTL",
-            &self.default_ttl,
-        )?;
-        let watch = humantime::parse_duration(self.watch_interval.trim()).map_err(|e| {
-            anyhow::anyhow!(
-                "invalid --watch-interval (SVIDGATE_CA_WATCH_INTERVAL) {:?}: {e}",
-                self.watch_interval
-            )
-        })?;
         let server_names = if self.server_names.is_empty() {
             server::DEFAULT_SERVER_NAMES
                 .iter()
@@ -168,14 +161,14 @@ impl CaServeArgs {
         };
         Ok(CaServerConfig {
             ca_dir: self.ca_dir.clone(),
-            trust_domain: trust_domain(&self.trust_domain)?,
+            trust_domain: self.trust_domain.clone(),
             tokens: self.tokens.clone(),
             insecure_trust_csr: self.insecure_trust_csr,
-            max_ttl,
-            min_ttl,
-            default_ttl,
+            max_ttl: self.max_ttl,
+            min_ttl: self.min_ttl,
+            default_ttl: self.default_ttl,
             server_names,
-            watch_interval: (!watch.is_zero()).then_some(watch),
+            watch_interval: (!self.watch_interval.is_zero()).then_some(self.watch_interval),
         })
     }
 }
@@ -184,8 +177,7 @@ impl CaServeArgs {
 pub fn main(cmd: CaCommand) -> anyhow::Result<i32> {
     match cmd {
         CaCommand::Init(a) => {
-            let td = trust_domain(&a.trust_domain)?;
-            let files = store::generate(&a.ca_dir, &td)?;
+            let files = store::generate(&a.ca_dir, &a.trust_domain)?;
             for f in files {
                 println!("{}", f.display());
             }
@@ -196,15 +188,8 @@ pub fn main(cmd: CaCommand) -> anyhow::Result<i32> {
 }
 
 fn serve_main(a: &CaServeArgs) -> anyhow::Result<i32> {
-    let cfg = a.to_config()?;
-    let log_format = match a.log_format.as_str() {
-        "human" => LogFormat::Human,
-        "json" => LogFormat::Json,
-        other => anyhow::bail!(
-            "invalid --log-format (SVIDGATE_LOG_FORMAT) {other:?}: expected human or json"
-        ),
-    };
-    crate::logging::init(log_format);
+    let cfg = a.validate()?;
+    runtime::init_logging(a.log_format);
     if a.insecure_trust_csr {
         tracing::warn!("--insecure-trust-csr: callers without credentials get any identity in {} they ask for; never use this outside local demos", cfg.trust_domain);
     }
@@ -224,11 +209,7 @@ fn serve_main(a: &CaServeArgs) -> anyhow::Result<i32> {
             );
         }
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    rt.block_on(async move {
+    runtime::tokio_runtime()?.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&a.listen)
             .await
             .map_err(|e| anyhow::anyhow!("--listen {}: {e}", a.listen))?;
@@ -260,7 +241,7 @@ fn serve_main(a: &CaServeArgs) -> anyhow::Result<i32> {
 pub fn dev_config(ca_dir: PathBuf, td: &str) -> anyhow::Result<CaServerConfig> {
     Ok(CaServerConfig {
         ca_dir,
-        trust_domain: trust_domain(td)?,
+        trust_domain: TrustDomain::new(td)?,
         tokens: None,
         insecure_trust_csr: false,
         max_ttl: Duration::from_secs(24 * 3600),

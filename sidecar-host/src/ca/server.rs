@@ -17,11 +17,13 @@ use tokio_rustls::TlsAcceptor;
 use tonic::{Request, Response, Status};
 use x509_parser::prelude::FromDer;
 
-use super::auth::Tokens;
-use super::csr_policy::{check_csr, CsrRejection};
+use svidgate_pki::cert::check_leaf_der;
+use svidgate_pki::csr_policy::{check_csr, CsrRejection};
+use svidgate_pki::pem::certs_to_pem;
+
+use super::auth::{Tokens, TokensError};
 use super::issue::{issue_server_cert, issue_svid};
 use super::store::{self, CaMaterial, StoreError};
-use crate::chain::certs_to_pem;
 use crate::pb::istio_certificate_service_server::{
     IstioCertificateService, IstioCertificateServiceServer,
 };
@@ -66,24 +68,15 @@ pub enum CaServeError {
     #[error("TLS setup: {0}")]
     Tls(String),
     #[error("{0}")]
-    Tokens(super::auth::TokensError),
+    Tokens(TokensError),
     #[error("listening: {0}")]
     Io(std::io::Error),
 }
 
-// Manual `From`s: the inner error is part of the message, not a `source` (no duplicate
-// text in `{:#}` chains).
-impl From<super::auth::TokensError> for CaServeError {
-    fn from(e: super::auth::TokensError) -> Self {
-        CaServeError::Tokens(e)
-    }
-}
-
-impl From<std::io::Error> for CaServeError {
-    fn from(e: std::io::Error) -> Self {
-        CaServeError::Io(e)
-    }
-}
+wrap_errors!(
+    CaServeError::Tokens(TokensError),
+    CaServeError::Io(std::io::Error),
+);
 
 struct CaState {
     material: CaMaterial,
@@ -414,7 +407,7 @@ impl CaService {
 
 /// The SPIFFE ID of a (TLS-verified) client certificate.
 fn client_cert_identity(leaf: &CertificateDer<'_>) -> Result<SpiffeId, Status> {
-    crate::chain::check_leaf_der(leaf.as_ref()).map_err(|e| {
+    check_leaf_der(leaf.as_ref()).map_err(|e| {
         Status::permission_denied(format!("client certificate is not an X509-SVID: {e}"))
     })
 }

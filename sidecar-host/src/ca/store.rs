@@ -22,13 +22,15 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType, IsCa, Issuer,
     KeyPair, KeyUsagePurpose,
 };
-use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 use svidgate_core::TrustDomain;
+use svidgate_pki::key::key_pair_from_pem;
+use svidgate_pki::time::{fmt_time, from_unix, unix_seconds};
+use svidgate_pki::CertificateDer;
 use x509_parser::certificate::X509Certificate;
 use x509_parser::prelude::FromDer;
 use zeroize::Zeroizing;
 
-use crate::chain;
+use crate::runtime::read_cert_file;
 
 pub const CA_CERT: &str = "ca-cert.pem";
 pub const CA_KEY: &str = "ca-key.pem";
@@ -76,7 +78,7 @@ impl std::fmt::Debug for CaMaterial {
         f.debug_struct("CaMaterial")
             .field("intermediates", &self.intermediates.len())
             .field("roots", &self.roots.len())
-            .field("not_after", &chain::fmt_time(self.not_after))
+            .field("not_after", &fmt_time(self.not_after))
             .finish_non_exhaustive()
     }
 }
@@ -98,95 +100,16 @@ fn file_err(path: &Path, reason: impl std::fmt::Display) -> StoreError {
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, StoreError> {
-    let bytes = fs::read(path).map_err(|e| file_err(path, e))?;
-    let blocks = pem::parse_many(&bytes).map_err(|e| file_err(path, format!("not PEM: {e}")))?;
-    let certs: Vec<_> = blocks
-        .into_iter()
-        .filter(|b| b.tag() == "CERTIFICATE")
-        .map(|b| CertificateDer::from(b.into_contents()))
-        .collect();
-    if certs.is_empty() {
-        return Err(file_err(path, "no CERTIFICATE in the file"));
-    }
-    Ok(certs)
+    read_cert_file(path).map_err(|e| StoreError::File {
+        path: e.path,
+        reason: e.reason,
+    })
 }
 
 /// Loads a private key from PEM: PKCS#8, PKCS#1 RSA, or SEC1 EC (P-256/P-384).
 pub fn load_key(path: &Path) -> Result<KeyPair, StoreError> {
     let text = Zeroizing::new(fs::read_to_string(path).map_err(|e| file_err(path, e))?);
-    let block = pem::parse(text.as_bytes()).map_err(|e| file_err(path, format!("not PEM: {e}")))?;
-    let der = Zeroizing::new(block.contents().to_vec());
-    let pkcs8: Zeroizing<Vec<u8>> = match block.tag() {
-        "PRIVATE KEY" => der,
-        "RSA PRIVATE KEY" => {
-            use rsa::pkcs1::DecodeRsaPrivateKey;
-            use rsa::pkcs8::EncodePrivateKey;
-            let k = rsa::RsaPrivateKey::from_pkcs1_der(&der).map_err(|e| file_err(path, e))?;
-            Zeroizing::new(
-                k.to_pkcs8_der()
-                    .map_err(|e| file_err(path, e))?
-                    .as_bytes()
-                    .to_vec(),
-            )
-        }
-        "EC PRIVATE KEY" => {
-            // Wrap SEC1 in PKCS#8; try both curves (ring checks the key against the curve).
-            for (curve, alg) in [
-                (
-                    &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07][..],
-                    &rcgen::PKCS_ECDSA_P256_SHA256,
-                ),
-                (
-                    &[0x2b, 0x81, 0x04, 0x00, 0x22][..],
-                    &rcgen::PKCS_ECDSA_P384_SHA384,
-                ),
-            ] {
-                let p8 = sec1_to_pkcs8(&der, curve);
-                if let Ok(k) = KeyPair::from_pkcs8_der_and_sign_algo(
-                    &PrivatePkcs8KeyDer::from(p8.as_slice()),
-                    alg,
-                ) {
-                    return Ok(k);
-                }
-            }
-            return Err(file_err(path, "EC key is neither P-256 nor P-384"));
-        }
-        other => return Err(file_err(path, format!("unsupported PEM block {other:?}"))),
-    };
-    KeyPair::try_from(pkcs8.as_slice()).map_err(|e| file_err(path, e))
-}
-
-fn der_len(n: usize, out: &mut Vec<u8>) {
-    if n < 0x80 {
-        out.push(n as u8);
-    } else {
-        let bytes: Vec<u8> = n
-            .to_be_bytes()
-            .iter()
-            .copied()
-            .skip_while(|b| *b == 0)
-            .collect();
-        out.push(0x80 | bytes.len() as u8);
-        out.extend(bytes);
-    }
-}
-
-fn der_tlv(tag: u8, content: &[u8], out: &mut Vec<u8>) {
-    out.push(tag);
-    der_len(content.len(), out);
-    out.extend_from_slice(content);
-}
-
-fn sec1_to_pkcs8(sec1: &[u8], curve_oid: &[u8]) -> Zeroizing<Vec<u8>> {
-    let mut alg = Vec::new();
-    der_tlv(0x06, &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01], &mut alg); // id-ecPublicKey
-    der_tlv(0x06, curve_oid, &mut alg);
-    let mut body = Zeroizing::new(vec![0x02, 0x01, 0x00]); // version 0
-    der_tlv(0x30, &alg, &mut body);
-    der_tlv(0x04, sec1, &mut body);
-    let mut out = Zeroizing::new(Vec::new());
-    der_tlv(0x30, &body, &mut out);
-    out
+    key_pair_from_pem(&text).map_err(|e| file_err(path, e))
 }
 
 /// Loads and checks a `cacerts` directory.
@@ -223,8 +146,7 @@ pub fn load(dir: &Path) -> Result<CaMaterial, StoreError> {
             return Err(StoreError::NotCa("keyUsage lacks keyCertSign".into()));
         }
     }
-    let not_after = SystemTime::UNIX_EPOCH
-        + Duration::from_secs(u64::try_from(parsed.validity().not_after.timestamp()).unwrap_or(0));
+    let not_after = from_unix(parsed.validity().not_after.timestamp());
     if not_after <= SystemTime::now() {
         return Err(StoreError::NotCa(format!(
             "expired at {}",
@@ -288,10 +210,7 @@ fn verify_ca_chain(
                 )));
             }
         }
-        let now_s = now
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
+        let now_s = unix_seconds(now);
         let valid = c.validity().not_before.timestamp() <= now_s
             && now_s < c.validity().not_after.timestamp();
         if !c.is_ca() || !valid {

@@ -4,9 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use sidecar_host::agent::ca_client::{CaClient, CaClientConfig, IstioCaClient, RetryPolicy};
+use sidecar_host::agent::fetch::{fetch_svid, FetchError};
 use sidecar_host::ca::{self, CaServerConfig, RunningCa};
-use sidecar_host::ca_client::{CaClientConfig, IstioCaClient, RetryPolicy};
 use svidgate_core::SpiffeId;
+use svidgate_pki::chain::DEFAULT_SKEW;
+use svidgate_pki::{Anchors, CertificateDer, KeyType, WorkloadCert};
 
 pub const TD: &str = "td.test";
 pub const WEB: &str = "spiffe://td.test/ns/web/sa/frontend";
@@ -62,6 +65,27 @@ pub fn write(dir: &Path, name: &str, content: &str) -> PathBuf {
     p
 }
 
-pub fn bundle(path: &Path) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+pub fn bundle(path: &Path) -> Vec<CertificateDer<'static>> {
     sidecar_host::agent::once::load_bundle(path).unwrap()
+}
+
+/// One certificate for `id` with a `key_type` key, checked against `anchors`.
+pub async fn fetch_key(
+    c: &dyn CaClient,
+    id: &SpiffeId,
+    key_type: KeyType,
+    ttl: Duration,
+    anchors: &[CertificateDer<'static>],
+) -> Result<WorkloadCert, FetchError> {
+    fetch_svid(c, id, key_type, ttl, Anchors::Bundle(anchors), DEFAULT_SKEW).await
+}
+
+/// [`fetch_key`] with an ECDSA P-256 key.
+pub async fn fetch(
+    c: &dyn CaClient,
+    id: &SpiffeId,
+    ttl: Duration,
+    anchors: &[CertificateDer<'static>],
+) -> Result<WorkloadCert, FetchError> {
+    fetch_key(c, id, KeyType::EcdsaP256, ttl, anchors).await
 }

@@ -12,8 +12,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use pki_types::PrivatePkcs8KeyDer;
 use rcgen::{KeyPair, PublicKeyData, SignatureAlgorithm};
-use rustls::pki_types::PrivatePkcs8KeyDer;
 use zeroize::{Zeroize, Zeroizing};
 
 /// The kind of key to generate for a workload certificate.
@@ -80,6 +80,8 @@ pub enum KeyError {
     UnknownKeyType(String),
     #[error("generating a {key_type} key: {reason}")]
     Generate { key_type: KeyType, reason: String },
+    #[error("{0}")]
+    Parse(String),
 }
 
 /// A workload's private key (in memory only). Dropping it zeroizes the key material we hold.
@@ -170,6 +172,85 @@ impl fmt::Debug for WorkloadKey {
             .field("private_key", &"<redacted>")
             .finish()
     }
+}
+
+/// Loads a private key from PEM: PKCS#8, PKCS#1 RSA, or SEC1 EC (P-256/P-384).
+pub fn key_pair_from_pem(text: &str) -> Result<KeyPair, KeyError> {
+    let block =
+        pem::parse(text.as_bytes()).map_err(|e| KeyError::Parse(format!("not PEM: {e}")))?;
+    let der = Zeroizing::new(block.contents().to_vec());
+    let pkcs8: Zeroizing<Vec<u8>> = match block.tag() {
+        "PRIVATE KEY" => der,
+        "RSA PRIVATE KEY" => {
+            use rsa::pkcs1::DecodeRsaPrivateKey;
+            use rsa::pkcs8::EncodePrivateKey;
+            let k = rsa::RsaPrivateKey::from_pkcs1_der(&der)
+                .map_err(|e| KeyError::Parse(e.to_string()))?;
+            Zeroizing::new(
+                k.to_pkcs8_der()
+                    .map_err(|e| KeyError::Parse(e.to_string()))?
+                    .as_bytes()
+                    .to_vec(),
+            )
+        }
+        "EC PRIVATE KEY" => {
+            // Wrap SEC1 in PKCS#8; try both curves (ring checks the key against the curve).
+            for (curve, alg) in [
+                (
+                    &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07][..],
+                    &rcgen::PKCS_ECDSA_P256_SHA256,
+                ),
+                (
+                    &[0x2b, 0x81, 0x04, 0x00, 0x22][..],
+                    &rcgen::PKCS_ECDSA_P384_SHA384,
+                ),
+            ] {
+                let p8 = sec1_to_pkcs8(&der, curve);
+                if let Ok(k) = KeyPair::from_pkcs8_der_and_sign_algo(
+                    &PrivatePkcs8KeyDer::from(p8.as_slice()),
+                    alg,
+                ) {
+                    return Ok(k);
+                }
+            }
+            return Err(KeyError::Parse("EC key is neither P-256 nor P-384".into()));
+        }
+        other => return Err(KeyError::Parse(format!("unsupported PEM block {other:?}"))),
+    };
+    KeyPair::try_from(pkcs8.as_slice()).map_err(|e| KeyError::Parse(e.to_string()))
+}
+
+fn der_len(n: usize, out: &mut Vec<u8>) {
+    if n < 0x80 {
+        out.push(n as u8);
+    } else {
+        let bytes: Vec<u8> = n
+            .to_be_bytes()
+            .iter()
+            .copied()
+            .skip_while(|b| *b == 0)
+            .collect();
+        out.push(0x80 | bytes.len() as u8);
+        out.extend(bytes);
+    }
+}
+
+fn der_tlv(tag: u8, content: &[u8], out: &mut Vec<u8>) {
+    out.push(tag);
+    der_len(content.len(), out);
+    out.extend_from_slice(content);
+}
+
+fn sec1_to_pkcs8(sec1: &[u8], curve_oid: &[u8]) -> Zeroizing<Vec<u8>> {
+    let mut alg = Vec::new();
+    der_tlv(0x06, &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01], &mut alg); // id-ecPublicKey
+    der_tlv(0x06, curve_oid, &mut alg);
+    let mut body = Zeroizing::new(vec![0x02, 0x01, 0x00]); // version 0
+    der_tlv(0x30, &alg, &mut body);
+    der_tlv(0x04, sec1, &mut body);
+    let mut out = Zeroizing::new(Vec::new());
+    der_tlv(0x30, &body, &mut out);
+    out
 }
 
 #[cfg(test)]

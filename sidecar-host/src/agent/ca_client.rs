@@ -15,24 +15,28 @@
 //! `INVALID_ARGUMENT`, `UNAUTHENTICATED`, …) is permanent for this request and is returned at once.
 
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use rand::Rng;
+use svidgate_pki::pem::certs_to_pem;
+use svidgate_pki::WorkloadCert;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::Code;
 use zeroize::Zeroizing;
 
+use super::rotation::backoff_delay;
 use crate::pb::istio_certificate_service_client::IstioCertificateServiceClient;
 use crate::pb::IstioCertificateRequest;
+use crate::runtime::read_cert_file;
 
 /// Signs CSRs. Implemented by [`IstioCaClient`]; tests may implement it directly.
 #[tonic::async_trait]
 pub trait CaClient: Send + Sync {
     /// Sends a PEM CSR asking for a certificate valid for `ttl`; returns the CA's
     /// `cert_chain` as sent (leaf first, root last; an element may hold several PEM blocks).
-    /// The answer is untrusted: check it with [`crate::chain::verify_issued`].
+    /// The answer is untrusted: check it with [`svidgate_pki::verify_issued`].
     async fn sign(&self, csr_pem: &str, ttl: Duration) -> Result<Vec<String>, CaError>;
 }
 
@@ -97,28 +101,7 @@ impl RetryPolicy {
     /// The pause after failed attempt `attempt` (0-based): `min(max, initial·2^attempt)`,
     /// with "equal jitter": half fixed, half uniform in `jitter ∈ [0, 1)`.
     pub fn backoff(&self, attempt: u32, jitter: f64) -> Duration {
-        let exp = self
-            .initial_backoff
-            .saturating_mul(1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX));
-        let capped = exp.min(self.max_backoff);
-        let half = capped / 2;
-        half + half.mul_f64(jitter.clamp(0.0, 1.0))
-    }
-}
-
-/// A client certificate for mTLS to the CA (renewal with the current SVID): the chain (leaf
-/// first) and its private key. The key stays in memory, zeroized on drop, never printed.
-#[derive(Clone)]
-pub struct ClientIdentity {
-    pub chain_pem: String,
-    pub key_pem: Zeroizing<String>,
-}
-
-impl std::fmt::Debug for ClientIdentity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientIdentity")
-            .field("key_pem", &"<redacted>")
-            .finish_non_exhaustive()
+        backoff_delay(self.initial_backoff, self.max_backoff, attempt, jitter)
     }
 }
 
@@ -144,17 +127,9 @@ pub struct CaClientConfig {
 #[derive(Debug)]
 pub struct IstioCaClient {
     config: CaClientConfig,
-    /// The client certificate and the leaf's `not_after` (never presented after it).
-    identity: Mutex<Option<(ClientIdentity, SystemTime)>>,
-}
-
-/// The `not_after` of the first certificate in `chain_pem`; `None` if it does not parse.
-fn leaf_not_after(chain_pem: &str) -> Option<SystemTime> {
-    let blocks = pem::parse_many(chain_pem.as_bytes()).ok()?;
-    let leaf = blocks.into_iter().find(|b| b.tag() == "CERTIFICATE")?;
-    let (_, cert) = x509_parser::parse_x509_certificate(leaf.contents()).ok()?;
-    let secs = u64::try_from(cert.validity().not_after.timestamp()).ok()?;
-    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+    /// The client certificate (mTLS renewal with the current one; never presented once
+    /// expired).
+    identity: Mutex<Option<Arc<WorkloadCert>>>,
 }
 
 impl IstioCaClient {
@@ -172,36 +147,29 @@ impl IstioCaClient {
     }
 
     /// Sets (or clears) the client certificate presented to the CA from the next call on.
-    ///
-    /// The leaf's `not_after` is read here: an expired certificate is never presented (the
-    /// call then goes out with the bearer token only), and a chain whose leaf does not parse
-    /// clears the identity (fail closed).
-    pub fn set_client_identity(&self, identity: Option<ClientIdentity>) {
-        let entry = identity.and_then(|id| {
-            let not_after = leaf_not_after(&id.chain_pem);
-            if not_after.is_none() {
-                tracing::warn!("client certificate does not parse; not presenting it to the CA");
-            }
-            not_after.map(|na| (id, na))
-        });
+    /// An expired certificate is never presented (the call then goes out with the bearer
+    /// token only).
+    pub fn set_client_identity(&self, identity: Option<Arc<WorkloadCert>>) {
         let mut g = self
             .identity
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *g = entry;
+        *g = identity;
     }
 
     /// The client certificate to present now: the configured one while it is valid.
-    fn current_identity(&self) -> Option<ClientIdentity> {
+    fn current_identity(&self) -> Option<Arc<WorkloadCert>> {
         let mut g = self
             .identity
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if g.as_ref().is_some_and(|(_, na)| SystemTime::now() >= *na) {
+        if g.as_ref()
+            .is_some_and(|c| SystemTime::now() >= c.not_after())
+        {
             tracing::info!("client certificate expired; no longer presenting it to the CA");
             *g = None;
         }
-        g.as_ref().map(|(id, _)| id.clone())
+        g.clone()
     }
 
     /// Whether a (valid) client certificate will be presented on the next call.
@@ -210,24 +178,18 @@ impl IstioCaClient {
     }
 
     fn channel(&self) -> Result<Channel, CaError> {
-        let root = std::fs::read(&self.config.root_cert).map_err(|e| CaError::Config {
+        let roots = read_cert_file(&self.config.root_cert).map_err(|e| CaError::Config {
             setting: "CA root certificate",
-            path: self.config.root_cert.display().to_string(),
-            reason: e.to_string(),
+            path: e.path,
+            reason: e.reason,
         })?;
-        if pem::parse_many(&root).map(|v| v.is_empty()).unwrap_or(true) {
-            return Err(CaError::Config {
-                setting: "CA root certificate",
-                path: self.config.root_cert.display().to_string(),
-                reason: "no PEM certificate in the file".into(),
-            });
-        }
-        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(root));
+        let mut tls =
+            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(certs_to_pem(&roots)));
         if let Some(name) = &self.config.tls_server_name {
             tls = tls.domain_name(name.clone());
         }
         if let Some(id) = self.current_identity() {
-            tls = tls.identity(Identity::from_pem(id.chain_pem, id.key_pem.as_bytes()));
+            tls = tls.identity(Identity::from_pem(id.chain_pem(), id.key_pem()));
         }
         let ep = endpoint_for(&self.config.addr)?
             .tls_config(tls)
@@ -415,21 +377,17 @@ mod tests {
         assert_eq!(p.backoff(100, 0.0), Duration::from_millis(500));
     }
 
-    fn identity_valid_for(secs: i64) -> ClientIdentity {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        let now = time::OffsetDateTime::now_utc();
-        p.not_before = now - time::Duration::hours(1);
-        p.not_after = now + time::Duration::seconds(secs);
-        let cert = p.self_signed(&key).unwrap();
-        ClientIdentity {
-            chain_pem: cert.pem(),
-            key_pem: Zeroizing::new(key.serialize_pem()),
-        }
+    fn identity_valid_for(secs: i64) -> Option<Arc<WorkloadCert>> {
+        let pki = svidgate_pki::testing::TestPki::new("client");
+        Some(Arc::new(pki.cert_with(
+            "spiffe://td/ns/a/sa/b",
+            -3600,
+            secs,
+        )))
     }
 
     #[test]
-    fn expired_or_unparsable_client_certificates_are_never_presented() {
+    fn expired_client_certificates_are_never_presented() {
         let dir = tempfile::tempdir().unwrap();
         let c = IstioCaClient::new(CaClientConfig {
             addr: "https://127.0.0.1:1".into(),
@@ -443,21 +401,16 @@ mod tests {
         .unwrap();
         // No certificate: a missing token file is an error.
         assert!(matches!(c.bearer(), Err(CaError::Config { .. })));
-        c.set_client_identity(Some(identity_valid_for(3600)));
+        c.set_client_identity(identity_valid_for(3600));
         assert!(c.has_client_identity());
         // With a valid certificate the token is optional.
         assert!(matches!(c.bearer(), Ok(None)));
         std::fs::write(dir.path().join("missing-token"), "  \n").unwrap();
         assert!(matches!(c.bearer(), Ok(None)));
-        c.set_client_identity(Some(identity_valid_for(-1)));
+        c.set_client_identity(identity_valid_for(-1));
         assert!(!c.has_client_identity());
         assert!(matches!(c.bearer(), Err(CaError::Config { .. })));
-        c.set_client_identity(Some(ClientIdentity {
-            chain_pem: "not a certificate".into(),
-            key_pem: Zeroizing::new(String::new()),
-        }));
-        assert!(!c.has_client_identity());
-        c.set_client_identity(Some(identity_valid_for(3600)));
+        c.set_client_identity(identity_valid_for(3600));
         c.set_client_identity(None);
         assert!(!c.has_client_identity());
     }

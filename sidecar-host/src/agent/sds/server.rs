@@ -32,7 +32,8 @@ use tracing::{debug, info, warn};
 
 use super::resources::{classify, resolve, Resolved, SECRET_TYPE_URL};
 use super::state::SecretState;
-use crate::metrics::Metrics;
+use crate::agent::metrics::Metrics;
+use crate::runtime::{wait_shutdown, Shutdown};
 
 /// The SDS service; cheap to clone.
 #[derive(Debug, Clone)]
@@ -47,7 +48,7 @@ struct Inner {
     known_tds: BTreeSet<TrustDomain>,
     metrics: Arc<Metrics>,
     nonce: AtomicU64,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 }
 
 impl Inner {
@@ -92,7 +93,7 @@ impl SdsService {
         workload: SpiffeId,
         known_tds: BTreeSet<TrustDomain>,
         metrics: Arc<Metrics>,
-        shutdown: watch::Receiver<bool>,
+        shutdown: Shutdown,
     ) -> SdsService {
         SdsService {
             inner: Arc::new(Inner {
@@ -116,13 +117,6 @@ impl SdsService {
                 wait_shutdown(&mut sd).await;
             })
             .await
-    }
-}
-
-/// Resolves when `sd` becomes true; never if its sender is gone without saying so.
-pub(crate) async fn wait_shutdown(sd: &mut watch::Receiver<bool>) {
-    if sd.wait_for(|v| *v).await.is_err() {
-        std::future::pending::<()>().await;
     }
 }
 

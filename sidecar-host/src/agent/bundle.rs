@@ -23,6 +23,7 @@ use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
 use svidgate_core::TrustDomain;
+use svidgate_pki::pem::{certs_to_pem, parse_cert_blocks};
 use tracing::{info, warn};
 
 /// A bundle file that cannot be used (the previous contents stay in effect).
@@ -71,19 +72,13 @@ pub struct TrustBundles {
 
 /// Splits PEM text into certificate blocks, re-encoded canonically, with SHA-256 fingerprints.
 pub fn parse_certs(text: &str) -> Result<Vec<(String, String)>, String> {
-    let blocks = pem::parse_many(text.as_bytes()).map_err(|e| e.to_string())?;
+    let ders = parse_cert_blocks(text.as_bytes()).map_err(|e| e.to_string())?;
     let mut out = Vec::new();
-    for (i, b) in blocks.iter().enumerate() {
-        if b.tag() != "CERTIFICATE" {
-            return Err(format!(
-                "PEM block {i} is a {:?}, not a CERTIFICATE",
-                b.tag()
-            ));
-        }
-        x509_parser::parse_x509_certificate(b.contents())
+    for (i, der) in ders.iter().enumerate() {
+        x509_parser::parse_x509_certificate(der)
             .map_err(|e| format!("certificate {i} does not parse: {e}"))?;
-        let fp = hex::encode(Sha256::digest(b.contents()));
-        out.push((pem::encode(b), fp));
+        let fp = hex::encode(Sha256::digest(der));
+        out.push((certs_to_pem(std::slice::from_ref(der)), fp));
     }
     if out.is_empty() {
         return Err("no certificate in it".into());
@@ -291,11 +286,7 @@ mod tests {
     use super::*;
 
     fn root(name: &str) -> String {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.distinguished_name.push(rcgen::DnType::CommonName, name);
-        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        p.self_signed(&key).unwrap().pem()
+        svidgate_pki::testing::TestPki::new(name).root_pem()
     }
 
     fn td(s: &str) -> TrustDomain {

@@ -265,7 +265,7 @@ fn extension_name(ext: &ParsedExtension<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::{KeyType, WorkloadKey};
+    use crate::key::{KeyType, WorkloadKey};
     use rcgen::{
         BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType,
         ExtendedKeyUsagePurpose as E, IsCa, KeyUsagePurpose as K, SanType,
@@ -439,24 +439,11 @@ mod tests {
     /// still names a valid identity in the trust domain.
     #[test]
     fn mutated_csrs_never_panic() {
-        use rand::{Rng, SeedableRng};
         let td = TrustDomain::new("td.test").unwrap();
         let key = WorkloadKey::generate(KeyType::EcdsaP256).unwrap();
         let pem_str = crate::csr::build(&SpiffeId::parse(ID).unwrap(), &key).unwrap();
         let der = pem::parse(&pem_str).unwrap().into_contents();
-        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
-        for _ in 0..3000 {
-            let mut m = der.clone();
-            for _ in 0..rng.gen_range(1..4) {
-                let i = rng.gen_range(0..m.len());
-                m[i] ^= 1 << rng.gen_range(0..8);
-            }
-            if rng.gen_bool(0.1) {
-                m.truncate(rng.gen_range(0..m.len()));
-            }
-            if m == der {
-                continue;
-            }
+        for m in crate::testing::mutants(&der, 11, 3000) {
             let pem_m = pem::encode(&pem::Pem::new("CERTIFICATE REQUEST", m));
             if let Ok(ok) = check_csr(&pem_m, &td) {
                 assert_eq!(ok.spiffe_id.trust_domain(), &td);

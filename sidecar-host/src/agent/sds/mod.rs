@@ -20,9 +20,8 @@ pub use resources::{
     resolve, ResourceError, ResourceKind, ALL, DEFAULT, ROOTCA, SECRET_TYPE_URL,
     SPIFFE_VALIDATOR_NAME,
 };
-pub(crate) use server::wait_shutdown;
 pub use server::{SdsServer, SdsService};
-pub use state::{unix_seconds, SecretState, SecretStore, Svid, SvidError};
+pub use state::{SecretState, SecretStore};
 pub use uds::{bind_socket, remove_socket, UdsError, DEFAULT_SOCKET_PATH};
 
 #[cfg(test)]

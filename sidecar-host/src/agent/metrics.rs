@@ -1,4 +1,4 @@
-//! The agent's Prometheus metrics (served by [`crate::admin`] at `/metrics`).
+//! The agent's Prometheus metrics (served by [`super::admin`] at `/metrics`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::SystemTime;
@@ -128,7 +128,7 @@ impl Metrics {
     }
     /// A new certificate is being served.
     pub fn set_certificate(&self, not_after: SystemTime) {
-        let t = crate::sds::unix_seconds(not_after);
+        let t = svidgate_pki::time::unix_seconds(not_after);
         self.not_after_unix.store(t, Ordering::Relaxed);
         self.cert_not_after.set(t);
     }
@@ -165,7 +165,7 @@ impl Metrics {
     pub fn encode(&self) -> String {
         let na = self.not_after_unix.load(Ordering::Relaxed);
         if na != 0 {
-            let now = crate::sds::unix_seconds(SystemTime::now());
+            let now = svidgate_pki::time::unix_seconds(SystemTime::now());
             #[allow(clippy::cast_precision_loss)]
             self.cert_expiry_seconds.set((na - now) as f64);
         }

@@ -14,38 +14,23 @@ use envoy_types::pb::google::rpc::Status as RpcStatus;
 use hyper_util::rt::TokioIo;
 use prost::Message;
 use svidgate_core::{SpiffeId, TrustDomain};
+use svidgate_pki::testing::TestPki;
+use svidgate_pki::WorkloadCert;
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::{Code, Streaming};
-use zeroize::Zeroizing;
 
 use super::*;
-use crate::metrics::Metrics;
+use crate::agent::metrics::Metrics;
 
 const WID: &str = "spiffe://example.org/ns/app/sa/web";
 const QUIET: Duration = Duration::from_millis(300);
 
-/// A self-signed leaf with the workload's URI SAN, valid `secs` from now.
-pub(crate) fn test_svid(id: &str, secs: i64) -> Arc<Svid> {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.subject_alt_names = vec![rcgen::SanType::URI(
-        rcgen::string::Ia5String::try_from(id).unwrap(),
-    )];
-    let now = time::OffsetDateTime::now_utc();
-    params.not_before = now - time::Duration::seconds(1);
-    params.not_after = now + time::Duration::seconds(secs);
-    let cert = params.self_signed(&key).unwrap();
-    Arc::new(
-        Svid::new(
-            SpiffeId::parse(id).unwrap(),
-            &[cert.pem()],
-            Zeroizing::new(key.serialize_pem()),
-        )
-        .unwrap(),
-    )
+/// A workload certificate for `id`, valid `secs` from now.
+fn test_cert(id: &str, secs: i64) -> Arc<WorkloadCert> {
+    Arc::new(TestPki::new("sds").cert(id, secs))
 }
 
 fn bundle(pems: &[&str]) -> BTreeMap<TrustDomain, Vec<String>> {
@@ -176,7 +161,7 @@ fn secret_of(any: &envoy_types::pb::google::protobuf::Any) -> Secret {
 #[tokio::test]
 async fn ack_nack_stale_and_push() {
     let h = start().await;
-    h.store.set_svid(test_svid(WID, 3600));
+    h.store.set_cert(test_cert(WID, 3600));
     let mut s = Sotw::open(&h.path).await;
     s.send(&["default"], "", "", None).await;
     let r1 = s.recv().await;
@@ -194,7 +179,7 @@ async fn ack_nack_stale_and_push() {
     s.quiet().await;
 
     // A change is pushed.
-    h.store.set_svid(test_svid(WID, 3600));
+    h.store.set_cert(test_cert(WID, 3600));
     let r2 = s.recv().await;
     assert_ne!(r2.version_info, r1.version_info);
     assert_ne!(r2.nonce, r1.nonce);
@@ -216,7 +201,7 @@ async fn ack_nack_stale_and_push() {
     s.quiet().await;
 
     // The next real change goes out once.
-    h.store.set_svid(test_svid(WID, 3600));
+    h.store.set_cert(test_cert(WID, 3600));
     let r3 = s.recv().await;
     assert_ne!(r3.version_info, r2.version_info);
     s.send(&["default"], &r3.version_info, &r3.nonce, None)
@@ -232,7 +217,7 @@ async fn reconnect_with_empty_nonce_gets_current_and_waits_for_first_cert() {
     // Known but not available yet: wait (Envoy keeps warming) instead of an error.
     s.send(&[WID], "", "", None).await;
     s.quiet().await;
-    h.store.set_svid(test_svid(WID, 3600));
+    h.store.set_cert(test_cert(WID, 3600));
     let r = s.recv().await;
     assert_eq!(secret_of(&r.resources[0]).name, WID);
     // A reconnecting Envoy sends its last version with an empty nonce: answered anyway.
@@ -293,7 +278,7 @@ async fn fetch_secrets() {
 #[tokio::test]
 async fn two_streams_both_receive_a_push() {
     let h = start().await;
-    h.store.set_svid(test_svid(WID, 3600));
+    h.store.set_cert(test_cert(WID, 3600));
     h.store.set_bundles(bundle(&["ROOT-A"]));
     let mut a = Sotw::open(&h.path).await;
     let mut b = Sotw::open(&h.path).await;
@@ -304,7 +289,7 @@ async fn two_streams_both_receive_a_push() {
         .await;
     b.send(&["ROOTCA"], &rb.version_info, &rb.nonce, None).await;
     // A certificate change reaches only the certificate stream...
-    h.store.set_svid(test_svid(WID, 3600));
+    h.store.set_cert(test_cert(WID, 3600));
     assert_ne!(a.recv().await.version_info, ra.version_info);
     b.quiet().await;
     // ...a bundle change only the bundle stream; two streams on the same name both get it.
@@ -321,7 +306,7 @@ async fn two_streams_both_receive_a_push() {
 #[tokio::test]
 async fn delta_subscribe_unsubscribe() {
     let h = start().await;
-    h.store.set_svid(test_svid(WID, 3600));
+    h.store.set_cert(test_cert(WID, 3600));
     h.store.set_bundles(bundle(&["ROOT-A"]));
     let (tx, rx) = mpsc::channel(8);
     let mut stream = client(&h.path)
@@ -357,7 +342,7 @@ async fn delta_subscribe_unsubscribe() {
     // Unsubscribe default: a new certificate is not sent any more.
     tx.send(req(&[], &["default"], &r2.nonce)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await; // let the server read it (no reply to wait for)
-    h.store.set_svid(test_svid(WID, 3600));
+    h.store.set_cert(test_cert(WID, 3600));
     // A bundle change is.
     h.store.set_bundles(bundle(&["ROOT-B"]));
     let r3 = recv(&mut stream).await;
@@ -386,7 +371,7 @@ async fn delta_subscribe_unsubscribe() {
 #[tokio::test]
 async fn shutdown_ends_streams_and_server() {
     let h = start().await;
-    h.store.set_svid(test_svid(WID, 3600));
+    h.store.set_cert(test_cert(WID, 3600));
     let mut s = Sotw::open(&h.path).await;
     s.send(&["default"], "", "", None).await;
     let _ = s.recv().await;

@@ -10,7 +10,7 @@ use rcgen::{
 };
 use svidgate_core::SpiffeId;
 
-use crate::keys::WorkloadKey;
+use crate::key::WorkloadKey;
 
 /// Errors building a CSR.
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +65,7 @@ pub fn build(id: &SpiffeId, key: &WorkloadKey) -> Result<String, CsrError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::KeyType;
+    use crate::key::KeyType;
     use x509_parser::certification_request::X509CertificationRequest;
     use x509_parser::extensions::{GeneralName, ParsedExtension};
     use x509_parser::prelude::FromDer;

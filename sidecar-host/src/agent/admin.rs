@@ -17,9 +17,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
-use crate::metrics::Metrics;
+use super::metrics::Metrics;
 
 /// Default admin listen address.
 pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:15030";
@@ -77,10 +76,10 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, AdminError> {
 pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: crate::runtime::Shutdown,
 ) -> Result<(), AdminError> {
     axum::serve(listener, router(metrics))
-        .with_graceful_shutdown(async move { crate::sds::wait_shutdown(&mut shutdown).await })
+        .with_graceful_shutdown(async move { crate::runtime::wait_shutdown(&mut shutdown).await })
         .await
         .map_err(AdminError::Serve)
 }
@@ -89,6 +88,7 @@ pub async fn serve(
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::sync::watch;
 
     async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();

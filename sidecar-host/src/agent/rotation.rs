@@ -13,9 +13,9 @@
 //!   then counted from when we asked for the certificate, not from `not_before`: otherwise a
 //!   short-lived certificate would be "due" the moment it arrives and the agent would renew in
 //!   a loop.
-//! - After each publish the source is told ([`SvidSource::published`]), so the agent renews
+//! - After each publish the source is told ([`CertSource::published`]), so the agent renews
 //!   over mTLS with its current certificate; when that certificate expires it is told again
-//!   ([`SvidSource::expired`]) and stops presenting it.
+//!   ([`CertSource::expired`]) and stops presenting it.
 //! - Near expiry the retry delay is capped at a third of the remaining life (at least the
 //!   base delay), so a CA that comes back is used before the certificate runs out.
 
@@ -29,9 +29,13 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use crate::bundle::TrustBundles;
-use crate::metrics::Metrics;
-use crate::sds::{SecretStore, Svid};
+use svidgate_pki::time::fmt_time;
+use svidgate_pki::WorkloadCert;
+
+use super::bundle::TrustBundles;
+use super::metrics::Metrics;
+use super::sds::SecretStore;
+use crate::runtime::{wait_shutdown, Shutdown};
 
 /// When to renew a certificate valid from `not_before` to `not_after`: at
 /// `not_before + r × lifetime` with `r = ratio ± jitter_fraction` (uniform), `r` clamped to
@@ -64,8 +68,16 @@ pub fn refresh_at<R: Rng + ?Sized>(
     not_before + lifetime.mul_f64((ratio + j).clamp(0.0, 1.0))
 }
 
-/// Capped exponential backoff with "equal jitter": attempt `n` waits a uniform time in
-/// `[d/2, d]` where `d = min(max, base × 2^n)`.
+/// The pause after failed attempt `attempt` (0-based) with capped exponential backoff and
+/// "equal jitter": `d = min(max, base × 2^attempt)`, then `d/2 + jitter × d/2` with
+/// `jitter ∈ [0, 1]`. Used by the rotation loop and by the CA client's retries.
+pub fn backoff_delay(base: Duration, max: Duration, attempt: u32, jitter: f64) -> Duration {
+    let exp = base.saturating_mul(1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX));
+    let half = exp.min(max) / 2;
+    half + half.mul_f64(jitter.clamp(0.0, 1.0))
+}
+
+/// [`backoff_delay`] with its attempt counter and random jitter.
 #[derive(Debug, Clone)]
 pub struct Backoff {
     base: Duration,
@@ -82,11 +94,9 @@ impl Backoff {
         }
     }
     pub fn next_delay<R: Rng + ?Sized>(&mut self, rng: &mut R) -> Duration {
-        let exp = self.base.saturating_mul(1u32 << self.attempt.min(20));
+        let d = backoff_delay(self.base, self.max, self.attempt, rng.gen_range(0.0..=1.0));
         self.attempt = self.attempt.saturating_add(1);
-        let d = exp.min(self.max);
-        let half = d / 2;
-        half + half.mul_f64(rng.gen_range(0.0..=1.0))
+        d
     }
     pub fn reset(&mut self) {
         self.attempt = 0;
@@ -111,17 +121,17 @@ pub fn retry_delay(
 /// A freshly issued certificate, already verified by the signing code.
 #[derive(Debug)]
 pub struct Issued {
-    pub svid: Svid,
+    pub cert: WorkloadCert,
     /// The roots the CA returned (PEM; each entry may hold several certificates).
     pub roots: Vec<String>,
 }
 
-/// Something that obtains a new, verified SVID (fresh key, CSR, CA call, checks).
-pub trait SvidSource: Send + Sync + 'static {
+/// Something that obtains a new, verified certificate (fresh key, CSR, CA call, checks).
+pub trait CertSource: Send + Sync + 'static {
     type Error: std::fmt::Display + Send + 'static;
     fn fetch(&self) -> impl Future<Output = Result<Issued, Self::Error>> + Send;
-    /// Called after `svid` has been published to SDS (the agent renews with it over mTLS).
-    fn published(&self, _svid: &Svid) {}
+    /// Called after `cert` has been published to SDS (the agent renews with it over mTLS).
+    fn published(&self, _cert: &Arc<WorkloadCert>) {}
     /// Called when the served certificate expired before a renewal succeeded.
     fn expired(&self) {}
 }
@@ -179,7 +189,7 @@ fn instant_of(t: SystemTime) -> Instant {
             .unwrap_or(Duration::ZERO)
 }
 
-impl<S: SvidSource> Rotator<S> {
+impl<S: CertSource> Rotator<S> {
     pub fn new(
         source: S,
         store: Arc<SecretStore>,
@@ -207,12 +217,12 @@ impl<S: SvidSource> Rotator<S> {
 
     /// Publishes a new certificate and the CA's roots to SDS. Returns false (and publishes
     /// nothing) if the certificate is not currently valid.
-    fn publish(&self, issued: Issued) -> Option<Arc<Svid>> {
+    fn publish(&self, issued: Issued) -> Option<Arc<WorkloadCert>> {
         let now = SystemTime::now();
-        if now >= issued.svid.not_after() {
+        if now >= issued.cert.not_after() {
             return None;
         }
-        let svid = Arc::new(issued.svid);
+        let cert = Arc::new(issued.cert);
         let bundles = {
             let mut b = self
                 .bundles
@@ -221,14 +231,14 @@ impl<S: SvidSource> Rotator<S> {
             b.update_ca_roots(&issued.roots, now);
             b.bundles()
         };
-        self.store.set_svid_and_bundles(svid.clone(), bundles);
-        self.metrics.set_certificate(svid.not_after());
+        self.store.set_cert_and_bundles(cert.clone(), bundles);
+        self.metrics.set_certificate(cert.not_after());
         self.metrics.set_ready(true);
-        Some(svid)
+        Some(cert)
     }
 
     /// Runs until `shutdown` becomes true.
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(mut self, mut shutdown: Shutdown) {
         let mut rng = StdRng::from_entropy();
         let mut backoff = Backoff::new(self.cfg.backoff_base, self.cfg.backoff_max);
         // Expiry of the certificate being served, until it is reported.
@@ -244,24 +254,24 @@ impl<S: SvidSource> Rotator<S> {
             // Triggers that came in while the request ran are answered by it.
             self.trigger.borrow_and_update();
             let next = match result.map(|issued| self.publish(issued)) {
-                Ok(Some(svid)) => {
-                    self.source.published(&svid);
+                Ok(Some(cert)) => {
+                    self.source.published(&cert);
                     backoff.reset();
                     self.metrics.rotation_ok();
                     let at = refresh_at(
-                        svid.not_before().max(requested_at),
-                        svid.not_after(),
+                        cert.not_before().max(requested_at),
+                        cert.not_after(),
                         self.cfg.ratio,
                         self.cfg.jitter,
                         &mut rng,
                     );
                     info!(
-                        spiffe_id = %svid.spiffe_id(), serial = %svid.serial_hex(),
-                        not_after = %humantime::format_rfc3339_seconds(svid.not_after()),
-                        refresh_at = %humantime::format_rfc3339_seconds(at),
+                        spiffe_id = %cert.spiffe_id(), serial = %cert.serial(),
+                        not_after = %fmt_time(cert.not_after()),
+                        refresh_at = %fmt_time(at),
                         "certificate issued and served"
                     );
-                    expiry = Some(instant_of(svid.not_after()));
+                    expiry = Some(instant_of(cert.not_after()));
                     instant_of(at)
                 }
                 failed => {
@@ -269,7 +279,7 @@ impl<S: SvidSource> Rotator<S> {
                     let delay = retry_delay(
                         backoff.next_delay(&mut rng),
                         self.cfg.backoff_base,
-                        self.store.current().svid.map(|s| s.not_after()),
+                        self.store.current().cert.map(|s| s.not_after()),
                         SystemTime::now(),
                     );
                     let reason = match failed {
@@ -279,11 +289,11 @@ impl<S: SvidSource> Rotator<S> {
                     let serving = self
                         .store
                         .current()
-                        .svid
+                        .cert
                         .filter(|s| s.is_valid_at(SystemTime::now()));
                     warn!(
                         error = %reason, retry_in = ?delay,
-                        serving = serving.as_ref().map(|s| s.serial_hex().to_owned()).unwrap_or_else(|| "nothing".into()),
+                        serving = serving.as_ref().map(|s| s.serial().to_owned()).unwrap_or_else(|| "nothing".into()),
                         "certificate rotation failed; keeping the current certificate while it is valid"
                     );
                     Instant::now() + delay
@@ -302,7 +312,7 @@ impl<S: SvidSource> Rotator<S> {
                         self.metrics.set_ready(false);
                         error!("the served certificate has expired and could not be renewed; readiness is false");
                     }
-                    () = crate::sds::wait_shutdown(&mut shutdown) => return,
+                    () = wait_shutdown(&mut shutdown) => return,
                 }
             }
         }
@@ -315,7 +325,7 @@ pub async fn bundle_watch(
     bundles: Arc<Mutex<TrustBundles>>,
     store: Arc<SecretStore>,
     every: Duration,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
 ) {
     loop {
         let (changed, next_expiry) = {
@@ -333,7 +343,7 @@ pub async fn bundle_watch(
             .map_or(Instant::now() + every, |t| t.min(Instant::now() + every));
         tokio::select! {
             () = tokio::time::sleep_until(wake) => {}
-            () = crate::sds::wait_shutdown(&mut shutdown) => return,
+            () = wait_shutdown(&mut shutdown) => return,
         }
     }
 }
@@ -342,8 +352,8 @@ pub async fn bundle_watch(
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use svidgate_core::{SpiffeId, TrustDomain};
-    use zeroize::Zeroizing;
+    use svidgate_core::TrustDomain;
+    use svidgate_pki::testing::TestPki;
 
     use super::*;
 
@@ -420,9 +430,10 @@ mod tests {
         assert!(b.next_delay(&mut rng) <= Duration::from_secs(1));
     }
 
-    /// A fake CA: issues self-signed SVIDs with `ttl`, can fail or be slow, and counts calls
-    /// and concurrency.
+    /// A fake CA: issues certificates with `ttl`, can fail or be slow, and counts calls and
+    /// concurrency.
     struct FakeCa {
+        pki: TestPki,
         ttl: Duration,
         delay: Duration,
         fail: Arc<std::sync::atomic::AtomicBool>,
@@ -435,6 +446,7 @@ mod tests {
     impl FakeCa {
         fn new(ttl_secs: u64) -> FakeCa {
             FakeCa {
+                pki: TestPki::new("fake"),
                 ttl: Duration::from_secs(ttl_secs),
                 delay: Duration::ZERO,
                 fail: Arc::default(),
@@ -446,29 +458,7 @@ mod tests {
         }
     }
 
-    fn leaf(ttl: Duration, backdate: Duration) -> Svid {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.subject_alt_names = vec![rcgen::SanType::URI(
-            rcgen::string::Ia5String::try_from(WID).unwrap(),
-        )];
-        // Whole seconds, like real certificates.
-        let now = time::OffsetDateTime::from_unix_timestamp(
-            time::OffsetDateTime::now_utc().unix_timestamp(),
-        )
-        .unwrap();
-        p.not_before = now - backdate;
-        p.not_after = now + ttl;
-        let cert = p.self_signed(&key).unwrap();
-        Svid::new(
-            SpiffeId::parse(WID).unwrap(),
-            &[cert.pem()],
-            Zeroizing::new(key.serialize_pem()),
-        )
-        .unwrap()
-    }
-
-    impl SvidSource for FakeCa {
+    impl CertSource for FakeCa {
         type Error = String;
         async fn fetch(&self) -> Result<Issued, String> {
             let n = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
@@ -480,7 +470,11 @@ mod tests {
                 return Err("CA unavailable".into());
             }
             Ok(Issued {
-                svid: leaf(self.ttl, self.backdate),
+                cert: self.pki.cert_with(
+                    WID,
+                    -(self.backdate.as_secs() as i64),
+                    self.ttl.as_secs() as i64,
+                ),
                 roots: vec![],
             })
         }
@@ -522,8 +516,8 @@ mod tests {
     fn serial(store: &SecretStore) -> String {
         store
             .current()
-            .svid
-            .map(|s| s.serial_hex().to_owned())
+            .cert
+            .map(|s| s.serial().to_owned())
             .unwrap_or_default()
     }
 

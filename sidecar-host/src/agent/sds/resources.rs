@@ -102,10 +102,10 @@ pub fn resolve(
 ) -> Result<Option<Resolved>, ResourceError> {
     let kind = classify(name, workload, known_tds)?;
     let secret_type = match kind {
-        ResourceKind::Certificate => state.svid.as_ref().map(|svid| {
+        ResourceKind::Certificate => state.cert.as_ref().map(|cert| {
             secret::Type::TlsCertificate(TlsCertificate {
-                certificate_chain: Some(inline(svid.chain_pem().to_owned())),
-                private_key: Some(inline(svid.key_pem().to_owned())),
+                certificate_chain: Some(inline(cert.chain_pem().to_owned())),
+                private_key: Some(inline(cert.key_pem().to_owned())),
                 ..Default::default()
             })
         }),

@@ -12,11 +12,16 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rustls::pki_types::CertificateDer;
+use pki_types::CertificateDer;
 use svidgate_core::SpiffeId;
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::FromDer;
+
+use crate::cert::{check_leaf_der, leaf_facts, parse_cert, same_public_key, WorkloadCert};
+use crate::key::WorkloadKey;
+use crate::pem::{parse_cert_blocks, PemError};
+use crate::time::{fmt_time, from_unix, unix_seconds};
 
 /// Default tolerated clock skew between us and the CA.
 pub const DEFAULT_SKEW: Duration = Duration::from_secs(60);
@@ -95,90 +100,27 @@ impl From<svidgate_core::svid::SvidError> for ChainError {
     }
 }
 
-/// A verified certificate: the leaf for our key, its chain and the root it validated to.
-#[derive(Clone, PartialEq, Eq)]
-pub struct IssuedCert {
-    /// The SPIFFE ID in the leaf (equals the expected one).
-    pub spiffe_id: SpiffeId,
-    /// Leaf first, then intermediates; without the root.
-    pub chain: Vec<CertificateDer<'static>>,
-    /// The trust anchor the chain validated to (the returned root, or the bundle root).
-    pub root: CertificateDer<'static>,
-    pub not_before: SystemTime,
-    pub not_after: SystemTime,
-    /// Leaf serial number, lower-case hex.
-    pub serial: String,
-}
-
-impl std::fmt::Debug for IssuedCert {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IssuedCert")
-            .field("spiffe_id", &self.spiffe_id.to_string())
-            .field("chain_len", &self.chain.len())
-            .field("not_before", &fmt_time(self.not_before))
-            .field("not_after", &fmt_time(self.not_after))
-            .field("serial", &self.serial)
-            .finish()
-    }
-}
-
-impl IssuedCert {
-    /// The leaf certificate (DER).
-    pub fn leaf(&self) -> &CertificateDer<'static> {
-        &self.chain[0]
-    }
-
-    /// Leaf + intermediates as PEM (Istio's `cert-chain.pem`; SDS `certificate_chain`).
-    pub fn chain_pem(&self) -> String {
-        certs_to_pem(&self.chain)
-    }
-
-    /// The root as PEM (Istio's `root-cert.pem`; SDS `trusted_ca`).
-    pub fn root_pem(&self) -> String {
-        certs_to_pem(std::slice::from_ref(&self.root))
-    }
-
-    /// The certificate's lifetime (`not_after - not_before`).
-    pub fn lifetime(&self) -> Duration {
-        self.not_after
-            .duration_since(self.not_before)
-            .unwrap_or(Duration::ZERO)
-    }
-}
-
-/// PEM-encodes certificates (LF line endings), concatenated.
-pub fn certs_to_pem(certs: &[CertificateDer<'_>]) -> String {
-    let cfg = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
-    certs
-        .iter()
-        .map(|c| pem::encode_config(&pem::Pem::new("CERTIFICATE", c.as_ref()), cfg))
-        .collect()
-}
-
 /// Splits the CA's `cert_chain` strings into DER certificates, in order. Each element may
 /// hold several PEM blocks; a certificate repeated right after itself (istiod sends the root
 /// both at the end of `cert-chain.pem` and as the last element) is kept once.
 pub fn parse_chain(chain: &[String]) -> Result<Vec<CertificateDer<'static>>, ChainError> {
     let mut out: Vec<CertificateDer<'static>> = Vec::new();
     for (index, element) in chain.iter().enumerate() {
-        let blocks = pem::parse_many(element).map_err(|e| ChainError::Pem {
-            index,
-            reason: e.to_string(),
+        let ders = parse_cert_blocks(element.as_bytes()).map_err(|e| match e {
+            PemError::NotACertificate { tag, .. } => ChainError::NotACertificate { index, tag },
+            PemError::NotPem(reason) => ChainError::Pem { index, reason },
+            other => ChainError::Pem {
+                index,
+                reason: other.to_string(),
+            },
         })?;
-        if blocks.is_empty() {
+        if ders.is_empty() {
             return Err(ChainError::Pem {
                 index,
                 reason: "no PEM block".into(),
             });
         }
-        for b in blocks {
-            if b.tag() != "CERTIFICATE" {
-                return Err(ChainError::NotACertificate {
-                    index,
-                    tag: b.tag().to_owned(),
-                });
-            }
-            let der = CertificateDer::from(b.into_contents());
+        for der in ders {
             if out.last() != Some(&der) {
                 out.push(der);
             }
@@ -190,31 +132,17 @@ pub fn parse_chain(chain: &[String]) -> Result<Vec<CertificateDer<'static>>, Cha
     Ok(out)
 }
 
-/// Verifies a CA answer for our CSR. See the module docs for every check.
+/// Verifies a CA answer for our CSR signed with `key`; the result carries the key. See the
+/// module docs for every check.
 pub fn verify_issued(
     chain: &[String],
     expected: &SpiffeId,
-    our_public_key_der: &[u8],
+    key: &WorkloadKey,
     anchors: Anchors<'_>,
     now: SystemTime,
     skew: Duration,
-) -> Result<IssuedCert, ChainError> {
+) -> Result<WorkloadCert, ChainError> {
     let ders = parse_chain(chain)?;
-    verify_issued_der(ders, expected, our_public_key_der, anchors, now, skew)
-}
-
-/// [`verify_issued`] on already-split DER certificates (leaf first).
-pub fn verify_issued_der(
-    ders: Vec<CertificateDer<'static>>,
-    expected: &SpiffeId,
-    our_public_key_der: &[u8],
-    anchors: Anchors<'_>,
-    now: SystemTime,
-    skew: Duration,
-) -> Result<IssuedCert, ChainError> {
-    if ders.is_empty() {
-        return Err(ChainError::EmptyChain);
-    }
     let certs = ders
         .iter()
         .enumerate()
@@ -230,12 +158,12 @@ pub fn verify_issued_der(
             got: got.to_string(),
         });
     }
-    if !same_public_key(leaf, our_public_key_der) {
+    if !same_public_key(leaf, key.public_key_der()) {
         return Err(ChainError::WrongKey);
     }
 
     // 2. Validity windows of every certificate.
-    let now_s = unix_secs(now);
+    let now_s = unix_seconds(now);
     for (position, c) in certs.iter().enumerate() {
         check_validity(c, position, now_s, skew)?;
     }
@@ -311,23 +239,16 @@ pub fn verify_issued_der(
     let at = from_unix(latest_nb.max(now_s));
     webpki_check(&ders[0], &ders[1..intermediates_end.max(1)], &root, at)?;
 
-    let not_before = from_unix(leaf.validity().not_before.timestamp());
-    let not_after = from_unix(leaf.validity().not_after.timestamp());
-    let serial = hex::encode(leaf.raw_serial());
+    let (not_before, not_after, serial) = leaf_facts(leaf);
     drop(certs);
     // The chain we hand out: leaf + intermediates (without a self-signed root).
     let mut out_chain = ders;
     if last_self_signed && out_chain.len() > 1 {
         out_chain.pop();
     }
-    Ok(IssuedCert {
-        spiffe_id: got,
-        not_before,
-        not_after,
-        serial,
-        chain: out_chain,
-        root,
-    })
+    Ok(WorkloadCert::assemble(
+        got, out_chain, root, key, not_before, not_after, serial,
+    ))
 }
 
 fn webpki_check(
@@ -344,52 +265,13 @@ fn webpki_check(
         webpki::ALL_VERIFICATION_ALGS,
         &[anchor],
         intermediates,
-        rustls::pki_types::UnixTime::since_unix_epoch(at),
+        pki_types::UnixTime::since_unix_epoch(at),
         webpki::KeyUsage::client_auth(),
         None,
         None,
     )
     .map(|_| ())
     .map_err(err)
-}
-
-fn parse_cert<'a>(
-    der: &'a CertificateDer<'_>,
-    position: usize,
-) -> Result<X509Certificate<'a>, ChainError> {
-    match X509Certificate::from_der(der.as_ref()) {
-        Ok(([], c)) => Ok(c),
-        Ok(_) => Err(ChainError::Parse {
-            position,
-            reason: "trailing bytes after the certificate".into(),
-        }),
-        Err(e) => Err(ChainError::Parse {
-            position,
-            reason: e.to_string(),
-        }),
-    }
-}
-
-/// The X509-SVID leaf rules (`svidgate_core::svid`): exactly one URI SAN holding a valid
-/// workload SPIFFE ID, not a CA, keyUsage with digitalSignature and without
-/// keyCertSign/cRLSign, EKU (when present) with serverAuth and clientAuth, well-formed
-/// extensions. Returns the leaf's SPIFFE ID.
-pub fn check_leaf_der(der: &[u8]) -> Result<SpiffeId, ChainError> {
-    svidgate_core::svid::check_leaf_der(der).map_err(ChainError::LeafNotSvid)
-}
-
-fn same_public_key(cert: &X509Certificate<'_>, our_spki_der: &[u8]) -> bool {
-    if cert.public_key().raw == our_spki_der {
-        return true;
-    }
-    // Same algorithm and same key bits, even if a CA re-encoded the algorithm parameters.
-    match x509_parser::x509::SubjectPublicKeyInfo::from_der(our_spki_der) {
-        Ok((_, ours)) => {
-            ours.algorithm.algorithm == cert.public_key().algorithm.algorithm
-                && ours.subject_public_key.data == cert.public_key().subject_public_key.data
-        }
-        Err(_) => false,
-    }
 }
 
 fn check_validity(
@@ -493,95 +375,40 @@ fn describe(c: &X509Certificate<'_>) -> String {
     "<no subject>".into()
 }
 
-fn unix_secs(t: SystemTime) -> i64 {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
-    }
-}
-
-fn from_unix(s: i64) -> SystemTime {
-    if s >= 0 {
-        UNIX_EPOCH + Duration::from_secs(s as u64)
-    } else {
-        UNIX_EPOCH - Duration::from_secs(s.unsigned_abs())
-    }
-}
-
 fn fmt_unix(s: i64) -> String {
     fmt_time(from_unix(s))
-}
-
-/// RFC 3339 time, seconds precision.
-pub fn fmt_time(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::{KeyType, WorkloadKey};
-    use rcgen::{
-        BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType, IsCa,
-        KeyPair, KeyUsagePurpose, SanType,
-    };
+    use crate::key::KeyType;
+    use crate::testing::{leaf_params, TestPki};
+    use rcgen::{CertificateParams, CertifiedIssuer, DnType, KeyPair};
 
     const ID: &str = "spiffe://td.test/ns/a/sa/b";
 
-    fn ca_params(cn: &str) -> CertificateParams {
-        let mut p = CertificateParams::default();
-        p.distinguished_name = DistinguishedName::new();
-        p.distinguished_name.push(DnType::CommonName, cn);
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        p
+    fn pki(name: &str) -> TestPki {
+        TestPki::new(name)
     }
 
-    struct Pki {
-        root: CertifiedIssuer<'static, KeyPair>,
-        inter: CertifiedIssuer<'static, KeyPair>,
+    fn leaf(pki: &TestPki, id: &str, key: &WorkloadKey, nb: i64, na: i64) -> String {
+        pki.leaf_pem(id, key.rcgen_key_pair(), nb, na)
     }
 
-    fn pki(name: &str) -> Pki {
-        let root = CertifiedIssuer::self_signed(
-            ca_params(&format!("{name} root")),
-            KeyPair::generate().unwrap(),
-        )
-        .unwrap();
-        let inter = CertifiedIssuer::signed_by(
-            ca_params(&format!("{name} intermediate")),
-            KeyPair::generate().unwrap(),
-            &root,
-        )
-        .unwrap();
-        Pki { root, inter }
-    }
-
-    fn leaf(pki: &Pki, id: &str, key: &WorkloadKey, nb: i64, na: i64) -> String {
-        let mut p = CertificateParams::default();
-        p.distinguished_name = DistinguishedName::new();
-        p.subject_alt_names = vec![SanType::URI(id.try_into().unwrap())];
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        let now = time::OffsetDateTime::now_utc();
-        p.not_before = now + time::Duration::seconds(nb);
-        p.not_after = now + time::Duration::seconds(na);
-        p.use_authority_key_identifier_extension = true;
-        p.signed_by(key.rcgen_key_pair(), &pki.inter).unwrap().pem()
-    }
-
-    fn answer(pki: &Pki, leaf: String) -> Vec<String> {
-        vec![leaf, pki.inter.pem(), pki.root.pem()]
+    fn answer(pki: &TestPki, leaf: String) -> Vec<String> {
+        pki.answer(leaf)
     }
 
     fn check(
         chain: &[String],
         key: &WorkloadKey,
         anchors: Anchors<'_>,
-    ) -> Result<IssuedCert, ChainError> {
+    ) -> Result<WorkloadCert, ChainError> {
         verify_issued(
             chain,
             &SpiffeId::parse(ID).unwrap(),
-            key.public_key_der(),
+            key,
             anchors,
             SystemTime::now(),
             DEFAULT_SKEW,
@@ -595,8 +422,8 @@ mod tests {
         let chain = answer(&p, leaf(&p, ID, &key, -60, 3600));
         let bundle = vec![p.root.der().clone()];
         let got = check(&chain, &key, Anchors::Bundle(&bundle)).unwrap();
-        assert_eq!(got.chain.len(), 2);
-        assert_eq!(got.root, *p.root.der());
+        assert_eq!(got.chain().len(), 2);
+        assert_eq!(*got.root(), *p.root.der());
         assert!(got.lifetime() >= Duration::from_secs(3600));
         check(&chain, &key, Anchors::ReturnedRoot).unwrap();
         // istiod style: cert-chain.pem (intermediate + root) in one element, then the root again.
@@ -606,10 +433,7 @@ mod tests {
             p.root.pem(),
         ];
         let dedup = check(&istiod, &key, Anchors::Bundle(&bundle)).unwrap();
-        assert_eq!(
-            (dedup.chain, dedup.root),
-            (got.chain.clone(), got.root.clone())
-        );
+        assert_eq!((dedup.chain(), dedup.root()), (got.chain(), got.root()));
         // Without the root in the answer: the intermediate is signed by a bundle root.
         let no_root = vec![chain[0].clone(), p.inter.pem()];
         check(&no_root, &key, Anchors::Bundle(&bundle)).unwrap();
@@ -698,11 +522,10 @@ mod tests {
             .push(DnType::CommonName, "not a ca");
         let mid =
             CertifiedIssuer::signed_by(mid_params, KeyPair::generate().unwrap(), &p.inter).unwrap();
-        let mut lp = CertificateParams::default();
-        lp.distinguished_name = DistinguishedName::new();
-        lp.subject_alt_names = vec![SanType::URI(ID.try_into().unwrap())];
-        lp.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        let l = lp.signed_by(key.rcgen_key_pair(), &mid).unwrap().pem();
+        let l = leaf_params(ID, -60, 3600)
+            .signed_by(key.rcgen_key_pair(), &mid)
+            .unwrap()
+            .pem();
         let bundle = vec![p.root.der().clone()];
         let e = check(
             &[l, mid.pem(), p.inter.pem(), p.root.pem()],
@@ -719,25 +542,12 @@ mod tests {
     /// accepted (the signature covers the TBS; a flipped signature or outer field fails).
     #[test]
     fn mutated_leaves_never_panic_and_are_never_accepted() {
-        use rand::{Rng, SeedableRng};
         let p = pki("a");
         let key = WorkloadKey::generate(KeyType::EcdsaP256).unwrap();
         let good = answer(&p, leaf(&p, ID, &key, -60, 3600));
         let der = pem::parse(&good[0]).unwrap().into_contents();
         let bundle = vec![p.root.der().clone()];
-        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        for _ in 0..3000 {
-            let mut m = der.clone();
-            for _ in 0..rng.gen_range(1..4) {
-                let i = rng.gen_range(0..m.len());
-                m[i] ^= 1 << rng.gen_range(0..8);
-            }
-            if rng.gen_bool(0.1) {
-                m.truncate(rng.gen_range(0..m.len()));
-            }
-            if m == der {
-                continue;
-            }
+        for m in crate::testing::mutants(&der, 7, 3000) {
             let chain = vec![
                 pem::encode(&pem::Pem::new("CERTIFICATE", m)),
                 good[1].clone(),
