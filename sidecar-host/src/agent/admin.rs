@@ -1,7 +1,9 @@
-//! The agent's admin HTTP endpoint (loopback by default): health and Prometheus metrics.
+//! The admin HTTP endpoint (loopback by default): health and Prometheus metrics. The agent
+//! serves it on `--admin-addr`; `svidgate ca serve` uses the same server for its own metrics.
 //!
 //! - `GET /healthz/live`: 200 while the process runs.
-//! - `GET /healthz/ready`: 200 when a currently valid certificate is being served, else 503.
+//! - `GET /healthz/ready`: 200 when ready (the agent: a currently valid certificate is being
+//!   served), else 503.
 //! - `GET /metrics`: Prometheus/OpenMetrics text.
 //!
 //! Default address `127.0.0.1:15030`: outside the ports istio-proxy uses (15000 Envoy admin,
@@ -35,33 +37,51 @@ pub enum AdminError {
     Serve(std::io::Error),
 }
 
-/// The admin routes.
-pub fn router(metrics: Arc<Metrics>) -> Router {
-    Router::new()
-        .route("/healthz/live", get(|| async { "live\n" }))
-        .route("/healthz/ready", get(ready))
-        .route("/metrics", get(prom))
-        .with_state(metrics)
+/// What an admin endpoint serves: readiness and the metrics exposition.
+pub trait Exposition: Send + Sync + 'static {
+    fn ready(&self) -> bool;
+    /// The 503 body when not ready.
+    fn not_ready_reason(&self) -> &'static str;
+    /// Prometheus/OpenMetrics text.
+    fn exposition(&self) -> String;
 }
 
-async fn ready(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
-    if m.is_ready() {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: no valid certificate is being served\n",
-        )
+impl Exposition for Metrics {
+    fn ready(&self) -> bool {
+        self.is_ready()
+    }
+    fn not_ready_reason(&self) -> &'static str {
+        "not ready: no valid certificate is being served\n"
+    }
+    fn exposition(&self) -> String {
+        self.encode()
     }
 }
 
-async fn prom(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
+/// The admin routes.
+pub fn router<M: Exposition>(metrics: Arc<M>) -> Router {
+    Router::new()
+        .route("/healthz/live", get(|| async { "live\n" }))
+        .route("/healthz/ready", get(ready::<M>))
+        .route("/metrics", get(prom::<M>))
+        .with_state(metrics)
+}
+
+async fn ready<M: Exposition>(State(m): State<Arc<M>>) -> impl IntoResponse {
+    if m.ready() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, m.not_ready_reason())
+    }
+}
+
+async fn prom<M: Exposition>(State(m): State<Arc<M>>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        m.encode(),
+        m.exposition(),
     )
 }
 
@@ -73,9 +93,9 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, AdminError> {
 }
 
 /// Serves until `shutdown` becomes true.
-pub async fn serve(
+pub async fn serve<M: Exposition>(
     listener: TcpListener,
-    metrics: Arc<Metrics>,
+    metrics: Arc<M>,
     mut shutdown: crate::runtime::Shutdown,
 ) -> Result<(), AdminError> {
     axum::serve(listener, router(metrics))

@@ -18,11 +18,12 @@ use tonic::{Request, Response, Status};
 use x509_parser::prelude::FromDer;
 
 use svidgate_pki::cert::check_leaf_der;
-use svidgate_pki::csr_policy::{check_csr, CsrRejection};
+use svidgate_pki::csr_policy::{check_csr, CsrPublicKey, CsrRejection};
 use svidgate_pki::pem::certs_to_pem;
 
 use super::auth::{Tokens, TokensError};
 use super::issue::{issue_server_cert, issue_svid};
+use super::metrics::CaMetrics;
 use super::store::{self, CaMaterial, StoreError};
 use crate::pb::istio_certificate_service_server::{
     IstioCertificateService, IstioCertificateServiceServer,
@@ -117,6 +118,7 @@ fn build_state(cfg: &CaServerConfig) -> Result<CaState, CaServeError> {
 pub struct CaHandle {
     cfg: Arc<CaServerConfig>,
     state: Arc<RwLock<Arc<CaState>>>,
+    metrics: Arc<CaMetrics>,
 }
 
 impl std::fmt::Debug for CaHandle {
@@ -131,12 +133,27 @@ impl CaHandle {
     /// Re-reads the `cacerts` directory; on any error the current material stays in use.
     /// New connections get a new serving certificate; issued chains use the new root.
     pub fn reload(&self) -> Result<(), CaServeError> {
-        let new = build_state(&self.cfg)?;
+        let new = build_state(&self.cfg);
+        self.metrics.reloaded("cacerts", new.is_ok());
+        let new = new?;
+        self.metrics.set_ca_certificate(new.material.not_after);
         tracing::info!(ca_dir = %self.cfg.ca_dir.display(), roots = new.material.roots.len(), "reloaded CA material");
         if let Ok(mut g) = self.state.write() {
             *g = Arc::new(new);
         }
         Ok(())
+    }
+
+    /// The CA's Prometheus metrics (served by `svidgate ca serve` on `--admin-addr`).
+    pub fn metrics(&self) -> Arc<CaMetrics> {
+        self.metrics.clone()
+    }
+
+    /// Reads the tokens file (on every call that uses it), counted as a tokens reload.
+    fn load_tokens(&self, path: &std::path::Path) -> Result<Tokens, TokensError> {
+        let t = Tokens::load(path);
+        self.metrics.reloaded("tokens", t.is_ok());
+        t
     }
 
     fn current(&self) -> Result<Arc<CaState>, Status> {
@@ -199,9 +216,12 @@ pub async fn start(cfg: CaServerConfig, listener: TcpListener) -> Result<Running
     }
     let state = build_state(&cfg)?;
     let addr = listener.local_addr()?;
+    let metrics = Arc::new(CaMetrics::new());
+    metrics.set_ca_certificate(state.material.not_after);
     let handle = CaHandle {
         cfg: Arc::new(cfg),
         state: Arc::new(RwLock::new(Arc::new(state))),
+        metrics,
     };
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let (conn_tx, conn_rx) = tokio::sync::mpsc::channel(64);
@@ -335,7 +355,7 @@ impl CaService {
                 })?;
             match &cfg.tokens {
                 Some(path) => {
-                    let tokens = Tokens::load(path).map_err(|e| {
+                    let tokens = self.handle.load_tokens(path).map_err(|e| {
                         tracing::error!(error = %e, "tokens file unusable; refusing token callers");
                         Status::unavailable("token authentication is unavailable")
                     })?;
@@ -390,7 +410,7 @@ impl CaService {
         else {
             return Ok(());
         };
-        let Ok(tokens) = Tokens::load(path) else {
+        let Ok(tokens) = self.handle.load_tokens(path) else {
             return Ok(());
         };
         match tokens.lookup(token) {
@@ -445,6 +465,35 @@ impl IstioCertificateService for CaService {
         &self,
         request: Request<IstioCertificateRequest>,
     ) -> Result<Response<IstioCertificateResponse>, Status> {
+        let started = std::time::Instant::now();
+        let result = self.create(request);
+        let m = &self.handle.metrics;
+        m.observe_duration(started.elapsed().as_secs_f64());
+        match &result {
+            Ok((_, key_type)) => m.issued(key_type),
+            Err(status) => m.refused(status.code()),
+        }
+        result.map(|(response, _)| response)
+    }
+}
+
+/// The `key_type` label of an accepted CSR's key.
+fn key_type(key: &CsrPublicKey) -> &'static str {
+    if key.is_rsa() {
+        "rsa"
+    } else if rcgen::PublicKeyData::algorithm(key) == &rcgen::PKCS_ECDSA_P384_SHA384 {
+        "ecdsa-p384"
+    } else {
+        "ecdsa-p256"
+    }
+}
+
+impl CaService {
+    /// CreateCertificate: the answer and the key type of the issued certificate.
+    fn create(
+        &self,
+        request: Request<IstioCertificateRequest>,
+    ) -> Result<(Response<IstioCertificateResponse>, &'static str), Status> {
         let caller = self.authenticate(&request)?;
         let cfg = &self.handle.cfg;
         let req = request.into_inner();
@@ -482,11 +531,12 @@ impl IstioCertificateService for CaService {
                 "issued certificate"
             );
         }
-        Ok(Response::new(IstioCertificateResponse {
+        let response = Response::new(IstioCertificateResponse {
             cert_chain: chain
                 .iter()
                 .map(|c| certs_to_pem(std::slice::from_ref(c)))
                 .collect(),
-        }))
+        });
+        Ok((response, key_type(&csr.public_key)))
     }
 }
