@@ -168,6 +168,36 @@ ALERTS = [
         "probe": f"sum without ({POD_LABELS}) (increase({DRY_RUN_DENIED}[15m]))",
     },
     {
+        "alert": "SvidgateCaCertificateExpiringSoon",
+        "expr": "svidgate_ca_cert_not_after_seconds - time() < 7 * 86400",
+        "for": "10m",
+        "severity": "warning",
+        "summary": "{{ $labels.instance }}: svidgate ca's signing certificate expires within 7 days",
+        "description": (
+            "The CA certificate (ca-cert.pem) of svidgate ca {{ $labels.instance }} expires in "
+            "{{ $value | humanizeDuration }}. No workload certificate outlives it, so lifetimes "
+            "shrink and then issuance stops. Issue a new intermediate (cert-manager renews the "
+            "svidgate-cacerts Secret before expiry; check the Certificate's status) - svidgate ca "
+            "reloads the directory by itself."
+        ),
+        "probe": "svidgate_ca_cert_not_after_seconds - time()",
+    },
+    {
+        "alert": "SvidgateCaErrors",
+        "expr": 'sum without (reason) (increase(svidgate_ca_refused_total{reason=~"internal|unavailable"}[10m])) > 0',
+        "for": "0m",
+        "severity": "warning",
+        "summary": "{{ $labels.instance }}: svidgate ca failed requests on its side",
+        "description": (
+            "svidgate ca {{ $labels.instance }} answered INTERNAL or UNAVAILABLE (signing failed, "
+            "CA state unavailable, tokens file unusable): callers did nothing wrong. Its log "
+            "names the error; check the cacerts directory (svidgate_ca_reloads_total"
+            "{source=\"cacerts\",result=\"failed\"}) and the tokens file "
+            "(svidgate_ca_reloads_total{source=\"tokens\",result=\"failed\"})."
+        ),
+        "probe": 'svidgate_ca_refused_total{reason=~"internal|unavailable"}',
+    },
+    {
         "alert": "IstioXdsRejected",
         "expr": "sum by (type) (increase(pilot_total_xds_rejects[10m])) > 0",
         "for": "0m",
@@ -256,6 +286,19 @@ ROWS = [
             t(f"sum(rate({INVALID_IDENTITY}[{RI}]))", "invalid identity")]),
         ("Rejected filter configurations", "short", [
             t(f"sum by (instance) (increase({CONFIG_ERRORS}[{RI}]))", "{{instance}}")]),
+    ]),
+    ("CA (svidgate ca)", [
+        ("Issued by key type", "ops", [
+            t(f"sum by (key_type) (rate(svidgate_ca_issued_total[{RI}]))", "{{key_type}}")]),
+        ("Refused by reason", "ops", [
+            t(f"sum by (reason) (rate(svidgate_ca_refused_total[{RI}]))", "{{reason}}")]),
+        ("CreateCertificate latency", "s", [
+            t(f"histogram_quantile(0.5, sum by (le) (rate(svidgate_ca_create_certificate_duration_seconds_bucket[{RI}])))", "p50"),
+            t(f"histogram_quantile(0.99, sum by (le) (rate(svidgate_ca_create_certificate_duration_seconds_bucket[{RI}])))", "p99")]),
+        ("cacerts and tokens reloads", "short", [
+            t(f"sum by (source, result) (increase(svidgate_ca_reloads_total[{RI}]))", "{{source}} {{result}}")]),
+        ("CA certificate expiry", "s", [
+            t("svidgate_ca_cert_not_after_seconds - time()", "{{instance}}")]),
     ]),
     ("SDS", [
         ("Open SDS streams", "short", [t("sum by (instance) (svidgate_sds_streams_open)", "{{instance}}")]),

@@ -55,6 +55,7 @@ def main(src, dst):
                     ys = [float(v[1]) for v in s["values"]]
                     ax.plot(xs, ys, label=legend_of(q["legend"], s["metric"]), linewidth=1.2)
             ax.tick_params(labelsize=7)
+            ax.ticklabel_format(axis="y", useOffset=False, style="plain")
             ax.set_xlabel("s", fontsize=7)
             if ax.lines:
                 ax.legend(fontsize=6, loc="best")

@@ -8,8 +8,8 @@
 //!    `/stats/prometheus` as `svidgate_policy{policy,verdict}`, Istio's tags still apply (the
 //!    override appends); without the override they are one metric name per policy.
 //! 2. `prometheus_scrapes_agent_ca_and_envoy_every_query_returns_data`: a real Prometheus server
-//!    (Debian `prometheus`) on 127.0.0.1 scrapes two `svidgate agent`s, `svidgate ca` and an
-//!    Envoy with the filter (stats_config taken from deploy/envoy/http.yaml) while a bounded
+//!    (Debian `prometheus`) on 127.0.0.1 scrapes two `svidgate agent`s, `svidgate ca` (its
+//!    `--admin-addr`) and an Envoy with the filter (stats_config taken from deploy/envoy/http.yaml) while a bounded
 //!    workload runs (~15 s). Then every dashboard query and every alert's probe (the expression
 //!    without its threshold, listed by `scripts/observability.py queries`) must return at least
 //!    one series through the HTTP API, every alert `expr` must evaluate without error, and
@@ -426,13 +426,15 @@ fn prometheus_scrapes_agent_ca_and_envoy_every_query_returns_data() -> Result<()
         TD,
     ])?;
     let root = ca_dir.join("root-cert.pem");
-    let ca_port = free_port()?;
+    let (ca_port, ca_admin) = (free_port()?, free_port()?);
     let mut ca_cmd = Command::new(svidgate_bin()?);
     ca_cmd
         .args(["ca", "serve", "--listen"])
         .arg(format!("127.0.0.1:{ca_port}"))
         .arg("--ca-dir")
         .arg(&ca_dir)
+        .arg("--admin-addr")
+        .arg(format!("127.0.0.1:{ca_admin}"))
         .args([
             "--trust-domain",
             TD,
@@ -546,6 +548,7 @@ fn prometheus_scrapes_agent_ca_and_envoy_every_query_returns_data() -> Result<()
         "rule_files": [repo_root().join("deploy/observability/svidgate.rules.yml")],
         "scrape_configs": [
             {"job_name": "svidgate-agent", "static_configs": targets(&[server_agent.admin, client_agent.admin])},
+            {"job_name": "svidgate-ca", "static_configs": targets(&[ca_admin])},
             {"job_name": "envoy", "metrics_path": "/stats/prometheus", "static_configs": targets(&[s_admin])},
             {"job_name": "istio-standin", "static_configs": targets(&[standin_port])}
         ]
@@ -603,7 +606,7 @@ fn prometheus_scrapes_agent_ca_and_envoy_every_query_returns_data() -> Result<()
 
         // Every target was scraped.
         let up = query(prom_port, "up")?;
-        ensure!(up.len() == 4, "4 targets expected: {up:?}");
+        ensure!(up.len() == 5, "5 targets expected: {up:?}");
         for s in &up {
             ensure!(s["value"][1] == "1", "target down: {s}");
         }
@@ -619,6 +622,8 @@ fn prometheus_scrapes_agent_ca_and_envoy_every_query_returns_data() -> Result<()
         ensure!(v("svidgate_dry_run_denied")? >= 1.0);
         ensure!(v("svidgate_no_identity")? >= 1.0);
         ensure!(v("sum(svidgate_rotations_total{result=\"ok\"})")? >= 2.0);
+        ensure!(v("svidgate_ca_issued_total{key_type=\"ecdsa-p256\"}")? >= 2.0);
+        ensure!(v("svidgate_ca_cert_not_after_seconds - time()")? > 0.0);
 
         let queries = observability_queries()?;
         let mut failures = Vec::new();

@@ -102,7 +102,7 @@ impl CaMetrics {
             refused.clone(),
         );
         registry.register(
-            "request_duration_seconds",
+            "create_certificate_duration_seconds",
             "Time to answer CreateCertificate (issued or refused)",
             duration.clone(),
         );
@@ -216,7 +216,7 @@ mod tests {
                 assert!(text.contains(&line), "{line} missing in\n{text}");
             }
         }
-        assert!(text.contains("svidgate_ca_request_duration_seconds_bucket"));
+        assert!(text.contains("svidgate_ca_create_certificate_duration_seconds_bucket"));
         assert!(text.contains("svidgate_ca_cert_not_after_seconds 0"));
     }
 
@@ -239,7 +239,7 @@ mod tests {
             // Codes without their own reason count as internal.
             "svidgate_ca_refused_total{reason=\"internal\"} 1",
             "svidgate_ca_reloads_total{source=\"tokens\",result=\"failed\"} 1",
-            "svidgate_ca_request_duration_seconds_count 1",
+            "svidgate_ca_create_certificate_duration_seconds_count 1",
             "svidgate_ca_cert_not_after_seconds 1900000000",
         ] {
             assert!(text.contains(line), "{line} missing in\n{text}");
