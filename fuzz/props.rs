@@ -5,6 +5,10 @@
 // Each binary uses one or two of these functions.
 #![allow(dead_code)]
 
+use svidgate_core::http::{
+    check_method, check_path, collect_headers, normalize_host, path_part, RepeatedHeaders,
+};
+use svidgate_core::plugin_config::PluginConfig;
 use svidgate_core::policy::{CompiledPolicy, EvalMode, NoIdentity, Peer, PolicyDocument, Request};
 use svidgate_core::spiffe_id::{validate_path, validate_trust_domain, SpiffeId, TrustDomain};
 use svidgate_core::svid::{check_leaf_der, check_leaf_pem, LeafInfo};
@@ -63,9 +67,11 @@ pub fn svid_leaf(data: &[u8]) {
 
 /// Policy documents (YAML and JSON) parse, compile and evaluate without panicking.
 pub fn policy_document(data: &[u8]) {
+    let _ = PluginConfig::from_json(data);
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
+    let _ = PluginConfig::from_yaml(text);
     for doc in [
         PolicyDocument::from_yaml(text),
         PolicyDocument::from_json(text),
@@ -92,6 +98,116 @@ pub fn policy_document(data: &[u8]) {
             for mode in [EvalMode::Http, EvalMode::Network] {
                 let _ = policy.evaluate(&req, mode);
             }
+        }
+    }
+}
+
+/// A reference normalizer (RFC 3986 sections 6.2.2.2 and 5.2.4, plus merged slashes and the
+/// percent-encoded slash and backslash decoded): what Envoy's `normalize_path`,
+/// `merge_slashes` and `path_with_escaped_slashes_action` together aim at.
+pub fn reference_normalize(path: &str) -> String {
+    let b = path.as_bytes();
+    let mut decoded = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = |c: u8| (c as char).to_digit(16);
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                let c = (h * 16 + l) as u8;
+                if c.is_ascii_alphanumeric() || b"-._~/\\".contains(&c) {
+                    decoded.push(c);
+                    i += 3;
+                    continue;
+                }
+            }
+        }
+        decoded.push(b[i]);
+        i += 1;
+    }
+    let text = String::from_utf8_lossy(&decoded).replace('\\', "/");
+    let trailing = text.ends_with('/') || text.ends_with("/.") || text.ends_with("/..");
+    let mut out: Vec<&str> = Vec::new();
+    for seg in text.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+    }
+    let mut p = format!("/{}", out.join("/"));
+    if trailing && p != "/" {
+        p.push('/');
+    }
+    p
+}
+
+/// The normal-form check never panics, and a path part it accepts is what the reference
+/// normalizer leaves unchanged, with none of the characters the check refuses. The method
+/// and host checks never panic; host normalization is idempotent.
+pub fn request_path(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if check_path(text).is_ok() {
+        let part = path_part(text);
+        assert_eq!(reference_normalize(part), part, "accepted but not normal");
+        assert!(part.bytes().all(|b| (0x21..=0x7e).contains(&b)));
+        assert!(!part.contains(['\\', ';', '#']));
+        let upper = part.to_ascii_uppercase();
+        assert!(!upper.contains("%2F") && !upper.contains("%5C") && !upper.contains("%2E"));
+    }
+    if check_method(text).is_ok() {
+        assert!(!text.is_empty() && !text.bytes().any(|b| b.is_ascii_lowercase()));
+    }
+    if let Ok(h) = normalize_host(text) {
+        assert!(!h.is_empty() && !h.ends_with('.') && !h.bytes().any(|b| b.is_ascii_uppercase()));
+        assert_eq!(normalize_host(&h).as_deref(), Ok(&*h), "not idempotent");
+    }
+}
+
+/// The header view never panics. Input: `name:value` lines. Joined values are every value of
+/// the name in order, joined with `,`; the deny view accepts only names sent once without `,`.
+pub fn header_view(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let pairs: Vec<(String, String)> = text
+        .lines()
+        .map(|l| match l.split_once(':') {
+            Some((n, v)) => (n.to_owned(), v.to_owned()),
+            None => (l.to_owned(), String::new()),
+        })
+        .collect();
+    let names = vec!["x-tenant".to_owned(), "x-env".to_owned()];
+    let identity = Some("x-spiffe-peer-id");
+    let values = |name: &str| -> Vec<&str> {
+        pairs
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    if let Ok(view) = collect_headers(&pairs, &names, identity, RepeatedHeaders::Join) {
+        for (name, joined) in &view.headers {
+            assert_eq!(*joined, values(name).join(","), "join of {name}");
+        }
+        for name in &names {
+            assert_eq!(
+                view.headers.iter().any(|(n, _)| n == name),
+                !values(name).is_empty()
+            );
+        }
+        for v in &view.identity_variants {
+            assert!(v.contains('_'));
+            assert_eq!(v.to_ascii_lowercase().replace('_', "-"), "x-spiffe-peer-id");
+        }
+    }
+    if let Ok(view) = collect_headers(&pairs, &names, identity, RepeatedHeaders::Deny) {
+        for (name, value) in &view.headers {
+            assert_eq!(values(name), vec![value.as_str()]);
+            assert!(!value.contains(','));
         }
     }
 }

@@ -48,8 +48,8 @@ import sys
 import tempfile
 import time
 
-from localrun import (ROOT, SVIDGATE, TARGET, WASM, Processes, find_envoy, free_port, http_get,
-                      wait_for)
+from localrun import (HCM_REQUEST_ATTRIBUTE_OPTIONS, ROOT, SVIDGATE, TARGET, WASM, Processes,
+                      find_envoy, free_port, http_get, wait_for)
 
 TD = "bench.local"
 SERVER_ID = f"spiffe://{TD}/ns/api/sa/server"
@@ -199,6 +199,7 @@ def server_envoy(variant, ports, certs, filters):
                         "@type": "type.googleapis.com/envoy.extensions.filters.network."
                                  "http_connection_manager.v3.HttpConnectionManager",
                         "stat_prefix": "ingress",
+                        **HCM_REQUEST_ATTRIBUTE_OPTIONS,  # as the shipped deploy/envoy/http.yaml
                         "route_config": {"virtual_hosts": [{
                             "name": "all", "domains": ["*"],
                             "routes": [{"match": {"prefix": "/"},

@@ -30,8 +30,8 @@ import time
 
 import yaml
 
-from localrun import (ROOT, SVIDGATE, WASM, Processes, find_envoy, free_port, http_get,
-                      port_open, wait_for)
+from localrun import (HCM_REQUEST_ATTRIBUTE_OPTIONS, ROOT, SVIDGATE, WASM, Processes, find_envoy,
+                      free_port, http_get, port_open, wait_for)
 
 POLICY = os.path.join(ROOT, "deploy", "examples", "demo-backend.yaml")
 TD = "demo.local"
@@ -121,6 +121,7 @@ def backend_envoy(ports, sock, policy_json):
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "backend",
+        **HCM_REQUEST_ATTRIBUTE_OPTIONS,  # as the shipped deploy/envoy/http.yaml
         "route_config": {
             "virtual_hosts": [{
                 "name": "backend",
@@ -320,6 +321,8 @@ def main():
         threading.Thread(target=echo.serve_forever, daemon=True).start()
         with open(POLICY) as f:
             policy = yaml.safe_load(f)
+        # An HTTP filter, said explicitly (as in every shipped config) rather than detected.
+        policy.setdefault("filter", {}).setdefault("mode", "http")
         policy_json = json.dumps(policy)
         for name, cfg in (("envoy-backend", backend_envoy(ports, socks["backend"], policy_json)),
                           ("envoy-client", client_envoy(ports, socks))):

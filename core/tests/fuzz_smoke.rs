@@ -166,6 +166,60 @@ fn policy_document_properties_hold_on_mutated_inputs() {
 }
 
 #[test]
+fn request_path_properties_hold_on_mutated_inputs() {
+    let seeds: &[&[u8]] = &[
+        seed!("request_path/plain"),
+        seed!("request_path/dots"),
+        seed!("request_path/escapes"),
+        seed!("request_path/host"),
+        b"/",
+    ];
+    let tokens: &[&[u8]] = &[
+        b"/", b"//", b"/.", b"/..", b"%2e", b"%2F", b"%5c", b"%25", b"%61", b"%", b"\\", b";",
+        b"?", b"#", b":", b"[::1]", b".",
+    ];
+    run(0x5eed_0004, 100_000, seeds, tokens, props::request_path);
+}
+
+#[test]
+fn header_view_properties_hold_on_mutated_inputs() {
+    let seeds: &[&[u8]] = &[
+        seed!("header_view/repeated"),
+        seed!("header_view/underscore"),
+    ];
+    let tokens: &[&[u8]] = &[
+        b"\nx-tenant:",
+        b"\nX-TENANT:",
+        b"\nx_tenant:",
+        b"\nx-env:",
+        b"\nx_spiffe_peer_id:",
+        b",",
+        b"_",
+        b"-",
+        b":",
+    ];
+    run(0x5eed_0005, 50_000, seeds, tokens, props::header_view);
+}
+
+#[test]
+fn reference_normalizer_agrees_with_the_rfc_3986_examples() {
+    // RFC 3986 section 5.4 (normal examples, path part) and section 6.2.2.
+    for (input, want) in [
+        ("/a/b/c/./../../g", "/a/g"),
+        ("/mid/content=5/../6", "/mid/6"),
+        ("/b/c/../../../g", "/g"),
+        ("/./g", "/g"),
+        ("/b/c/g/", "/b/c/g/"),
+        ("/b/c/.", "/b/c/"),
+        ("/b/c/..", "/b/"),
+        ("/%7Euser/%41", "/~user/A"),
+        ("//a%2fb%5Cc", "/a/b/c"),
+    ] {
+        assert_eq!(props::reference_normalize(input), want, "{input}");
+    }
+}
+
+#[test]
 fn seeds_are_what_they_claim() {
     // The leaf seeds are valid X509-SVIDs (so mutations start from the accepting path).
     let id = "spiffe://cluster.local/ns/default/sa/web";

@@ -412,6 +412,16 @@ fn operation_fields_methods_paths_hosts_ports_each_with_not() {
         (
             "hosts: [example.com]",
             ("GET", "/", Some("example.com:8080"), None),
+            true,
+        ),
+        (
+            "hosts: [example.com]",
+            ("GET", "/", Some("Example.COM.:443"), None),
+            true,
+        ),
+        (
+            "notHosts: [example.com]",
+            ("GET", "/", Some("example.com."), None),
             false,
         ),
         (

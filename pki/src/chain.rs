@@ -196,27 +196,15 @@ pub fn verify_issued(
                 ders[last_pos].clone()
             } else {
                 // The last certificate is issued by an anchor.
-                let mut found = None;
-                for a in bundle {
-                    let Ok((_, anchor)) = X509Certificate::from_der(a.as_ref()) else {
-                        continue;
-                    };
-                    if anchor.subject().as_raw() == last.issuer().as_raw()
-                        && last.verify_signature(Some(anchor.public_key())).is_ok()
-                        && anchor.is_ca()
-                        && anchor.validity().not_after.timestamp() > now_s
-                    {
-                        found = Some(a.clone());
-                        break;
-                    }
-                }
-                found.ok_or_else(|| ChainError::UnknownRoot {
-                    subject: if last_self_signed {
-                        last.subject().to_string()
-                    } else {
-                        last.issuer().to_string()
-                    },
-                })?
+                find_issuer(last, bundle, Some(now_s))
+                    .cloned()
+                    .ok_or_else(|| ChainError::UnknownRoot {
+                        subject: if last_self_signed {
+                            last.subject().to_string()
+                        } else {
+                            last.issuer().to_string()
+                        },
+                    })?
             }
         }
     };
@@ -249,6 +237,24 @@ pub fn verify_issued(
     Ok(WorkloadCert::assemble(
         got, out_chain, root, key, not_before, not_after, serial,
     ))
+}
+
+/// The first of `candidates` that issued `cert`: its subject is `cert`'s issuer, its key
+/// verifies `cert`'s signature, it is a CA, and (given `now`, Unix seconds) it has not expired.
+pub fn find_issuer<'a>(
+    cert: &X509Certificate<'_>,
+    candidates: &'a [CertificateDer<'static>],
+    now: Option<i64>,
+) -> Option<&'a CertificateDer<'static>> {
+    candidates.iter().find(|c| {
+        let Ok((_, issuer)) = X509Certificate::from_der(c.as_ref()) else {
+            return false;
+        };
+        issuer.subject().as_raw() == cert.issuer().as_raw()
+            && cert.verify_signature(Some(issuer.public_key())).is_ok()
+            && issuer.is_ca()
+            && now.is_none_or(|t| issuer.validity().not_after.timestamp() > t)
+    })
 }
 
 fn webpki_check(

@@ -162,6 +162,18 @@ impl<T: Clone + Send + Sync + 'static> TypedValueParser for Setting<T> {
     }
 }
 
+/// The message of a clap error raised by a [`Setting`] parser (`invalid --flag (ENV) ...`),
+/// without clap's `error: ` prefix; `None` for clap's own errors (usage, help, version).
+pub fn setting_error(e: &clap::Error) -> Option<String> {
+    if e.kind() != ErrorKind::ValueValidation {
+        return None;
+    }
+    let text = e.to_string();
+    let msg = text.strip_prefix("error: ")?;
+    msg.starts_with("invalid --")
+        .then(|| msg.trim_end().to_owned())
+}
+
 /// A duration such as `90s`, `10m`, `24h`, `1h30m`; zero allowed.
 pub fn duration_or_zero(v: &str) -> Result<Duration, String> {
     humantime::parse_duration(v.trim()).map_err(|e| e.to_string())
@@ -225,11 +237,13 @@ mod tests {
             ttl: Duration,
         }
         let e = <T as clap::Parser>::try_parse_from(["t", "--ttl", "soon"]).unwrap_err();
+        let msg = setting_error(&e).unwrap();
         assert!(
-            e.to_string()
-                .contains("invalid --ttl (T_TTL) \"soon\": expected number"),
-            "{e}"
+            msg.starts_with("invalid --ttl (T_TTL) \"soon\": expected number"),
+            "{msg}"
         );
+        let e = <T as clap::Parser>::try_parse_from(["t", "--nope"]).unwrap_err();
+        assert_eq!(setting_error(&e), None);
         let cmd = <T as clap::CommandFactory>::command();
         assert_eq!(
             ConfigError::for_arg(&cmd, "ttl", "x", "bad").to_string(),

@@ -28,17 +28,12 @@ fn rejected(e: &FetchError) -> Option<Code> {
 #[tokio::test]
 async fn issues_checked_svids_for_every_key_type_with_a_token() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = ca_dir(tmp.path(), "cacerts");
-    let tokens = write(
+    let (ca, root) = start_with_tokens(
         tmp.path(),
-        "tokens",
         &format!("# test\nweb-token {WEB}\napi-token {API}\n"),
-    );
-    let mut cfg = config(&dir);
-    cfg.tokens = Some(tokens);
-    let ca = start(cfg).await;
+    )
+    .await;
     let token = write(tmp.path(), "token", "web-token\n");
-    let root = dir.join("root-cert.pem");
     let c = client(ca.addr, &root, Some(&token));
     let anchors = bundle(&root);
 
@@ -114,12 +109,7 @@ async fn issues_checked_svids_for_every_key_type_with_a_token() {
 #[tokio::test]
 async fn wrong_or_missing_credentials_and_foreign_identities_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = ca_dir(tmp.path(), "cacerts");
-    let tokens = write(tmp.path(), "tokens", &format!("web-token {WEB}\n"));
-    let mut cfg = config(&dir);
-    cfg.tokens = Some(tokens);
-    let ca = start(cfg).await;
-    let root = dir.join("root-cert.pem");
+    let (ca, root) = start_with_tokens(tmp.path(), &format!("web-token {WEB}\n")).await;
     let anchors = bundle(&root);
     let ttl = Duration::from_secs(3600);
 
@@ -259,12 +249,7 @@ async fn ttl_is_capped_by_max_ttl() {
 #[tokio::test]
 async fn renewal_over_mtls_uses_the_current_svid_identity() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = ca_dir(tmp.path(), "cacerts");
-    let tokens = write(tmp.path(), "tokens", &format!("web-token {WEB}\n"));
-    let mut cfg = config(&dir);
-    cfg.tokens = Some(tokens);
-    let ca = start(cfg).await;
-    let root = dir.join("root-cert.pem");
+    let (ca, root) = start_with_tokens(tmp.path(), &format!("web-token {WEB}\n")).await;
     let anchors = bundle(&root);
     let ttl = Duration::from_secs(3600);
     let token = write(tmp.path(), "token", "web-token");
@@ -294,16 +279,8 @@ async fn renewal_over_mtls_uses_the_current_svid_identity() {
 #[tokio::test]
 async fn a_client_certificate_and_a_token_for_another_identity_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = ca_dir(tmp.path(), "cacerts");
-    let tokens = write(
-        tmp.path(),
-        "tokens",
-        &format!("web-token {WEB}\napi-token {API}\n"),
-    );
-    let mut cfg = config(&dir);
-    cfg.tokens = Some(tokens);
-    let ca = start(cfg).await;
-    let root = dir.join("root-cert.pem");
+    let (ca, root) =
+        start_with_tokens(tmp.path(), &format!("web-token {WEB}\napi-token {API}\n")).await;
     let anchors = bundle(&root);
     let ttl = Duration::from_secs(3600);
     let web_token = write(tmp.path(), "web", "web-token");
@@ -364,14 +341,7 @@ async fn reload_switches_to_a_new_root() {
     let before = fetch(&c, &id(WEB), ttl, &anchors).await.unwrap();
     assert_eq!(before.root_pem(), old_root);
 
-    for f in [
-        "ca-cert.pem",
-        "ca-key.pem",
-        "cert-chain.pem",
-        "root-cert.pem",
-    ] {
-        std::fs::copy(new_dir.join(f), dir.join(f)).unwrap();
-    }
+    replace_cacerts(&new_dir, &dir);
     ca.handle.reload().unwrap();
     let after = fetch(&c, &id(WEB), ttl, &anchors).await.unwrap();
     assert_eq!(after.root_pem(), new_root);

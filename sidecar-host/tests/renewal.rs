@@ -42,12 +42,7 @@ async fn next_serial(store: &SecretStore, old: Option<&str>, within: Duration) -
 #[tokio::test]
 async fn renewal_continues_over_mtls_after_the_token_is_gone() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = ca_dir(tmp.path(), "cacerts");
-    let tokens = write(tmp.path(), "tokens", &format!("web-token {WEB}\n"));
-    let mut cfg = config(&dir);
-    cfg.tokens = Some(tokens.clone());
-    let ca = start(cfg).await;
-    let root = dir.join("root-cert.pem");
+    let (ca, root) = start_with_tokens(tmp.path(), &format!("web-token {WEB}\n")).await;
     let token = write(tmp.path(), "token", "web-token\n");
 
     let source = CaSource {

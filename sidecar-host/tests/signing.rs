@@ -66,6 +66,11 @@ fn start_ca(ca_dir: &Path, extra: &[&str]) -> CaProc {
 }
 
 fn agent(ca: &CaProc, ca_dir: &Path, out: &Path, extra: &[&str]) -> Output {
+    agent_trusting(ca, &ca_dir.join("root-cert.pem"), out, extra)
+}
+
+/// `svidgate agent --once` against `ca`, trusting the roots in `root`.
+fn agent_trusting(ca: &CaProc, root: &Path, out: &Path, extra: &[&str]) -> Output {
     Command::new(BIN)
         .args([
             "agent",
@@ -74,7 +79,7 @@ fn agent(ca: &CaProc, ca_dir: &Path, out: &Path, extra: &[&str]) -> Output {
             &format!("https://{}", ca.addr),
             "--ca-root",
         ])
-        .arg(ca_dir.join("root-cert.pem"))
+        .arg(root)
         .arg("--out")
         .arg(out)
         .args(["--trust-domain", TD])
@@ -347,30 +352,11 @@ fn sighup_reloads_the_ca_directory() {
     let new_root = std::fs::read_to_string(new_dir.join("root-cert.pem")).unwrap();
     let both = tmp.path().join("both.pem");
     std::fs::write(&both, format!("{old_root}{new_root}")).unwrap();
-    for f in [
-        "ca-cert.pem",
-        "ca-key.pem",
-        "cert-chain.pem",
-        "root-cert.pem",
-    ] {
+    for f in sidecar_host::ca::store::ALL_FILES {
         std::fs::copy(new_dir.join(f), ca_dir.join(f)).unwrap();
     }
-    let run = |out: &Path| {
-        Command::new(BIN)
-            .args([
-                "agent",
-                "--once",
-                "--ca-addr",
-                &format!("https://{}", ca.addr),
-                "--ca-root",
-            ])
-            .arg(&both)
-            .arg("--out")
-            .arg(out)
-            .args(["--spiffe-id", &format!("spiffe://{TD}/ns/a/sa/b")])
-            .output()
-            .unwrap()
-    };
+    let id = format!("spiffe://{TD}/ns/a/sa/b");
+    let run = |out: &Path| agent_trusting(&ca, &both, out, &["--spiffe-id", &id]);
     // Not reloaded yet (watching is off): still the old root.
     let out = tmp.path().join("before");
     assert!(run(&out).status.success());

@@ -179,26 +179,22 @@ impl Envoy {
     /// Starts Envoy with `config` (YAML text) written to `dir/<name>.yaml`, `--concurrency 1`,
     /// its own `--base-id`. Does not wait for readiness; see [`Envoy::wait_ready`].
     pub fn start(name: &str, dir: &Path, config: &str, admin_port: u16) -> Result<Envoy> {
-        let cfg = dir.join(format!("{name}.yaml"));
-        std::fs::write(&cfg, config)?;
-        Envoy::start_with_args(
-            name,
-            dir,
-            &["-c".to_owned(), cfg.display().to_string()],
-            admin_port,
-        )
+        Envoy::start_with(name, dir, config, admin_port, &[])
     }
 
-    /// Starts Envoy with `args` (e.g. `-c FILE --config-yaml TEXT`) plus the same fixed flags
-    /// as [`Envoy::start`]; the log goes to `dir/<name>.log`.
-    pub fn start_with_args(
+    /// [`Envoy::start`] with `extra` command-line arguments.
+    pub fn start_with(
         name: &str,
         dir: &Path,
-        args: &[String],
+        config: &str,
         admin_port: u16,
+        extra: &[&str],
     ) -> Result<Envoy> {
+        let cfg = dir.join(format!("{name}.yaml"));
+        std::fs::write(&cfg, config)?;
         let mut cmd = Command::new(envoy_bin()?);
-        cmd.args(args)
+        cmd.arg("-c")
+            .arg(&cfg)
             .args([
                 "--concurrency",
                 "1",
@@ -206,6 +202,7 @@ impl Envoy {
                 "info",
                 "--disable-hot-restart",
             ])
+            .args(extra)
             .arg("--base-id")
             .arg(next_base_id().to_string());
         let proc = Proc::spawn(name, cmd, dir.join(format!("{name}.log")))?;
@@ -300,8 +297,8 @@ pub fn sds_cluster(socket: &Path) -> serde_json::Value {
     })
 }
 
-/// Sends one HTTP/1.1 request with `Connection: close` to 127.0.0.1:port; the raw answer.
-fn exchange(port: u16, method: &str, path: &str) -> Result<String> {
+/// HTTP/1.1 request to 127.0.0.1:port with `Connection: close`: (status, head, raw body).
+pub fn http_request(port: u16, method: &str, path: &str) -> Result<(u16, String, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -311,29 +308,33 @@ fn exchange(port: u16, method: &str, path: &str) -> Result<String> {
     )?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
-    Ok(String::from_utf8_lossy(&buf).into_owned())
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow::anyhow!("no HTTP header end"))?;
+    let code = head
+        .get(9..12)
+        .ok_or_else(|| anyhow::anyhow!("short status line"))?
+        .parse()?;
+    Ok((code, head.to_owned(), body.to_owned()))
 }
 
-/// HTTP/1.1 request with `Connection: close` to 127.0.0.1:port: (status, head, body).
-pub fn http_request(port: u16, method: &str, path: &str) -> Result<(u16, String, String)> {
-    let text = exchange(port, method, path)?;
-    let (head, body) = text.split_once("\r\n\r\n").context("no HTTP header end")?;
-    let code = head.get(9..12).context("short status line")?.parse()?;
-    Ok((code, head.to_owned(), body.to_owned()))
+/// HTTP/1.1 GET to 127.0.0.1:port with `Connection: close`: (status, head, raw body).
+pub fn http_get_full(port: u16, path: &str) -> Result<(u16, String, String)> {
+    http_request(port, "GET", path)
 }
 
 /// Minimal HTTP/1.1 GET to 127.0.0.1:port, returning the body (admin endpoints only).
 pub fn http_get(port: u16, path: &str) -> Result<String> {
-    let text = exchange(port, "GET", path)?;
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text.as_str(), ""));
+    let (_, head, body) = http_get_full(port, path)?;
     if head
         .to_ascii_lowercase()
         .contains("\r\ntransfer-encoding: chunked")
     {
         // Envoy's admin answers HTTP/1.1 requests with chunked bodies.
-        return Ok(dechunk(body));
+        return Ok(dechunk(&body));
     }
-    Ok(body.to_owned())
+    Ok(body)
 }
 
 /// Decodes an HTTP/1.1 chunked body (`<hex size>[;ext]\r\n<data>\r\n ... 0\r\n\r\n`).
@@ -351,27 +352,33 @@ fn dechunk(mut rest: &str) -> String {
     out
 }
 
-/// Runs `envoy --mode validate -c <file>`; returns (success, combined output).
-pub fn envoy_validate(config_file: &Path) -> Result<(bool, String)> {
-    let out = Command::new(envoy_bin()?)
-        .args([
-            "--mode",
-            "validate",
-            "--concurrency",
-            "1",
-            "--disable-hot-restart",
-            "-c",
-        ])
-        .arg(config_file)
-        .arg("--base-id")
-        .arg(next_base_id().to_string())
-        .output()?;
+/// Runs `cmd` to completion; returns (success, stdout + stderr).
+pub fn run_combined(cmd: &mut Command) -> Result<(bool, String)> {
+    let out = cmd.output()?;
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     Ok((out.status.success(), text))
+}
+
+/// Runs `envoy --mode validate -c <file>`; returns (success, combined output).
+pub fn envoy_validate(config_file: &Path) -> Result<(bool, String)> {
+    run_combined(
+        Command::new(envoy_bin()?)
+            .args([
+                "--mode",
+                "validate",
+                "--concurrency",
+                "1",
+                "--disable-hot-restart",
+                "-c",
+            ])
+            .arg(config_file)
+            .arg("--base-id")
+            .arg(next_base_id().to_string()),
+    )
 }
 
 #[cfg(test)]

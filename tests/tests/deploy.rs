@@ -84,16 +84,7 @@ fn policy_cli() -> Result<PathBuf> {
 }
 
 fn policy_check(bin: &Path, file: &Path) -> Result<(bool, String)> {
-    let out = Command::new(bin)
-        .args(["policy", "check"])
-        .arg(file)
-        .output()?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok((out.status.success(), text))
+    svidgate_e2e::run_combined(Command::new(bin).args(["policy", "check"]).arg(file))
 }
 
 /// Every `WasmPlugin` `pluginConfig` under deploy/, without the filter-only `filter` key, as

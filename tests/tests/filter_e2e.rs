@@ -11,7 +11,6 @@
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -24,9 +23,7 @@ use rcgen::{
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use serde_json::{json, Value};
-use svidgate_e2e::{
-    envoy_bin, envoy_validate, filter_wasm, free_port, next_base_id, repo_root, Envoy, Proc,
-};
+use svidgate_e2e::{envoy_validate, filter_wasm, free_port, repo_root, Envoy};
 
 const TD: &str = "cluster.local";
 const FRONTEND: &str = "spiffe://cluster.local/ns/web/sa/frontend";
@@ -35,6 +32,28 @@ const OTHER: &str = "spiffe://cluster.local/ns/other/sa/batch";
 const SERVER_NAME: &str = "svc.test";
 /// The module path written in the shipped example configs.
 const EXAMPLE_WASM_PATH: &str = "/etc/envoy/svidgate_filter.wasm";
+
+/// When `data` holds a whole HTTP/1.1 response (head and `content-length` bytes of body):
+/// its length and its head in lower case.
+fn complete_response(data: &[u8]) -> Option<(usize, String)> {
+    let end = data.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    (data.len() >= end + 4 + len).then_some((end + 4 + len, head))
+}
+
+/// Whether a read error only means the peer closed the connection (TLS without
+/// close_notify, a reset after a denial).
+fn peer_closed(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
+    )
+}
 
 // ---------------------------------------------------------------------------------------
 // Test PKI
@@ -136,16 +155,7 @@ fn read_all(s: &mut impl Read) -> Result<Vec<u8>> {
         match s.read(&mut buf) {
             Ok(0) => return Ok(out),
             Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::UnexpectedEof
-                        | ErrorKind::ConnectionReset
-                        | ErrorKind::ConnectionAborted
-                ) =>
-            {
-                return Ok(out)
-            }
+            Err(e) if peer_closed(&e) => return Ok(out),
             Err(e) => return Err(e.into()),
         }
     }
@@ -172,17 +182,9 @@ fn https_get(
     let mut data = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
-        if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            if data.len() >= end + 4 + len {
-                data.truncate(end + 4 + len);
-                break;
-            }
+        if let Some((len, _)) = complete_response(&data) {
+            data.truncate(len);
+            break;
         }
         match s.read(&mut buf) {
             Ok(0) => break,
@@ -218,16 +220,7 @@ fn tls_exchange(pki: &Pki, port: u16, leaf: &Leaf, payload: &[u8]) -> Result<Vec
         match s.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::UnexpectedEof
-                        | ErrorKind::ConnectionReset
-                        | ErrorKind::ConnectionAborted
-                ) =>
-            {
-                break
-            }
+            Err(e) if peer_closed(&e) => break,
             Err(e) => return Err(e.into()),
         }
     }
@@ -359,7 +352,16 @@ fn dry_run_policy() -> Value {
     })
 }
 
-fn wasm_plugin(wasm: &Path, config: &Value) -> Value {
+/// The plugin for `mode` ("http" or "network"): like every shipped config, the filter type is
+/// set explicitly in `filter.mode` (for a configuration that is a JSON object).
+fn wasm_plugin(wasm: &Path, config: &Value, mode: &str) -> Value {
+    let mut config = config.clone();
+    if let Some(doc) = config.as_object_mut() {
+        let filter = doc.entry("filter").or_insert_with(|| json!({}));
+        if let Some(f) = filter.as_object_mut() {
+            f.insert("mode".into(), json!(mode));
+        }
+    }
     json!({
         "name": "svidgate",
         "root_id": "svidgate",
@@ -415,6 +417,13 @@ fn http_listener(name: &str, port: u16, dir: &Path, wasm: &Path, config: &Value)
                 "typed_config": {
                     "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                     "stat_prefix": name,
+                    // As the shipped deploy/envoy/http.yaml.
+                    "normalize_path": true,
+                    "merge_slashes": true,
+                    "path_with_escaped_slashes_action": "UNESCAPE_AND_REDIRECT",
+                    "strip_trailing_host_dot": true,
+                    "strip_any_host_port": true,
+                    "common_http_protocol_options": {"headers_with_underscores_action": "REJECT_REQUEST"},
                     "access_log": [{
                         "name": "envoy.access_loggers.stdout",
                         "typed_config": {
@@ -430,7 +439,7 @@ fn http_listener(name: &str, port: u16, dir: &Path, wasm: &Path, config: &Value)
                     "http_filters": [
                         {"name": "envoy.filters.http.wasm", "typed_config": {
                             "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-                            "config": wasm_plugin(wasm, config)}},
+                            "config": wasm_plugin(wasm, config, "http")}},
                         {"name": "envoy.filters.http.router", "typed_config": {
                             "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
                     ]
@@ -450,7 +459,7 @@ fn tcp_listener(name: &str, port: u16, dir: &Path, wasm: &Path, config: &Value) 
             "filters": [
                 {"name": "envoy.filters.network.wasm", "typed_config": {
                     "@type": "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm",
-                    "config": wasm_plugin(wasm, config)}},
+                    "config": wasm_plugin(wasm, config, "network")}},
                 {"name": "envoy.filters.network.tcp_proxy", "typed_config": {
                     "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
                     "stat_prefix": name,
@@ -639,26 +648,13 @@ fn admin_get(port: u16, path: &str) -> Result<String> {
 
 /// Like `Envoy::start`, plus a short access-log flush interval (default: 10 s).
 fn start_envoy(name: &str, dir: &Path, config: &str, admin_port: u16) -> Result<Envoy> {
-    let cfg = dir.join(format!("{name}.yaml"));
-    std::fs::write(&cfg, config)?;
-    let mut cmd = Command::new(envoy_bin()?);
-    cmd.arg("-c")
-        .arg(&cfg)
-        .args([
-            "--concurrency",
-            "1",
-            "--log-level",
-            "info",
-            "--disable-hot-restart",
-        ])
-        .args(["--file-flush-interval-msec", "100", "--base-id"])
-        .arg(next_base_id().to_string());
-    let proc = Proc::spawn(name, cmd, dir.join(format!("{name}.log")))?;
-    Ok(Envoy {
-        proc,
+    Envoy::start_with(
+        name,
+        dir,
+        config,
         admin_port,
-        dir: dir.to_path_buf(),
-    })
+        &["--file-flush-interval-msec", "100"],
+    )
 }
 
 /// Waits until `/ready` says LIVE.
@@ -712,24 +708,59 @@ fn expect_counters(envoy: &Envoy, want: &[(&str, u64)]) -> Result<()> {
     )
 }
 
+/// What the filter end-to-end tests run against: a test PKI, HTTP and TCP echo servers, and
+/// a live Envoy with the filter on every listener (`e2e_config`).
+struct Rig {
+    _tmp: tempfile::TempDir,
+    wasm: PathBuf,
+    pki: Pki,
+    http_echo: Server,
+    tcp_echo: Server,
+    ports: Ports,
+    envoy: Envoy,
+}
+
+impl Rig {
+    fn start(name: &str) -> Result<Rig> {
+        let wasm = filter_wasm()?;
+        let tmp = tempfile::tempdir()?;
+        let dir = tmp.path();
+        let pki = Pki::new(dir)?;
+        let http_echo = Server::start(true)?;
+        let tcp_echo = Server::start(false)?;
+        let ports = Ports {
+            admin: free_port()?,
+            strict: free_port()?,
+            lax: free_port()?,
+            dry: free_port()?,
+            tcp: free_port()?,
+        };
+        let cfg = e2e_config(dir, &wasm, &ports, http_echo.port, tcp_echo.port);
+        let mut envoy = start_envoy(name, dir, &cfg.to_string(), ports.admin)?;
+        wait_live(&mut envoy, Duration::from_secs(30))?;
+        Ok(Rig {
+            _tmp: tmp,
+            wasm,
+            pki,
+            http_echo,
+            tcp_echo,
+            ports,
+            envoy,
+        })
+    }
+}
+
 #[test]
 fn filter_in_real_envoy_http_and_tcp() -> Result<()> {
-    let wasm = filter_wasm()?;
-    let tmp = tempfile::tempdir()?;
-    let dir = tmp.path();
-    let pki = Pki::new(dir)?;
-    let http_echo = Server::start(true)?;
-    let tcp_echo = Server::start(false)?;
-    let ports = Ports {
-        admin: free_port()?,
-        strict: free_port()?,
-        lax: free_port()?,
-        dry: free_port()?,
-        tcp: free_port()?,
-    };
-    let cfg = e2e_config(dir, &wasm, &ports, http_echo.port, tcp_echo.port);
-    let mut envoy = start_envoy("filter-e2e", dir, &cfg.to_string(), ports.admin)?;
-    wait_live(&mut envoy, Duration::from_secs(30))?;
+    let rig = Rig::start("filter-e2e")?;
+    let Rig {
+        pki,
+        http_echo,
+        tcp_echo,
+        ports,
+        envoy,
+        ..
+    } = &rig;
 
     let frontend = pki.leaf(&[FRONTEND], false)?;
     let legacy = pki.leaf(&[LEGACY], false)?;
@@ -740,7 +771,7 @@ fn filter_in_real_envoy_http_and_tcp() -> Result<()> {
     let log = || envoy.proc.output();
 
     // Allowed: 200, and the upstream sees exactly the verified identity.
-    let (code, body) = https_get(&pki, ports.strict, &frontend, "/api/x?q=1", &[])?;
+    let (code, body) = https_get(pki, ports.strict, &frontend, "/api/x?q=1", &[])?;
     assert_eq!(code, 200, "{body}\n{}", log());
     assert!(
         body.contains(&format!("x-spiffe-peer-id: {FRONTEND}\r\n")),
@@ -752,7 +783,7 @@ fn filter_in_real_envoy_http_and_tcp() -> Result<()> {
     let spoof = "spiffe://cluster.local/ns/admin/sa/root";
     let spoof2 = "spiffe://cluster.local/ns/admin/sa/second";
     let (code, body) = https_get(
-        &pki,
+        pki,
         ports.strict,
         &frontend,
         "/api/y",
@@ -781,7 +812,7 @@ fn filter_in_real_envoy_http_and_tcp() -> Result<()> {
         (&two_sans, "two URI SANs, strict"),
         (&ca_leaf, "CA:true leaf, strict"),
     ] {
-        let (code, body) = https_get(&pki, ports.strict, leaf, "/api/x", &[])?;
+        let (code, body) = https_get(pki, ports.strict, leaf, "/api/x", &[])?;
         assert_eq!(code, 403, "{what}: {body}\n{}", log());
         assert_eq!(body, "RBAC: access denied", "{what}");
     }
@@ -792,7 +823,7 @@ fn filter_in_real_envoy_http_and_tcp() -> Result<()> {
     );
 
     // Non-strict mode trusts Envoy's first URI SAN: the two-SAN certificate passes there.
-    let (code, body) = https_get(&pki, ports.lax, &two_sans, "/", &[])?;
+    let (code, body) = https_get(pki, ports.lax, &two_sans, "/", &[])?;
     assert_eq!(code, 200, "{body}");
     assert!(
         body.contains(&format!("x-spiffe-peer-id: {FRONTEND}\r\n")),
@@ -800,15 +831,15 @@ fn filter_in_real_envoy_http_and_tcp() -> Result<()> {
     );
 
     // Dry run: the shadow policy would deny, the request still goes through.
-    let (code, _) = https_get(&pki, ports.dry, &other, "/", &[])?;
+    let (code, _) = https_get(pki, ports.dry, &other, "/", &[])?;
     assert_eq!(code, 200, "{}", log());
 
     // Network mode: the allowed peer's bytes reach the echo server and come back...
-    let got = tls_exchange(&pki, ports.tcp, &frontend, b"ping\n")?;
+    let got = tls_exchange(pki, ports.tcp, &frontend, b"ping\n")?;
     assert_eq!(got, b"ping\n", "{}", log());
     assert_eq!(tcp_echo.accepted.load(Ordering::SeqCst), 1);
     // ...a denied peer's connection is closed and nothing is forwarded.
-    let got = tls_exchange(&pki, ports.tcp, &legacy, b"secret\n")?;
+    let got = tls_exchange(pki, ports.tcp, &legacy, b"secret\n")?;
     assert!(got.is_empty(), "denied peer got {got:?}");
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(
@@ -821,7 +852,7 @@ fn filter_in_real_envoy_http_and_tcp() -> Result<()> {
     // Counters: strict 2 allowed + 5 denied; lax 1 allowed; dry 1 allowed (+1 dry-run
     // denied); tcp 1 allowed + 1 denied.
     expect_counters(
-        &envoy,
+        envoy,
         &[
             ("svidgate_allowed", 5),
             ("svidgate_denied", 6),
@@ -868,22 +899,14 @@ fn cpu_ticks(pid: u32) -> Result<u64> {
 #[test]
 #[ignore]
 fn measure_filter_cpu_per_request() -> Result<()> {
-    let wasm = filter_wasm()?;
-    let tmp = tempfile::tempdir()?;
-    let dir = tmp.path();
-    let pki = Pki::new(dir)?;
-    let http_echo = Server::start(true)?;
-    let tcp_echo = Server::start(false)?;
-    let ports = Ports {
-        admin: free_port()?,
-        strict: free_port()?,
-        lax: free_port()?,
-        dry: free_port()?,
-        tcp: free_port()?,
-    };
-    let cfg = e2e_config(dir, &wasm, &ports, http_echo.port, tcp_echo.port);
-    let mut envoy = start_envoy("filter-bench", dir, &cfg.to_string(), ports.admin)?;
-    wait_live(&mut envoy, Duration::from_secs(30))?;
+    let rig = Rig::start("filter-bench")?;
+    let Rig {
+        wasm,
+        pki,
+        ports,
+        envoy,
+        ..
+    } = &rig;
     let pid = envoy.proc.pid().context("pid")?;
     let frontend = pki.leaf(&[FRONTEND], false)?;
     let n = 1000;
@@ -896,17 +919,9 @@ fn measure_filter_cpu_per_request() -> Result<()> {
         loop {
             let k = s.read(&mut buf)?;
             data.extend_from_slice(&buf[..k]);
-            if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
-                let len: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .and_then(|v| v.trim().parse().ok())
-                    .unwrap_or(0);
-                if data.len() >= end + 4 + len {
-                    assert!(head.starts_with("http/1.1 200"), "{head}");
-                    return Ok(());
-                }
+            if let Some((_, head)) = complete_response(&data) {
+                assert!(head.starts_with("http/1.1 200"), "{head}");
+                return Ok(());
             }
         }
     };
@@ -923,7 +938,7 @@ fn measure_filter_cpu_per_request() -> Result<()> {
     let ticks_per_sec = 100.0;
     println!(
         "module {} bytes: {n} requests in {el:?} ({:.0} req/s), Envoy CPU {:.1} us/request",
-        std::fs::metadata(&wasm)?.len(),
+        std::fs::metadata(wasm)?.len(),
         n as f64 / el.as_secs_f64(),
         (t1 - t0) as f64 / ticks_per_sec * 1e6 / n as f64
     );

@@ -215,16 +215,13 @@ fn istio_bootstrap_override_turns_policy_counters_into_labels() -> Result<()> {
                           "load_assignment": {"cluster_name": "x", "endpoints": []}}]
         }
     });
-    let base_file = dir.join("istio-bootstrap.json");
-    std::fs::write(&base_file, base.to_string())?;
+    let base = base.to_string();
 
     let run = |name: &str, override_yaml: Option<&str>| -> Result<String> {
-        let mut args = vec!["-c".to_owned(), base_file.display().to_string()];
-        if let Some(o) = override_yaml {
-            args.push("--config-yaml".to_owned());
-            args.push(o.to_owned());
-        }
-        let mut envoy = Envoy::start_with_args(name, dir, &args, admin)?;
+        let extra: Vec<&str> = override_yaml
+            .map(|o| vec!["--config-yaml", o])
+            .unwrap_or_default();
+        let mut envoy = Envoy::start_with(name, dir, &base, admin, &extra)?;
         envoy.wait_ready(Duration::from_secs(30))?;
         // One request without a peer identity: counted, denied.
         let (code, _) = request(port, "GET", "/api/x")?;

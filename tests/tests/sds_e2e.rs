@@ -18,9 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
-use svidgate_e2e::{
-    free_port, http_request, sds_api, sds_cluster, svidgate_bin, wait_until, Envoy, Proc,
-};
+use svidgate_e2e::{free_port, sds_api, sds_cluster, svidgate_bin, wait_until, Envoy, Proc};
 
 const TD: &str = "example.org";
 const CLIENT_ID: &str = "spiffe://example.org/ns/client/sa/curl";
@@ -29,10 +27,7 @@ const TTL: &str = "10s";
 const RATIO: &str = "0.5";
 const ROOT_OVERLAP: &str = "10s";
 
-/// HTTP/1.1 GET with `Connection: close`: (status, headers, body).
-fn get(port: u16, path: &str) -> Result<(u16, String, String)> {
-    http_request(port, "GET", path)
-}
+use svidgate_e2e::http_get_full as get;
 
 fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     head.lines().find_map(|l| {

@@ -39,6 +39,10 @@ impl Host for EnvoyHost {
         hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
             .map_err(status("get_http_request_header"))
     }
+    fn request_headers(&self) -> Result<Vec<(String, Vec<u8>)>, HostError> {
+        hostcalls::get_map_bytes(MapType::HttpRequestHeaders)
+            .map_err(status("get_http_request_headers"))
+    }
     fn remove_request_header(&self, name: &str) -> Result<(), HostError> {
         hostcalls::remove_map_value(MapType::HttpRequestHeaders, name)
             .map_err(status("remove_http_request_header"))

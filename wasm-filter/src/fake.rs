@@ -119,6 +119,13 @@ impl Host for FakeHost {
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.clone()))
     }
+    fn request_headers(&self) -> Result<Vec<(String, Vec<u8>)>, HostError> {
+        self.call("request_headers");
+        if *self.fail_header_reads.borrow() {
+            return Err(err("get_http_request_headers"));
+        }
+        Ok(self.headers.borrow().clone())
+    }
     fn remove_request_header(&self, name: &str) -> Result<(), HostError> {
         self.call(format!("remove_request_header {name}"));
         if *self.fail_header_writes.borrow() {

@@ -3,6 +3,7 @@
 
 use std::cell::RefCell;
 
+use svidgate_core::http::{self as forms, HeaderView};
 use svidgate_core::policy::{
     Attributes, CompiledPolicy, Decision, EvalMode, NoIdentity, Peer, Request,
 };
@@ -44,6 +45,24 @@ pub struct Filter {
 
 /// Why a request is refused before the policy is asked.
 const UNREADABLE: &str = "request attributes unreadable";
+
+/// Which request attribute is not in the form the policy compares (each has its counter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    Path,
+    Method,
+    Host,
+    Header,
+}
+
+/// Why the request attributes cannot be handed to the policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Refusal {
+    /// A host call failed or a value is not UTF-8.
+    Unreadable(String),
+    /// An attribute is ambiguous (see [`svidgate_core::http`]).
+    Form(Form, String),
+}
 
 impl Filter {
     /// Parses and compiles the plugin configuration. On error: logs the problem (field and
@@ -111,12 +130,13 @@ impl Filter {
         let a = self.http_attrs;
         let attrs = match HttpAttrs::read(host, a, &self.policy, &self.settings, &peer) {
             Ok(attrs) => attrs,
-            Err(what) => {
+            Err(Refusal::Unreadable(what)) => {
                 host.log(Level::Warn, &format!("svidgate: {what}; denying"));
                 Metrics::inc(host, self.metrics.denied);
                 let details = format!("svidgate denied: reason={UNREADABLE}");
                 return self.deny_http(host, &details);
             }
+            Err(Refusal::Form(form, why)) => return self.deny_form(host, form, &why, &peer),
         };
         let headers: Vec<(&str, &str)> = attrs
             .headers
@@ -131,7 +151,7 @@ impl Filter {
         let request = Request {
             peer,
             method: attrs.method.as_deref(),
-            path: attrs.path.as_deref().map(path_without_query),
+            path: attrs.path.as_deref().map(forms::path_part),
             host: attrs.authority.as_deref(),
             port: if a.port {
                 peer::destination_port(host)
@@ -185,6 +205,30 @@ impl Filter {
             }
         }
         Outcome::Continue
+    }
+
+    /// Refuses a request whose attribute is ambiguous: counted as denied and under its own
+    /// counter, logged with the method, path and peer. Enforced even when the policies run in
+    /// dry-run: the policy cannot say what it would decide.
+    fn deny_form(&self, host: &dyn Host, form: Form, why: &str, peer: &Peer) -> Outcome {
+        Metrics::inc(host, self.metrics.denied);
+        Metrics::inc(host, self.metrics.malformed(form));
+        let reason = match form {
+            Form::Path => "path not in normal form",
+            Form::Method => "method not an upper-case token",
+            Form::Host => "malformed host",
+            Form::Header => "ambiguous header",
+        };
+        host.log(
+            Level::Info,
+            &format!(
+                "svidgate: denied {} {} from {}: {reason}: {why}",
+                log_header(host, ":method").as_deref().unwrap_or("-"),
+                log_header(host, ":path").as_deref().unwrap_or("-"),
+                describe_peer(peer)
+            ),
+        );
+        self.deny_http(host, &format!("svidgate denied: reason={reason} ({why})"))
     }
 
     fn deny_http(&self, host: &dyn Host, details: &str) -> Outcome {
@@ -313,11 +357,13 @@ pub fn deny_unconfigured_connection(
     Outcome::Stop
 }
 
-/// The request attributes the policy reads (owned: host calls return owned bytes). Those it
-/// does not read ([`Attributes`]) are not fetched: they cannot change the decision.
+/// The request attributes the policy reads (owned: host calls return owned bytes), each
+/// checked for the form the policy compares ([`svidgate_core::http`]). Those the policy does
+/// not read ([`Attributes`]) are neither fetched nor checked: they cannot change the decision.
 struct HttpAttrs {
     method: Option<String>,
     path: Option<String>,
+    /// Lower case, without port or trailing dot.
     authority: Option<String>,
     headers: Vec<(String, String)>,
 }
@@ -329,31 +375,94 @@ impl HttpAttrs {
         policy: &CompiledPolicy,
         settings: &Settings,
         peer: &Peer,
-    ) -> Result<Self, String> {
-        let mut headers = Vec::new();
-        for name in policy.header_names() {
-            // The identity header is what the upstream will see: the verified ID, never a
-            // client-supplied copy.
-            let value = if settings.identity_header.as_deref() == Some(name.as_str()) {
-                match peer {
-                    Peer::Identity(id) => Some(id.to_string()),
-                    Peer::None(_) => None,
-                }
+    ) -> Result<Self, Refusal> {
+        let headers = if policy.header_names().is_empty() {
+            Vec::new()
+        } else {
+            read_headers(host, policy.header_names(), settings, peer)?
+        };
+        let read = |on: bool, name: &str| {
+            if on {
+                header(host, name).map_err(Refusal::Unreadable)
             } else {
-                header(host, name)?
-            };
-            if let Some(v) = value {
-                headers.push((name.clone(), v));
+                Ok(None)
             }
+        };
+        let method = read(a.method, ":method")?;
+        if let Some(m) = &method {
+            forms::check_method(m).map_err(|e| Refusal::Form(Form::Method, e.to_string()))?;
         }
-        let read = |on: bool, name: &str| if on { header(host, name) } else { Ok(None) };
+        let path = read(a.path, ":path")?;
+        if let Some(p) = &path {
+            forms::check_path(p).map_err(|e| Refusal::Form(Form::Path, e.to_string()))?;
+        }
+        let authority = match read(a.host, ":authority")? {
+            None => None,
+            Some(h) => Some(
+                forms::normalize_host(&h)
+                    .map_err(|e| Refusal::Form(Form::Host, e.to_string()))?
+                    .into_owned(),
+            ),
+        };
         Ok(HttpAttrs {
-            method: read(a.method, ":method")?,
-            path: read(a.path, ":path")?,
-            authority: read(a.host, ":authority")?,
+            method,
+            path,
+            authority,
             headers,
         })
     }
+}
+
+/// The headers a `when` condition reads, from all the request's headers in one host call:
+/// a repeated one is refused or joined (`filter.repeatedHeaders`), one also sent with `_` for
+/// `-` is refused, and the `_` variants of the identity header are removed. The identity
+/// header itself reads as the verified ID (what the upstream will see), never the client's.
+fn read_headers(
+    host: &dyn Host,
+    names: &[String],
+    settings: &Settings,
+    peer: &Peer,
+) -> Result<Vec<(String, String)>, Refusal> {
+    let identity = settings.identity_header.as_deref();
+    let raw = host
+        .request_headers()
+        .map_err(|e| Refusal::Unreadable(e.to_string()))?;
+    let pairs: Vec<(String, String)> = raw
+        .into_iter()
+        .map(|(n, v)| match String::from_utf8(v) {
+            Ok(v) => Ok((n, v)),
+            Err(_) if relevant(&n, names, identity) => Err(Refusal::Unreadable(format!(
+                "request header {n} is not UTF-8"
+            ))),
+            Err(_) => Ok((n, String::new())),
+        })
+        .collect::<Result<_, _>>()?;
+    let wanted: Vec<String> = names
+        .iter()
+        .filter(|n| Some(n.as_str()) != identity)
+        .cloned()
+        .collect();
+    let HeaderView {
+        mut headers,
+        identity_variants,
+    } = forms::collect_headers(&pairs, &wanted, identity, settings.repeated_headers)
+        .map_err(|e| Refusal::Form(Form::Header, e.to_string()))?;
+    for variant in &identity_variants {
+        host.remove_request_header(variant)
+            .map_err(|e| Refusal::Unreadable(e.to_string()))?;
+    }
+    if let (Some(id_name), Peer::Identity(id)) = (identity, peer) {
+        if names.iter().any(|n| n == id_name) {
+            headers.push((id_name.to_owned(), id.to_string()));
+        }
+    }
+    Ok(headers)
+}
+
+/// Is header `name` one the policy reads or the identity header, in any spelling?
+fn relevant(name: &str, names: &[String], identity: Option<&str>) -> bool {
+    let n = name.to_ascii_lowercase().replace('_', "-");
+    names.contains(&n) || identity == Some(n.as_str())
 }
 
 /// A request header for a log line: `None` when absent, unreadable or not UTF-8.
@@ -372,7 +481,7 @@ fn header(host: &dyn Host, name: &str) -> Result<Option<String>, String> {
     }
 }
 
-/// `:path` without query and fragment (Istio's `paths` match the path only).
+/// `:path` without query and fragment (for log lines).
 pub fn path_without_query(p: &str) -> &str {
     p.split(['?', '#']).next().unwrap_or(p)
 }

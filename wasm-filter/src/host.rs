@@ -42,6 +42,9 @@ pub trait Host {
     fn property(&self, path: &[&str]) -> Result<Option<Vec<u8>>, HostError>;
     /// Reads a request header (first value, raw bytes), e.g. `:path`. `Ok(None)` when absent.
     fn request_header(&self, name: &str) -> Result<Option<Vec<u8>>, HostError>;
+    /// Every request header as `(name, value)`, in order, repeated names included
+    /// (`proxy_get_header_map_pairs`). Only called when the policy reads a header.
+    fn request_headers(&self) -> Result<Vec<(String, Vec<u8>)>, HostError>;
     /// Removes every value of a request header.
     fn remove_request_header(&self, name: &str) -> Result<(), HostError>;
     /// Replaces every value of a request header with `value`, in one host call

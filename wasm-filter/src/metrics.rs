@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+use crate::filter::Form;
 use crate::host::Host;
 
 pub const ALLOWED: &str = "svidgate_allowed";
@@ -11,6 +12,13 @@ pub const DRY_RUN_DENIED: &str = "svidgate_dry_run_denied";
 pub const NO_IDENTITY: &str = "svidgate_no_identity";
 pub const INVALID_IDENTITY: &str = "svidgate_invalid_identity";
 pub const CONFIG_ERRORS: &str = "svidgate_config_errors";
+/// Requests refused because an attribute the policy reads is ambiguous (also counted in
+/// [`DENIED`]): a path not in normal form, a method not an upper-case token, a malformed
+/// host, a repeated or underscore-variant header.
+pub const DENIED_PATH: &str = "svidgate_denied_path_form";
+pub const DENIED_METHOD: &str = "svidgate_denied_method_form";
+pub const DENIED_HOST: &str = "svidgate_denied_host_form";
+pub const DENIED_HEADER: &str = "svidgate_denied_header_form";
 /// At most this many policies get their own counters (bounds the stats a document creates).
 pub const MAX_POLICY_COUNTERS: usize = 256;
 
@@ -24,6 +32,10 @@ pub struct Metrics {
     pub no_identity: Option<u32>,
     pub invalid_identity: Option<u32>,
     pub config_errors: Option<u32>,
+    pub denied_path: Option<u32>,
+    pub denied_method: Option<u32>,
+    pub denied_host: Option<u32>,
+    pub denied_header: Option<u32>,
     /// Policy name → (allowed, denied) counter ids, for the policy that decided.
     pub per_policy: HashMap<String, (Option<u32>, Option<u32>)>,
 }
@@ -40,6 +52,10 @@ impl Metrics {
             no_identity: d(NO_IDENTITY),
             invalid_identity: d(INVALID_IDENTITY),
             config_errors: d(CONFIG_ERRORS),
+            denied_path: d(DENIED_PATH),
+            denied_method: d(DENIED_METHOD),
+            denied_host: d(DENIED_HOST),
+            denied_header: d(DENIED_HEADER),
             per_policy: HashMap::new(),
         }
     }
@@ -63,6 +79,16 @@ impl Metrics {
                 .define_counter(&format!("svidgate_policy.{stat}.denied"))
                 .ok();
             self.per_policy.insert(name.clone(), (allowed, denied));
+        }
+    }
+
+    /// The counter of requests refused for an ambiguous `form`.
+    pub fn malformed(&self, form: Form) -> Option<u32> {
+        match form {
+            Form::Path => self.denied_path,
+            Form::Method => self.denied_method,
+            Form::Host => self.denied_host,
+            Form::Header => self.denied_header,
         }
     }
 

@@ -212,23 +212,14 @@ pub fn decode_pem_property(bytes: &[u8]) -> Option<Vec<u8>> {
     let mut it = bytes.iter();
     while let Some(&b) = it.next() {
         if b == b'%' {
-            let hi = hex_val(*it.next()?)?;
-            let lo = hex_val(*it.next()?)?;
+            let hi = svidgate_core::http::hex_digit(*it.next()?)?;
+            let lo = svidgate_core::http::hex_digit(*it.next()?)?;
             out.push(hi << 4 | lo);
         } else {
             out.push(b);
         }
     }
     Some(out)
-}
-
-fn hex_val(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

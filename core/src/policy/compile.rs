@@ -246,6 +246,18 @@ impl Compiler<'_> {
         ))
     }
 
+    fn hosts(values: &[String]) -> Option<StrMatcher> {
+        if values.is_empty() {
+            return None;
+        }
+        Some(StrMatcher::from_patterns(
+            values
+                .iter()
+                .filter_map(|v| Pattern::parse(super::pattern::host_pattern(v)).ok()),
+            true,
+        ))
+    }
+
     fn ports(values: &[u16]) -> Option<PortSet> {
         (!values.is_empty()).then(|| PortSet::new(values.to_vec()))
     }
@@ -346,8 +358,8 @@ pub(crate) fn compile(doc: &PolicyDocument) -> Result<Index, PolicyError> {
                             not_methods: Compiler::strings(&o.not_methods, false),
                             paths: Compiler::strings(&o.paths, false),
                             not_paths: Compiler::strings(&o.not_paths, false),
-                            hosts: Compiler::strings(&o.hosts, true),
-                            not_hosts: Compiler::strings(&o.not_hosts, true),
+                            hosts: Compiler::hosts(&o.hosts),
+                            not_hosts: Compiler::hosts(&o.not_hosts),
                             ports: Compiler::ports(&o.ports),
                             not_ports: Compiler::ports(&o.not_ports),
                         }

@@ -120,7 +120,9 @@ impl Index {
             id,
             method: req.method,
             path: req.path.map(|p| p.split(['?', '#']).next().unwrap_or(p)),
-            host: req.host.map(lower),
+            host: req
+                .host
+                .map(|h| crate::http::normalize_host(h).unwrap_or_else(|_| lower(h))),
             port: req.port,
             sni: req.sni.map(lower),
             headers: req.headers,

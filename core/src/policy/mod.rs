@@ -60,20 +60,44 @@ pub enum PolicyError {
     /// The text is not valid YAML/JSON at all.
     #[error("cannot parse policy document: {0}")]
     Syntax(String),
+    /// The text is larger or nested deeper than the caps ([`MAX_DOCUMENT_BYTES`],
+    /// [`MAX_DEPTH`]); it was not parsed.
+    #[error("policy document too large: {0}")]
+    TooLarge(String),
     /// The document parsed but is invalid; every problem found is listed.
     #[error("invalid policy document: {}", .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "))]
     Invalid(Vec<Problem>),
 }
 
+/// Largest policy document accepted, in bytes (YAML or JSON), checked before parsing.
+pub const MAX_DOCUMENT_BYTES: usize = 2 * 1024 * 1024;
+/// Deepest nesting of mappings and lists accepted, checked before parsing (a policy document
+/// needs about 10 levels).
+pub const MAX_DEPTH: usize = 32;
+
+/// Parses YAML text into a JSON value with the size and depth caps and duplicate keys
+/// rejected (the first step of [`PolicyDocument::from_yaml`]).
+pub fn yaml_value(text: &str) -> Result<serde_json::Value, PolicyError> {
+    parse::check_shape(text, parse::Syntax::Yaml)?;
+    parse::yaml_to_value(text)
+}
+
+/// Parses JSON text into a value with the size and depth caps and duplicate keys rejected
+/// (the first step of [`PolicyDocument::from_json`]).
+pub fn json_value(text: &str) -> Result<serde_json::Value, PolicyError> {
+    parse::check_shape(text, parse::Syntax::Json)?;
+    parse::json_to_value(text)
+}
+
 impl PolicyDocument {
     /// Parses and validates a YAML document.
     pub fn from_yaml(text: &str) -> Result<Self, PolicyError> {
-        Self::from_json_value(parse::yaml_to_value(text)?)
+        Self::from_json_value(yaml_value(text)?)
     }
 
     /// Parses and validates a JSON document. Duplicate keys are rejected.
     pub fn from_json(text: &str) -> Result<Self, PolicyError> {
-        Self::from_json_value(parse::json_to_value(text)?)
+        Self::from_json_value(json_value(text)?)
     }
 
     /// Parses and validates a `serde_json::Value` (the filter's `pluginConfig` minus its

@@ -79,6 +79,125 @@ impl<'de> Visitor<'de> for StrictVisitor {
     }
 }
 
+/// Which syntax [`check_shape`] scans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Syntax {
+    Yaml,
+    Json,
+}
+
+/// Rejects text larger than [`super::MAX_DOCUMENT_BYTES`] or nested deeper than
+/// [`super::MAX_DEPTH`] before any parser sees it. One linear pass over the bytes.
+///
+/// The depth counted is an upper bound of the parser's: flow brackets (`[`, `{`) outside
+/// quoted strings and comments, plus, for YAML, the block structure — one level per open
+/// indentation column and one per `- ` or `? ` / `key: ` introducing a nested node on the
+/// same line. A legitimate policy (about 10 levels) is far below the cap. For JSON (the
+/// filter's input) the count is exact. For YAML it is lexical: quoted scalars are recognized
+/// line by line, so a crafted document that hides brackets in multi-line quoted scalars can
+/// undercount; plain deep nesting (`{a: {a: …`, 15 s of serde_yaml for 150 KB here, or
+/// `[[[…`, `- - - …`, indentation) is refused in one pass.
+pub(super) fn check_shape(text: &str, syntax: Syntax) -> Result<(), PolicyError> {
+    use super::{MAX_DEPTH, MAX_DOCUMENT_BYTES};
+    if text.len() > MAX_DOCUMENT_BYTES {
+        return Err(PolicyError::TooLarge(format!(
+            "{} bytes, more than the limit of {MAX_DOCUMENT_BYTES}",
+            text.len()
+        )));
+    }
+    let depth = match syntax {
+        Syntax::Json => flow_depth(text.as_bytes(), false, 0, MAX_DEPTH).1,
+        Syntax::Yaml => yaml_depth(text),
+    };
+    if depth > MAX_DEPTH {
+        return Err(PolicyError::TooLarge(format!(
+            "nested more than {MAX_DEPTH} levels deep"
+        )));
+    }
+    Ok(())
+}
+
+/// Scans `bytes` for flow brackets outside strings, starting at `depth`. Returns the depth at
+/// the end and the deepest seen (stops early once past `cap`). With `yaml`, `'` strings and
+/// `#` comments (after a space or at the start) are recognized too.
+fn flow_depth(bytes: &[u8], yaml: bool, mut depth: usize, cap: usize) -> (usize, usize) {
+    let mut max = depth;
+    let mut i = 0;
+    let mut prev = b' ';
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b'"' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    if bytes[i] == b'\\' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+            }
+            b'\'' if yaml => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'\'' {
+                    i += 1;
+                }
+            }
+            b'#' if yaml && prev.is_ascii_whitespace() => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+                if max > cap {
+                    return (depth, max);
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        prev = b;
+        i += 1;
+    }
+    (depth, max)
+}
+
+/// An upper bound of the nesting depth of a YAML text (see [`check_shape`]).
+fn yaml_depth(text: &str) -> usize {
+    let cap = super::MAX_DEPTH;
+    let mut columns: Vec<usize> = Vec::new();
+    let mut flow = 0;
+    let mut max = 0;
+    for line in text.lines() {
+        let body = line.trim_start_matches(' ');
+        if flow == 0 && (body.is_empty() || body.starts_with('#')) {
+            continue;
+        }
+        let indent = line.len() - body.len();
+        if flow == 0 {
+            while columns.last().is_some_and(|&c| c >= indent) {
+                columns.pop();
+            }
+            columns.push(indent);
+        }
+        // Nodes opened on this line: `- - x`, `? x`, `a: b: c` (the last is invalid YAML,
+        // counted anyway).
+        let inline = body
+            .split_inclusive([' ', '\t'])
+            .take_while(|t| matches!(t.trim_end(), "-" | "?") || t.trim_end().ends_with(':'))
+            .count();
+        let (end, deepest) = flow_depth(body.as_bytes(), true, flow, cap);
+        let block = columns.len() + inline;
+        max = max.max(block + deepest.max(flow)).max(block + end);
+        flow = end;
+        if max > cap {
+            break;
+        }
+    }
+    max
+}
+
 pub(super) fn yaml_to_value(text: &str) -> Result<Value, PolicyError> {
     serde_yaml::from_str::<StrictValue>(text)
         .map(|v| v.0)

@@ -197,7 +197,22 @@ pub(crate) fn check_host(value: &str) -> Result<(), String> {
             "invalid host: only visible ASCII characters other than '/' are allowed".into(),
         );
     }
+    if let Some((_, port)) = text.rsplit_once(':') {
+        if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) {
+            return Err("hosts are matched without the port (the request's port is \
+                        stripped): remove the port and use `ports`"
+                .into());
+        }
+    }
     Ok(())
+}
+
+/// A `hosts` value as it is matched: the request host is lower case without port or
+/// trailing dot (`crate::http::normalize_host`), so `example.com:*` (Istio's way to
+/// match any port) and `example.com.` mean `example.com`.
+pub(crate) fn host_pattern(value: &str) -> &str {
+    let v = value.strip_suffix(":*").unwrap_or(value);
+    v.strip_suffix('.').filter(|r| !r.is_empty()).unwrap_or(v)
 }
 
 /// Validates a header value pattern.
@@ -272,6 +287,12 @@ mod tests {
         assert!(check_method("G T").is_err());
         assert!(check_host("Example.COM:*").is_ok());
         assert!(check_host("a/b").is_err());
+        assert!(check_host("example.com:8080").is_err());
+        assert!(check_host("*:8080").is_err());
+        assert_eq!(host_pattern("example.com:*"), "example.com");
+        assert_eq!(host_pattern("example.com."), "example.com");
+        assert_eq!(host_pattern("*.example.com.:*"), "*.example.com");
+        assert_eq!(host_pattern("*"), "*");
         assert!(check_namespace("prod-*").is_ok());
         assert!(check_namespace("a/b").is_err());
         assert!(check_trust_domain_pattern("example.org").is_ok());

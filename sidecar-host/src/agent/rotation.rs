@@ -25,12 +25,11 @@ use std::time::{Duration, SystemTime};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use svidgate_pki::time::fmt_time;
+use svidgate_pki::WorkloadCert;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
-
-use svidgate_pki::time::fmt_time;
-use svidgate_pki::WorkloadCert;
 
 use super::bundle::TrustBundles;
 use super::metrics::Metrics;

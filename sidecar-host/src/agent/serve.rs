@@ -7,12 +7,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use svidgate_core::{SpiffeId, TrustDomain};
+use svidgate_pki::pem::certs_to_pem;
+use svidgate_pki::{Anchors, KeyType, WorkloadCert};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tracing::{info, warn};
-
-use svidgate_pki::pem::certs_to_pem;
-use svidgate_pki::{Anchors, KeyType, WorkloadCert};
 
 use super::admin::{self, AdminError};
 use super::bundle::TrustBundles;

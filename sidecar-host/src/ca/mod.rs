@@ -52,13 +52,7 @@ pub struct CaServeArgs {
     #[arg(long, env = "SVIDGATE_CA_GENERATE")]
     pub generate: bool,
     /// Trust domain of the identities this CA signs.
-    #[arg(
-        long,
-        env = "TRUST_DOMAIN",
-        value_name = "TD",
-        default_value = "cluster.local",
-        value_parser = Setting(runtime::trust_domain)
-    )]
+    #[arg(long, env = "TRUST_DOMAIN", value_name = "TD", default_value = "cluster.local", value_parser = Setting(runtime::trust_domain))]
     pub trust_domain: TrustDomain,
     /// Token file: lines `<token> <spiffe-id>` (re-read on every call).
     #[arg(long, env = "SVIDGATE_CA_TOKENS", value_name = "FILE")]
@@ -67,31 +61,13 @@ pub struct CaServeArgs {
     #[arg(long, env = "SVIDGATE_CA_INSECURE_TRUST_CSR")]
     pub insecure_trust_csr: bool,
     /// Longest certificate lifetime issued (longer requests are capped).
-    #[arg(
-        long,
-        env = "SVIDGATE_CA_MAX_TTL",
-        value_name = "DURATION",
-        default_value = "24h",
-        value_parser = Setting(duration)
-    )]
+    #[arg(long, env = "SVIDGATE_CA_MAX_TTL", value_name = "DURATION", default_value = "24h", value_parser = Setting(duration))]
     pub max_ttl: Duration,
     /// Shortest lifetime issued (shorter requests get INVALID_ARGUMENT).
-    #[arg(
-        long,
-        env = "SVIDGATE_CA_MIN_TTL",
-        value_name = "DURATION",
-        default_value = "5s",
-        value_parser = Setting(duration)
-    )]
+    #[arg(long, env = "SVIDGATE_CA_MIN_TTL", value_name = "DURATION", default_value = "5s", value_parser = Setting(duration))]
     pub min_ttl: Duration,
     /// Lifetime issued when a request asks for 0 (no preference).
-    #[arg(
-        long,
-        env = "SVIDGATE_CA_DEFAULT_TTL",
-        value_name = "DURATION",
-        default_value = "24h",
-        value_parser = Setting(duration)
-    )]
+    #[arg(long, env = "SVIDGATE_CA_DEFAULT_TTL", value_name = "DURATION", default_value = "24h", value_parser = Setting(duration))]
     pub default_ttl: Duration,
     /// Names (DNS or IP) in the CA's serving certificate; repeat the flag. Default:
     /// localhost, istiod.istio-system.svc, svidgate-ca.istio-system.svc, 127.0.0.1.
@@ -104,13 +80,7 @@ pub struct CaServeArgs {
     pub server_names: Vec<String>,
     /// Re-read --ca-dir when its files change, checking this often (`0s` disables;
     /// SIGHUP always reloads).
-    #[arg(
-        long,
-        env = "SVIDGATE_CA_WATCH_INTERVAL",
-        value_name = "DURATION",
-        default_value = "2s",
-        value_parser = Setting(runtime::duration_or_zero)
-    )]
+    #[arg(long, env = "SVIDGATE_CA_WATCH_INTERVAL", value_name = "DURATION", default_value = "2s", value_parser = Setting(runtime::duration_or_zero))]
     pub watch_interval: Duration,
     /// Admin HTTP (`/metrics`, `/healthz/ready`, `/healthz/live`), plain HTTP apart from the
     /// TLS port. Default 127.0.0.1:15031; if that default is taken the CA runs without it
@@ -118,13 +88,7 @@ pub struct CaServeArgs {
     #[arg(long, env = "SVIDGATE_CA_ADMIN_ADDR", value_name = "ADDR", value_parser = Setting(runtime::socket_addr))]
     pub admin_addr: Option<SocketAddr>,
     /// Log format: human (alias: text) or json.
-    #[arg(
-        long,
-        env = "SVIDGATE_LOG_FORMAT",
-        value_name = "FORMAT",
-        default_value = "human",
-        value_parser = Setting(runtime::log_format)
-    )]
+    #[arg(long, env = "SVIDGATE_LOG_FORMAT", value_name = "FORMAT", default_value = "human", value_parser = Setting(runtime::log_format))]
     pub log_format: LogFormat,
 }
 
@@ -135,13 +99,7 @@ pub struct CaInitArgs {
     #[arg(long, env = "SVIDGATE_CA_DIR", value_name = "DIR")]
     pub ca_dir: PathBuf,
     /// Trust domain (the O= of the CA certificates).
-    #[arg(
-        long,
-        env = "TRUST_DOMAIN",
-        value_name = "TD",
-        default_value = "cluster.local",
-        value_parser = Setting(runtime::trust_domain)
-    )]
+    #[arg(long, env = "TRUST_DOMAIN", value_name = "TD", default_value = "cluster.local", value_parser = Setting(runtime::trust_domain))]
     pub trust_domain: TrustDomain,
 }
 

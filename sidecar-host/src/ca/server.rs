@@ -10,16 +10,15 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use svidgate_core::{SpiffeId, TrustDomain};
+use svidgate_pki::cert::check_leaf_der;
+use svidgate_pki::csr_policy::{check_csr, CsrPublicKey, CsrRejection};
+use svidgate_pki::pem::certs_to_pem;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tonic::{Request, Response, Status};
 use x509_parser::prelude::FromDer;
-
-use svidgate_pki::cert::check_leaf_der;
-use svidgate_pki::csr_policy::{check_csr, CsrPublicKey, CsrRejection};
-use svidgate_pki::pem::certs_to_pem;
 
 use super::auth::{Tokens, TokensError};
 use super::issue::{issue_server_cert, issue_svid};

@@ -23,6 +23,7 @@ use rcgen::{
     KeyPair, KeyUsagePurpose,
 };
 use svidgate_core::TrustDomain;
+use svidgate_pki::chain::find_issuer;
 use svidgate_pki::key::key_pair_from_pem;
 use svidgate_pki::time::{fmt_time, from_unix, unix_seconds};
 use svidgate_pki::CertificateDer;
@@ -224,16 +225,8 @@ fn verify_ca_chain(
     let top = parsed
         .last()
         .ok_or_else(|| StoreError::Chain("empty chain".into()))?;
-    for r in roots {
-        let Ok((_, rp)) = X509Certificate::from_der(r.as_ref()) else {
-            continue;
-        };
-        if rp.subject().as_raw() == top.issuer().as_raw()
-            && top.verify_signature(Some(rp.public_key())).is_ok()
-            && rp.is_ca()
-        {
-            return Ok(r.clone());
-        }
+    if let Some(root) = find_issuer(top, roots, None) {
+        return Ok(root.clone());
     }
     Err(StoreError::Chain(format!(
         "{} is not signed by any certificate in {ROOT_CERT}",

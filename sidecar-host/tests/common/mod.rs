@@ -35,6 +35,22 @@ pub async fn start(cfg: CaServerConfig) -> RunningCa {
     ca::start(cfg, l).await.unwrap()
 }
 
+/// A CA over a fresh `tmp/cacerts` whose tokens file `tmp/tokens` holds `tokens`; returns it
+/// and its `root-cert.pem`.
+pub async fn start_with_tokens(tmp: &Path, tokens: &str) -> (RunningCa, PathBuf) {
+    let dir = ca_dir(tmp, "cacerts");
+    let mut cfg = config(&dir);
+    cfg.tokens = Some(write(tmp, "tokens", tokens));
+    (start(cfg).await, dir.join("root-cert.pem"))
+}
+
+/// Copies every `cacerts` file of `from` over the ones in `to` (a root rotation).
+pub fn replace_cacerts(from: &Path, to: &Path) {
+    for f in ca::store::ALL_FILES {
+        std::fs::copy(from.join(f), to.join(f)).unwrap();
+    }
+}
+
 pub fn client_config(
     addr: std::net::SocketAddr,
     root: &Path,

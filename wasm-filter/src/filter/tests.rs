@@ -3,6 +3,7 @@
 use super::*;
 use crate::fake::FakeHost;
 use crate::metrics;
+use crate::metrics::{DENIED, DENIED_HEADER, DENIED_HOST, DENIED_METHOD, DENIED_PATH};
 
 #[test]
 fn bad_configuration_is_logged_counted_and_refused() {
@@ -555,7 +556,7 @@ fn every_attribute_the_policy_reads_is_read() {
     assert_eq!(f.on_http_request_headers(&host), Outcome::Continue);
     let calls = host.calls();
     for want in [
-        "request_header x-tenant",
+        "request_headers",
         "request_header :authority",
         "property connection.requested_server_name",
         "property destination.port",
@@ -637,4 +638,164 @@ fn network_mode_reads_port_and_sni_only_when_the_policy_does() {
             "increment",
         ]
     );
+}
+
+/// A strict-cached request from FRONTEND with `method`, `path`, `authority` and `extra`
+/// headers, against `policies`; returns the outcome and the host.
+fn form_case(
+    policies: serde_json::Value,
+    filter: serde_json::Value,
+    method: &str,
+    path: &str,
+    authority: &str,
+    extra: &[(&str, &str)],
+) -> (Outcome, FakeHost) {
+    let host = FakeHost::default();
+    let doc = serde_json::json!({"trustDomain": "cluster.local", "policies": policies,
+                                 "filter": filter});
+    let f = Filter::configure(&host, doc.to_string().as_bytes(), Metrics::define(&host)).unwrap();
+    let id = svidgate_core::SpiffeId::parse(FRONTEND).unwrap();
+    f.cache.borrow_mut().insert(DIGEST.to_owned(), Ok(id));
+    host.set_property(crate::peer::PROP_MTLS, &[1]);
+    host.set_property(crate::peer::PROP_PEER_DIGEST, DIGEST.as_bytes());
+    host.add_header(":method", method);
+    host.add_header(":path", path);
+    host.add_header(":authority", authority);
+    for (n, v) in extra {
+        host.add_header(n, v);
+    }
+    host.reset_calls();
+    (f.on_http_request_headers(&host), host)
+}
+
+fn deny_admin() -> serde_json::Value {
+    serde_json::json!([{"name": "no-admin", "action": "DENY",
+        "rules": [{"to": [{"operation": {"paths": ["/admin/*"], "methods": ["DELETE"],
+                                          "hosts": ["admin.test"]}}]},
+                  {"to": [{"operation": {"paths": ["/admin/*"]}}]},
+                  {"to": [{"operation": {"methods": ["DELETE"]}}]},
+                  {"to": [{"operation": {"hosts": ["admin.test"]}}]},
+                  {"when": [{"key": "request.headers[x-tenant]", "values": ["evil"]}]}]}])
+}
+
+#[test]
+fn ambiguous_attributes_are_refused_with_their_own_counter() {
+    let none = serde_json::json!({});
+    /// (method, path, authority, extra headers, counter)
+    type Case<'a> = (&'a str, &'a str, &'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
+        ("GET", "//admin/x", "svc.test", &[], DENIED_PATH),
+        ("GET", "/public/../admin/x", "svc.test", &[], DENIED_PATH),
+        ("GET", "/%61dmin/x", "svc.test", &[], DENIED_PATH),
+        ("GET", "/admin%2Fx", "svc.test", &[], DENIED_PATH),
+        ("GET", "/admin%2fx", "svc.test", &[], DENIED_PATH),
+        ("GET", "/admin\\x", "svc.test", &[], DENIED_PATH),
+        ("GET", "/admin;x/y", "svc.test", &[], DENIED_PATH),
+        ("delete", "/x", "svc.test", &[], DENIED_METHOD),
+        ("Delete", "/x", "svc.test", &[], DENIED_METHOD),
+        ("GET", "/x", "svc.test,admin.test", &[], DENIED_HOST),
+        ("GET", "/x", "admin..test", &[], DENIED_HOST),
+        (
+            "GET",
+            "/x",
+            "svc.test",
+            &[("x-tenant", "good"), ("x-tenant", "evil")],
+            DENIED_HEADER,
+        ),
+        (
+            "GET",
+            "/x",
+            "svc.test",
+            &[("x_tenant", "evil")],
+            DENIED_HEADER,
+        ),
+    ];
+    for (method, path, authority, extra, counter) in cases {
+        let (outcome, host) = form_case(deny_admin(), none.clone(), method, path, authority, extra);
+        assert_eq!(
+            outcome,
+            Outcome::Stop,
+            "{method} {path} {authority} {extra:?}"
+        );
+        assert_eq!(host.count(counter), 1, "{path}: {:?}", host.counts());
+        assert_eq!(host.count(DENIED), 1);
+        assert_eq!(host.local_reply.borrow().as_ref().map(|r| r.0), Some(403));
+    }
+}
+
+#[test]
+fn normalized_hosts_and_joined_headers_reach_the_policy() {
+    let none = serde_json::json!({});
+    // A trailing dot, a port or upper case do not get around a DENY on hosts.
+    for authority in [
+        "admin.test.",
+        "admin.test:8080",
+        "ADMIN.Test",
+        "Admin.TEST.:1",
+    ] {
+        let (outcome, host) = form_case(deny_admin(), none.clone(), "GET", "/x", authority, &[]);
+        assert_eq!(outcome, Outcome::Stop, "{authority}");
+        assert_eq!(host.count(DENIED_HOST), 0, "{authority}");
+    }
+    let (outcome, _) = form_case(deny_admin(), none.clone(), "GET", "/x", "svc.test:443", &[]);
+    assert_eq!(outcome, Outcome::Continue);
+    // With repeatedHeaders: join, the policy sees "good,evil" (Istio's view).
+    let join = serde_json::json!({"repeatedHeaders": "join"});
+    let suffix = serde_json::json!([{"name": "no-evil", "action": "DENY",
+        "rules": [{"when": [{"key": "request.headers[x-tenant]", "values": ["*evil"]}]}]}]);
+    let two = [("x-tenant", "good"), ("x-tenant", "evil")];
+    let (outcome, host) = form_case(suffix.clone(), join.clone(), "GET", "/x", "h", &two);
+    assert_eq!(outcome, Outcome::Stop);
+    assert_eq!(host.count(DENIED_HEADER), 0);
+    let (outcome, _) = form_case(suffix, join, "GET", "/x", "h", &[("x-tenant", "good")]);
+    assert_eq!(outcome, Outcome::Continue);
+    // Normal-form paths, upper-case methods and the query string pass.
+    let (outcome, host) = form_case(
+        deny_admin(),
+        none,
+        "GET",
+        "/public/a%20b/?next=//admin/../x",
+        "svc.test",
+        &[("x-tenant", "good")],
+    );
+    assert_eq!(outcome, Outcome::Continue, "{:?}", host.logs());
+}
+
+#[test]
+fn identity_header_underscore_variants_are_removed_when_headers_are_read() {
+    let (outcome, host) = form_case(
+        deny_admin(),
+        serde_json::json!({}),
+        "GET",
+        "/x",
+        "svc.test",
+        &[
+            ("x_spiffe_peer_id", "spiffe://cluster.local/ns/x/sa/spoof"),
+            ("x_spiffe-peer_id", "spiffe://cluster.local/ns/x/sa/spoof"),
+        ],
+    );
+    assert_eq!(outcome, Outcome::Continue);
+    let left: Vec<String> = host
+        .headers
+        .borrow()
+        .iter()
+        .filter(|(n, _)| n.replace('_', "-") == "x-spiffe-peer-id")
+        .map(|(n, v)| format!("{n}={}", String::from_utf8_lossy(v)))
+        .collect();
+    assert_eq!(left, vec![format!("x-spiffe-peer-id={FRONTEND}")]);
+}
+
+#[test]
+fn attributes_the_policy_does_not_read_are_not_checked() {
+    // A principals-only policy reads neither path nor method: no form check, no extra call.
+    let (outcome, host) = form_case(
+        principals_only(),
+        serde_json::json!({}),
+        "delete",
+        "//admin/../x",
+        "a,b",
+        &[("x-tenant", "a"), ("x-tenant", "b")],
+    );
+    assert_eq!(outcome, Outcome::Continue);
+    assert!(!host.calls().iter().any(|c| c.starts_with("request_header")));
 }
