@@ -9,8 +9,8 @@
 //!    override appends); without the override they are one metric name per policy.
 //! 2. `prometheus_scrapes_agent_ca_and_envoy_every_query_returns_data`: a real Prometheus server
 //!    (Debian `prometheus`) on 127.0.0.1 scrapes two `svidgate agent`s, `svidgate ca` (its
-//!    `--admin-addr`) and an Envoy with the filter (stats_config taken from deploy/envoy/http.yaml) while a bounded
-//!    workload runs (~15 s). Then every dashboard query and every alert's probe (the expression
+//!    `--admin-addr`) and an Envoy with the filter (stats_config taken from
+//!    deploy/envoy/http.yaml) while a bounded workload runs (~15 s). Then every dashboard query and every alert's probe (the expression
 //!    without its threshold, listed by `scripts/observability.py queries`) must return at least
 //!    one series through the HTTP API, every alert `expr` must evaluate without error, and
 //!    Prometheus's own evaluation of the loaded rule file must report every rule healthy.
@@ -336,7 +336,23 @@ impl Agent {
 }
 
 /// The stand-in for istiod's and istio-agent's metrics endpoints (see the module doc).
-fn istio_standin() -> Result<(u16, Arc<AtomicBool>, std::thread::JoinHandle<()>)> {
+/// Stopped (thread joined) when dropped.
+struct StandIn {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn istio_standin() -> Result<StandIn> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     listener.set_nonblocking(true)?;
     let port = listener.local_addr()?.port();
@@ -364,7 +380,11 @@ fn istio_standin() -> Result<(u16, Arc<AtomicBool>, std::thread::JoinHandle<()>)
             }
         }
     });
-    Ok((port, stop, handle))
+    Ok(StandIn {
+        port,
+        stop,
+        thread: Some(handle),
+    })
 }
 
 /// Runs a PromQL instant query; returns the result vector.
@@ -535,7 +555,7 @@ fn prometheus_scrapes_agent_ca_and_envoy_every_query_returns_data() -> Result<()
     );
 
     // Prometheus on loopback, scraping every second, with the alert rules loaded.
-    let (standin_port, standin_stop, standin) = istio_standin()?;
+    let standin = istio_standin()?;
     let prom_port = free_port()?;
     let targets = |ports: &[u16]| -> Value {
         json!([{"targets": ports.iter().map(|p| format!("127.0.0.1:{p}")).collect::<Vec<_>>()}])
@@ -547,7 +567,7 @@ fn prometheus_scrapes_agent_ca_and_envoy_every_query_returns_data() -> Result<()
             {"job_name": "svidgate-agent", "static_configs": targets(&[server_agent.admin, client_agent.admin])},
             {"job_name": "svidgate-ca", "static_configs": targets(&[ca_admin])},
             {"job_name": "envoy", "metrics_path": "/stats/prometheus", "static_configs": targets(&[s_admin])},
-            {"job_name": "istio-standin", "static_configs": targets(&[standin_port])}
+            {"job_name": "istio-standin", "static_configs": targets(&[standin.port])}
         ]
     });
     let prom_file = work.join("prometheus.yml");
@@ -677,8 +697,7 @@ fn prometheus_scrapes_agent_ca_and_envoy_every_query_returns_data() -> Result<()
     })();
 
     prom.stop();
-    standin_stop.store(true, Ordering::Relaxed);
-    let _ = standin.join();
+    drop(standin);
     client.proc.stop();
     server.proc.stop();
     client_agent.proc.stop();

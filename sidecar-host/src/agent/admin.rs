@@ -58,6 +58,14 @@ impl Exposition for Metrics {
     }
 }
 
+/// The Prometheus text exposition (OpenMetrics text format) of a registry.
+pub fn encode_registry(registry: &prometheus_client::registry::Registry) -> String {
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, registry);
+    out
+}
+
 /// The admin routes.
 pub fn router<M: Exposition>(metrics: Arc<M>) -> Router {
     Router::new()

@@ -182,10 +182,7 @@ impl Metrics {
             #[allow(clippy::cast_precision_loss)]
             self.cert_expiry_seconds.set((na - now) as f64);
         }
-        let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+        super::admin::encode_registry(&self.registry)
     }
 }
 

@@ -185,10 +185,7 @@ impl crate::agent::admin::Exposition for CaMetrics {
         "not ready: no CA material loaded\n"
     }
     fn exposition(&self) -> String {
-        let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+        crate::agent::admin::encode_registry(&self.registry)
     }
 }
 

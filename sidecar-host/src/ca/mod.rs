@@ -189,7 +189,10 @@ fn serve_main(a: &CaServeArgs) -> anyhow::Result<i32> {
         println!("svidgate ca listening on {}", running.addr);
         tracing::info!(addr = %running.addr, "svidgate ca serving");
         let admin_task = admin.map(|(addr, task)| {
-            println!("svidgate ca admin (metrics, health) on http://{addr}");
+            // Not println!: a parent that read only the first line may have closed the pipe.
+            use std::io::Write;
+            let _ = writeln!(std::io::stdout(), "svidgate ca admin (metrics, health) on http://{addr}");
+            tracing::info!(%addr, "admin endpoint (metrics, health)");
             task
         });
         let handle = running.handle.clone();
