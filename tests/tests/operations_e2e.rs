@@ -644,7 +644,7 @@ fn prometheus_scrapes_agent_ca_and_envoy_every_query_returns_data() -> Result<()
 
         let queries = observability_queries()?;
         let mut failures = Vec::new();
-        let mut n = 0;
+        let (mut n, mut alerts) = (0, 0);
         for q in queries["dashboard"].as_array().into_iter().flatten() {
             let expr = grafana_expr(q["expr"].as_str().unwrap_or_default());
             n += 1;
@@ -661,6 +661,7 @@ fn prometheus_scrapes_agent_ca_and_envoy_every_query_returns_data() -> Result<()
                 a["probe"].as_str().unwrap_or_default(),
             );
             n += 2;
+            alerts += 1;
             if let Err(e) = query(prom_port, expr) {
                 failures.push(format!("alert {name}: expr fails: {e:#}"));
             }
@@ -676,7 +677,10 @@ fn prometheus_scrapes_agent_ca_and_envoy_every_query_returns_data() -> Result<()
             failures.len(),
             failures.join("\n")
         );
-        eprintln!("{n} dashboard/alert queries returned data");
+        eprintln!(
+            "{} dashboard queries and {alerts} alert probes returned data; {alerts} alert expressions evaluated",
+            n - 2 * alerts
+        );
 
         // Prometheus evaluated the rule file itself: every rule healthy.
         let rules: Value = serde_json::from_str(&http_get(prom_port, "/api/v1/rules")?)?;
