@@ -211,3 +211,49 @@ pub fn header_view(data: &[u8]) {
         }
     }
 }
+
+/// Istio AuthorizationPolicy import never panics; what it accepts the engine compiles, and a
+/// DENY it imports is never turned into an ALLOW (or dropped) by skipping unsupported items.
+pub fn istio_import(data: &[u8]) {
+    use svidgate_core::policy::import::{convert, ImportOptions};
+    use svidgate_core::policy::Action;
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    for skip in [false, true] {
+        let opts = ImportOptions {
+            trust_domain: "cluster.local".into(),
+            trust_domain_aliases: vec!["old.example".into()],
+            skip_unsupported: skip,
+            ..ImportOptions::default()
+        };
+        let Ok(imported) = convert(text, &opts) else {
+            continue;
+        };
+        if imported.failure(skip).is_none() {
+            assert!(
+                CompiledPolicy::compile(&imported.document).is_ok(),
+                "an import without failure compiles"
+            );
+        }
+        // Skipping never drops a DENY policy: every DENY resource imported is still there.
+        if skip && imported.failure(true).is_none() {
+            let strict = convert(
+                text,
+                &ImportOptions {
+                    skip_unsupported: false,
+                    ..opts.clone()
+                },
+            );
+            if let Ok(strict) = strict {
+                let count = |d: &svidgate_core::policy::PolicyDocument| {
+                    d.policies
+                        .iter()
+                        .filter(|p| p.action == Action::Deny)
+                        .count()
+                };
+                assert_eq!(count(&strict.document), count(&imported.document));
+            }
+        }
+    }
+}

@@ -243,3 +243,21 @@ fn seeds_are_what_they_claim() {
         Err(svidgate_core::svid::SvidError::NoUriSan)
     );
 }
+
+#[test]
+fn istio_import_properties_hold_on_mutated_inputs() {
+    let seeds: &[&[u8]] = &[seed!("istio_import/fixture.yaml"), b""];
+    let tokens: &[&[u8]] = &[
+        b"DENY",
+        b"ALLOW",
+        b"CUSTOM",
+        b"ipBlocks: [1.2.3.4]",
+        b"serviceAccounts: [a/b]",
+        b"paths: ['/{*}']",
+        b"---\n",
+        b"[",
+        b"{",
+        b"\n  ",
+    ];
+    run(0x5eed_0004, 3_000, seeds, tokens, props::istio_import);
+}

@@ -16,12 +16,16 @@ use std::fmt;
 use crate::spiffe_id::SpiffeId;
 
 mod compile;
+pub mod diff;
 mod evaluate;
 mod explain;
+pub mod import;
 mod index;
+pub mod lint;
 mod model;
 mod parse;
 mod pattern;
+pub mod request_line;
 mod validate;
 
 pub use model::{
