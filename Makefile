@@ -8,7 +8,7 @@ PY      := $(VENV)/bin/python
 WASM    := target/wasm32-wasip1/release/svidgate_filter.wasm
 SETUP_STAMP := $(VENV)/.setup-done
 
-.PHONY: help setup wasm-target build wasm image test test-unit test-playground e2e lint fmt bench bench-core bench-envoy demo oci fuzz clean playground playground-serve
+.PHONY: help setup wasm-target build wasm image test test-unit test-observability test-playground e2e lint fmt bench bench-core bench-envoy demo oci fuzz clean playground playground-serve
 
 help:
 	@echo "make demo   - set up, build and run the demo (CA, agents, Envoys, filter)"
@@ -39,8 +39,9 @@ wasm: wasm-target
 	@ls -l $(WASM) | awk '{print "wasm module: " $$NF " (" $$5 " bytes)"}'
 
 # Unit, table, CLI and end-to-end tests (the e2e tests start real Envoys on loopback; the image
-# tests run the static binary under chroot), then the playground's npm package and browser tests.
-test: setup wasm image
+# tests run the static binary under chroot), the alert rules under promtool, then the
+# playground's npm package and browser tests.
+test: setup wasm image test-observability
 	RUST_TEST_THREADS=2 $(CARGO) test --workspace --all-targets
 	$(MAKE) test-playground
 
@@ -57,6 +58,14 @@ playground-serve: playground
 test-playground: playground
 	$(CARGO) build -p sidecar-host
 	cd playground && node --test --test-concurrency=1 tests/
+
+# Alerts and dashboard (deploy/observability/): generated files up to date, promtool checks and
+# the alert unit tests (every alert firing and not firing). The real-Prometheus test is
+# tests/tests/operations_e2e.rs (in `cargo test`).
+test-observability: setup
+	$(PY) scripts/observability.py check
+	promtool check rules deploy/observability/svidgate.rules.yml
+	promtool test rules tests/observability/svidgate.rules.test.yml
 
 # Every crate's own tests (the filter's natively), without the end-to-end crate.
 test-unit:

@@ -20,9 +20,12 @@ fi
 
 # Debian tools used by tests and benchmarks (load generators, openssl; skopeo reads the OCI
 # images `make oci` and `make image` write; musl-tools' x86_64-linux-musl-gcc compiles ring's C
-# and assembly for the musl target; chromium, node and npm run the playground's tests).
+# and assembly for the musl target; chromium, node and npm run the playground's tests;
+# prometheus gives `prometheus` and `promtool` for the alert tests and the real-Prometheus test).
 need=()
-for pair in wrk:wrk h2load:nghttp2-client hey:hey openssl:openssl curl:curl skopeo:skopeo x86_64-linux-musl-gcc:musl-tools chromium:chromium node:nodejs npm:npm; do
+for pair in wrk:wrk h2load:nghttp2-client hey:hey openssl:openssl curl:curl skopeo:skopeo \
+            x86_64-linux-musl-gcc:musl-tools chromium:chromium node:nodejs npm:npm \
+            prometheus:prometheus promtool:prometheus; do
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done
@@ -30,6 +33,8 @@ if [ ${#need[@]} -gt 0 ]; then
   say "installing Debian packages: ${need[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -q || true
+  # (Under systemd the prometheus package also starts a system service; the tests never use
+  # it, they run their own on 127.0.0.1.)
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${need[@]}"
 fi
 

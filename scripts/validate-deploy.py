@@ -4,10 +4,12 @@
 - every YAML file parses;
 - every Kubernetes object is validated against its pinned schema: core kinds against the
   Kubernetes JSON schemas in deploy/schemas/kubernetes/<version>.json (strict: unknown fields are
-  errors), CRD kinds (WasmPlugin, IstioOperator, cert-manager) against the openAPIV3Schema in
+  errors), CRD kinds (WasmPlugin, IstioOperator, cert-manager, prometheus-operator) against the openAPIV3Schema in
   deploy/schemas/crds/ converted to JSON schema the way the API server applies it (unknown fields
   are errors unless x-kubernetes-preserve-unknown-fields), with metadata checked as ObjectMeta;
   an object whose kind has no pinned schema is an error;
+- Prometheus files (deploy/observability/*.yml: rules, scrape config) parse and have `groups` or
+  `scrape_configs` (promtool checks them in `make test-observability`);
 - the Helm values file is validated against deploy/schemas/helm-istiod-values.yaml;
 - the `svidgate` injection template is identical in the IstioOperator and Helm files (it is
   rendered and injected by tests/tests/inject.rs, which validates the resulting Pod with
@@ -188,6 +190,8 @@ def classify(path):
         return "envoy"
     if rel == "istio/helm-values.yaml":
         return "helm-values"
+    if rel.startswith("observability/") and path.suffix == ".yml":
+        return "prometheus"
     return "kubernetes"
 
 
@@ -207,6 +211,11 @@ def check_file(schemas, path, templates):
             if not isinstance(d, dict) or "trustDomain" not in d or "policies" not in d:
                 raise Failure(f"{rel}: a policy document needs trustDomain and policies")
         return [f"ok   {rel} (policy document, parses; `svidgate policy check` runs in tests/tests/deploy.rs)"]
+    if kind == "prometheus":
+        (d,) = docs
+        if not isinstance(d, dict) or not ({"groups", "scrape_configs"} & set(d)):
+            raise Failure(f"{rel}: a Prometheus rules file (groups) or scrape config (scrape_configs)")
+        return [f"ok   {rel} (Prometheus file, parses; `promtool` checks it in `make test-observability`)"]
     if kind == "helm-values":
         (d,) = docs
         errs = errors_of(schemas.helm_values, d)

@@ -3,8 +3,9 @@
 //! - [`agent`]: the workload's certificate agent (CA client, rotation, trust bundles, SDS,
 //!   admin, metrics, `--once` files);
 //! - [`ca`]: a small CA speaking the Istio CA API;
-//! - [`policy`]: the policy author's CLI (check, eval, explain, import);
-//! - [`runtime`]: what the long-lived commands share (logging, shutdown, settings parsers).
+//! - [`policy`]: the policy author's CLI (check, eval, explain, lint, diff, import);
+//! - [`runtime`]: what the long-lived commands share (logging, shutdown, settings parsers);
+//! - [`admin`]: the admin HTTP server (health, metrics) both long-lived commands serve.
 //!
 //! `agent` and `ca` never import each other; the certificate logic both need is in
 //! `svidgate-pki`, the policy engine in `svidgate-core`.
@@ -21,6 +22,7 @@ macro_rules! wrap_errors {
     )+};
 }
 
+pub mod admin;
 pub mod agent;
 pub mod ca;
 pub mod cli;

@@ -194,6 +194,12 @@ pub fn trust_domain(v: &str) -> Result<TrustDomain, String> {
     TrustDomain::new(v).map_err(|e| e.to_string())
 }
 
+/// `host:port` (an IP address, not a name).
+pub fn socket_addr(v: &str) -> Result<std::net::SocketAddr, String> {
+    v.parse()
+        .map_err(|e: std::net::AddrParseError| e.to_string())
+}
+
 /// File permissions in octal, at most `0777`.
 pub fn socket_mode(v: &str) -> Result<u32, String> {
     u32::from_str_radix(v.trim(), 8)

@@ -96,6 +96,13 @@ async fn issues_checked_svids_for_every_key_type_with_a_token() {
         seen.sort();
         assert_eq!(seen, ["aki", "bc", "eku", "ku", "san", "ski"], "{kt}");
     }
+    // One issued certificate per key type, each after reading the tokens file.
+    let m = ca.handle.metrics();
+    for key_type in ["ecdsa-p256", "ecdsa-p384", "rsa"] {
+        assert_eq!(m.issued_count(key_type), 1, "{key_type}");
+    }
+    assert_eq!(m.reload_count("tokens", true), 3);
+    assert_eq!(m.refused_count(Code::PermissionDenied), 0);
     ca.shutdown().await;
 }
 
@@ -195,6 +202,22 @@ async fn wrong_or_missing_credentials_and_foreign_identities_are_refused() {
     .await
     .unwrap_err();
     assert_eq!(rejected(&e), Some(Code::InvalidArgument), "{e}");
+    // Every refusal is counted by the status the caller got; nothing was issued.
+    let m = ca.handle.metrics();
+    assert_eq!(
+        m.refused_count(Code::PermissionDenied),
+        3,
+        "token, identity, domain"
+    );
+    assert_eq!(m.refused_count(Code::Unauthenticated), 1);
+    assert_eq!(
+        m.refused_count(Code::InvalidArgument),
+        3,
+        "DNS SAN, garbage, TTL"
+    );
+    for key_type in ["ecdsa-p256", "ecdsa-p384", "rsa"] {
+        assert_eq!(m.issued_count(key_type), 0);
+    }
     ca.shutdown().await;
 }
 
@@ -337,6 +360,9 @@ async fn reload_switches_to_a_new_root() {
     std::fs::write(dir.join("ca-key.pem"), "garbage").unwrap();
     assert!(ca.handle.reload().is_err());
     fetch(&c, &id(WEB), ttl, &anchors).await.unwrap();
+    let m = ca.handle.metrics();
+    assert_eq!(m.reload_count("cacerts", true), 1);
+    assert_eq!(m.reload_count("cacerts", false), 1);
     ca.shutdown().await;
 }
 

@@ -255,14 +255,58 @@ impl Envoy {
     }
 }
 
-/// HTTP/1.1 GET to 127.0.0.1:port with `Connection: close`: (status, head, raw body).
-pub fn http_get_full(port: u16, path: &str) -> Result<(u16, String, String)> {
+/// Polls `f` every 100 ms until it holds, or fails after `timeout` naming `what`.
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("timed out after {timeout:?} waiting for {what}")
+}
+
+/// An Envoy SDS secret reference served by the cluster `sds`; `api_type` GRPC (state of the
+/// world) or DELTA_GRPC.
+pub fn sds_api(name: &str, api_type: &str) -> serde_json::Value {
+    serde_json::json!({
+        "name": name,
+        "sds_config": {
+            "resource_api_version": "V3",
+            "api_config_source": {
+                "api_type": api_type,
+                "transport_api_version": "V3",
+                "grpc_services": [{"envoy_grpc": {"cluster_name": "sds"}}]
+            }
+        }
+    })
+}
+
+/// The Envoy cluster `sds`: HTTP/2 to an agent's SDS Unix socket.
+pub fn sds_cluster(socket: &Path) -> serde_json::Value {
+    serde_json::json!({
+        "name": "sds",
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}}
+            }
+        },
+        "load_assignment": {"cluster_name": "sds", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": socket.display().to_string()}}}}]}]}
+    })
+}
+
+/// HTTP/1.1 request to 127.0.0.1:port with `Connection: close`: (status, head, raw body).
+pub fn http_request(port: u16, method: &str, path: &str) -> Result<(u16, String, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
@@ -275,6 +319,11 @@ pub fn http_get_full(port: u16, path: &str) -> Result<(u16, String, String)> {
         .ok_or_else(|| anyhow::anyhow!("short status line"))?
         .parse()?;
     Ok((code, head.to_owned(), body.to_owned()))
+}
+
+/// HTTP/1.1 GET to 127.0.0.1:port with `Connection: close`: (status, head, raw body).
+pub fn http_get_full(port: u16, path: &str) -> Result<(u16, String, String)> {
+    http_request(port, "GET", path)
 }
 
 /// Minimal HTTP/1.1 GET to 127.0.0.1:port, returning the body (admin endpoints only).

@@ -1068,6 +1068,7 @@ fn deployed_agent_gets_its_svid_from_the_deployed_ca() -> Result<()> {
     let mut cmd = Command::new(&bin);
     cmd.env_clear();
     let mut ca_dir = None;
+    let mut ca_admin = None;
     for a in ca_spec["args"].as_array().context("ca args")? {
         let a = a.as_str().context("arg")?;
         let arg = match a.split_once('=') {
@@ -1081,6 +1082,11 @@ fn deployed_agent_gets_its_svid_from_the_deployed_ca() -> Result<()> {
                 format!("--kube-jwks={}", f.display())
             }
             Some(("--listen", _)) => format!("--listen=127.0.0.1:{port}"),
+            Some(("--admin-addr", _)) => {
+                let p = svidgate_e2e::free_port()?;
+                ca_admin = Some(p);
+                format!("--admin-addr=127.0.0.1:{p}")
+            }
             Some(("--ca-dir", v)) => {
                 let d = local(v);
                 std::fs::create_dir_all(&d)?;
@@ -1136,11 +1142,18 @@ fn deployed_agent_gets_its_svid_from_the_deployed_ca() -> Result<()> {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    // The CA's admin port (what the ServiceMonitor scrapes) counts the issued certificate.
+    let ca_admin = ca_admin.context("the Deployment passes no --admin-addr")?;
+    let metrics = svidgate_e2e::http_get(ca_admin, "/metrics").unwrap_or_default();
     ca.stop();
     assert!(
         out.status.success(),
         "the agent (template args) got no certificate:\n{text}\nCA:\n{}",
         ca.output()
+    );
+    assert!(
+        metrics.contains("svidgate_ca_issued_total{key_type=\"ecdsa-p256\"} 1"),
+        "CA metrics on the Deployment's --admin-addr:\n{metrics}"
     );
     svidgate_e2e::ensure_uri_san(&out_dir.join("cert-chain.pem"), identity)?;
     Ok(())

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
-use svidgate_e2e::{free_port, svidgate_bin, Envoy, Proc};
+use svidgate_e2e::{free_port, sds_api, sds_cluster, svidgate_bin, wait_until, Envoy, Proc};
 
 const TD: &str = "example.org";
 const CLIENT_ID: &str = "spiffe://example.org/ns/client/sa/curl";
@@ -34,17 +34,6 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
         let (k, v) = l.split_once(':')?;
         k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
     })
-}
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    bail!("timed out after {timeout:?} waiting for {what}")
 }
 
 /// The binary for `svidgate ca` (`SVIDGATE_CA_BIN` overrides it, e.g. to test against another build).
@@ -208,38 +197,8 @@ impl Agent {
     }
 }
 
-/// An SDS secret reference; `api_type` GRPC (state of the world) or DELTA_GRPC.
-fn sds_api(name: &str, api_type: &str) -> Value {
-    json!({
-        "name": name,
-        "sds_config": {
-            "resource_api_version": "V3",
-            "api_config_source": {
-                "api_type": api_type,
-                "transport_api_version": "V3",
-                "grpc_services": [{"envoy_grpc": {"cluster_name": "sds"}}]
-            }
-        }
-    })
-}
-
 fn sds(name: &str) -> Value {
     sds_api(name, "GRPC")
-}
-
-fn sds_cluster(socket: &Path) -> Value {
-    json!({
-        "name": "sds",
-        "type": "STATIC",
-        "connect_timeout": "1s",
-        "typed_extension_protocol_options": {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {"http2_protocol_options": {}}
-            }
-        },
-        "load_assignment": {"cluster_name": "sds", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": socket.display().to_string()}}}}]}]}
-    })
 }
 
 fn hcm(route: Value) -> Value {

@@ -1,92 +1,35 @@
-//! The agent's admin HTTP endpoint (loopback by default): health and Prometheus metrics.
-//!
-//! - `GET /healthz/live`: 200 while the process runs.
-//! - `GET /healthz/ready`: 200 when a currently valid certificate is being served, else 503.
-//! - `GET /metrics`: Prometheus/OpenMetrics text.
+//! The agent's admin endpoint: the shared server ([`crate::admin`]) over the agent's
+//! [`Metrics`], on `--admin-addr`.
 //!
 //! Default address `127.0.0.1:15030`: outside the ports istio-proxy uses (15000 Envoy admin,
 //! 15001/15006 capture, 15004, 15008 HBONE, 15009, 15010-15012/15014/15017 istiod, 15020 merged
 //! metrics, 15021 health, 15053 DNS, 15090 Envoy Prometheus).
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-
-use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::Router;
-use tokio::net::TcpListener;
+use crate::admin::Exposition;
+pub use crate::admin::{bind, serve, AdminError};
 
 use super::metrics::Metrics;
 
 /// Default admin listen address.
 pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:15030";
 
-/// Why the admin endpoint cannot start.
-#[derive(Debug, thiserror::Error)]
-pub enum AdminError {
-    #[error("binding the admin address {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("admin server: {0}")]
-    Serve(std::io::Error),
-}
-
-/// The admin routes.
-pub fn router(metrics: Arc<Metrics>) -> Router {
-    Router::new()
-        .route("/healthz/live", get(|| async { "live\n" }))
-        .route("/healthz/ready", get(ready))
-        .route("/metrics", get(prom))
-        .with_state(metrics)
-}
-
-async fn ready(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
-    if m.is_ready() {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: no valid certificate is being served\n",
-        )
+impl Exposition for Metrics {
+    fn ready(&self) -> bool {
+        self.is_ready()
     }
-}
-
-async fn prom(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        m.encode(),
-    )
-}
-
-/// Binds the admin address.
-pub async fn bind(addr: SocketAddr) -> Result<TcpListener, AdminError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| AdminError::Bind { addr, source })
-}
-
-/// Serves until `shutdown` becomes true.
-pub async fn serve(
-    listener: TcpListener,
-    metrics: Arc<Metrics>,
-    mut shutdown: crate::runtime::Shutdown,
-) -> Result<(), AdminError> {
-    axum::serve(listener, router(metrics))
-        .with_graceful_shutdown(async move { crate::runtime::wait_shutdown(&mut shutdown).await })
-        .await
-        .map_err(AdminError::Serve)
+    fn not_ready_reason(&self) -> &'static str {
+        "not ready: no valid certificate is being served\n"
+    }
+    fn exposition(&self) -> String {
+        self.encode()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
+    use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::sync::watch;
 

@@ -11,7 +11,7 @@ use svidgate_core::{SpiffeId, TrustDomain};
 use svidgate_pki::KeyType;
 
 use super::ca_client::{CaClientConfig, RetryPolicy};
-use crate::runtime::{self, duration, ConfigError, LogFormat, Setting};
+use crate::runtime::{self, duration, socket_addr, ConfigError, LogFormat, Setting};
 
 /// Istio's default root for the CA's TLS certificate.
 pub const DEFAULT_CA_ROOT: &str = "/var/run/secrets/istio/root-cert.pem";
@@ -269,11 +269,6 @@ fn jitter(v: &str) -> Result<f64, String> {
         .ok()
         .filter(|r: &f64| (0.0..1.0).contains(r))
         .ok_or_else(|| "expected a number from 0 up to (not including) 1".into())
-}
-
-fn socket_addr(v: &str) -> Result<SocketAddr, String> {
-    v.parse()
-        .map_err(|e: std::net::AddrParseError| e.to_string())
 }
 
 /// Resolves the key type from --key-type, else Istio's ECC_SIGNATURE_ALGORITHM/ECC_CURVE.

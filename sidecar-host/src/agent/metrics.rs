@@ -22,6 +22,7 @@ pub struct ResultLabel {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    cert_not_before: Gauge,
     cert_not_after: Gauge,
     cert_expiry_seconds: Gauge<f64, AtomicU64>,
     rotations: Family<ResultLabel, Counter>,
@@ -47,6 +48,7 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("svidgate");
         let m = Metrics {
+            cert_not_before: Gauge::default(),
             cert_not_after: Gauge::default(),
             cert_expiry_seconds: Gauge::default(),
             rotations: Family::default(),
@@ -61,6 +63,11 @@ impl Metrics {
             not_after_unix: std::sync::atomic::AtomicI64::new(0),
             registry: Registry::default(),
         };
+        registry.register(
+            "cert_not_before_seconds",
+            "Not-before of the served certificate, Unix seconds",
+            m.cert_not_before.clone(),
+        );
         registry.register(
             "cert_not_after_seconds",
             "Not-after of the served certificate, Unix seconds",
@@ -103,6 +110,10 @@ impl Metrics {
             m.ready_gauge.clone(),
         );
         m.workload_api.register(&mut registry);
+        // Both results exist from the start (0), so "no failure yet" is a 0 series, not none.
+        for result in ["ok", "failed"] {
+            let _ = m.rotations.get_or_create(&ResultLabel { result });
+        }
         Metrics { registry, ..m }
     }
 
@@ -132,11 +143,13 @@ impl Metrics {
     pub fn expired_count(&self) -> u64 {
         self.expired.get()
     }
-    /// A new certificate is being served.
-    pub fn set_certificate(&self, not_after: SystemTime) {
+    /// A new certificate is being served (its validity window).
+    pub fn set_certificate(&self, not_before: SystemTime, not_after: SystemTime) {
         let t = svidgate_pki::time::unix_seconds(not_after);
         self.not_after_unix.store(t, Ordering::Relaxed);
         self.cert_not_after.set(t);
+        self.cert_not_before
+            .set(svidgate_pki::time::unix_seconds(not_before));
     }
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
@@ -175,10 +188,7 @@ impl Metrics {
             #[allow(clippy::cast_precision_loss)]
             self.cert_expiry_seconds.set((na - now) as f64);
         }
-        let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+        crate::admin::encode_registry(&self.registry)
     }
 }
 
@@ -187,14 +197,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn rotation_results_exist_before_any_rotation() {
+        let text = Metrics::new().encode();
+        for line in [
+            "svidgate_rotations_total{result=\"ok\"} 0",
+            "svidgate_rotations_total{result=\"failed\"} 0",
+        ] {
+            assert!(text.contains(line), "{line} missing in\n{text}");
+        }
+    }
+
+    #[test]
     fn exposition_names() {
         let m = Metrics::new();
         m.rotation_ok();
         m.rotation_failed();
         m.observe_ca_latency(0.01);
-        m.set_certificate(SystemTime::now() + std::time::Duration::from_secs(100));
+        let not_before = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        m.set_certificate(
+            not_before,
+            SystemTime::now() + std::time::Duration::from_secs(100),
+        );
         let text = m.encode();
         for name in [
+            "svidgate_cert_not_before_seconds 1800000000",
             "svidgate_cert_not_after_seconds ",
             "svidgate_cert_expiry_seconds ",
             "svidgate_rotations_total{result=\"ok\"} 1",

@@ -238,7 +238,8 @@ impl<S: CertSource> Rotator<S> {
             b.bundles()
         };
         self.store.set_cert_and_bundles(cert.clone(), bundles);
-        self.metrics.set_certificate(cert.not_after());
+        self.metrics
+            .set_certificate(cert.not_before(), cert.not_after());
         self.metrics.set_ready(true);
         Some(cert)
     }

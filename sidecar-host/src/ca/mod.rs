@@ -6,20 +6,24 @@
 //! - [`auth`]: the tokens file; [`kube`]: Kubernetes service-account tokens (JWKS file or
 //!   discovery); the caller checks themselves are in [`server`];
 //! - [`issue`]: X509-SVID leaves and the CA's serving certificate;
-//! - [`server`]: the tonic service, TLS acceptor and hot reload.
+//! - [`server`]: the tonic service, TLS acceptor and hot reload;
+//! - [`metrics`]: Prometheus metrics, served on `--admin-addr` by the agent's admin server.
 
 pub mod auth;
 pub mod issue;
 pub mod kube;
+pub mod metrics;
 pub mod server;
 pub mod store;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use svidgate_core::TrustDomain;
 
+use crate::admin;
 use crate::runtime::{self, duration, ConfigError, LogFormat, Setting};
 pub use server::{start, CaHandle, CaServerConfig, RunningCa};
 
@@ -123,6 +127,11 @@ pub struct CaServeArgs {
     /// SIGHUP always reloads).
     #[arg(long, env = "SVIDGATE_CA_WATCH_INTERVAL", value_name = "DURATION", default_value = "2s", value_parser = Setting(runtime::duration_or_zero))]
     pub watch_interval: Duration,
+    /// Admin HTTP (`/metrics`, `/healthz/ready`, `/healthz/live`), plain HTTP apart from the
+    /// TLS port. Default 127.0.0.1:15031; if that default is taken the CA runs without it
+    /// (logged), an address given explicitly must bind.
+    #[arg(long, env = "SVIDGATE_CA_ADMIN_ADDR", value_name = "ADDR", value_parser = Setting(runtime::socket_addr))]
+    pub admin_addr: Option<SocketAddr>,
     /// Log format: human (alias: text) or json.
     #[arg(long, env = "SVIDGATE_LOG_FORMAT", value_name = "FORMAT", default_value = "human", value_parser = Setting(runtime::log_format))]
     pub log_format: LogFormat,
@@ -296,8 +305,16 @@ fn serve_main(a: &CaServeArgs) -> anyhow::Result<i32> {
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let running = start(cfg, listener).await?;
+        let (admin_stop, admin) = start_admin(a.admin_addr, &running.handle).await?;
         println!("svidgate ca listening on {}", running.addr);
         tracing::info!(addr = %running.addr, "svidgate ca serving");
+        let admin_task = admin.map(|(addr, task)| {
+            // Not println!: a parent that read only the first line may have closed the pipe.
+            use std::io::Write;
+            let _ = writeln!(std::io::stdout(), "svidgate ca admin (metrics, health) on http://{addr}");
+            tracing::info!(%addr, "admin endpoint (metrics, health)");
+            task
+        });
         let handle = running.handle.clone();
         loop {
             tokio::select! {
@@ -311,9 +328,48 @@ fn serve_main(a: &CaServeArgs) -> anyhow::Result<i32> {
             }
         }
         running.shutdown().await;
+        let _ = admin_stop.send(true);
+        if let Some(t) = admin_task {
+            let _ = t.await;
+        }
         Ok::<_, anyhow::Error>(0)
     })
 }
+
+/// The running admin server: its address and task.
+type AdminTask = (SocketAddr, tokio::task::JoinHandle<()>);
+
+/// Starts the admin server (metrics, health): `--admin-addr`, else the default address, which
+/// may be taken (then the CA runs without it and says so).
+async fn start_admin(
+    explicit: Option<SocketAddr>,
+    handle: &CaHandle,
+) -> anyhow::Result<(tokio::sync::watch::Sender<bool>, Option<AdminTask>)> {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let addr = match explicit {
+        Some(a) => a,
+        None => ADMIN_DEFAULT.parse()?,
+    };
+    let listener = match admin::bind(addr).await {
+        Ok(l) => l,
+        Err(e) if explicit.is_none() => {
+            tracing::warn!(error = %e, "no admin endpoint (metrics): the default address is taken; set --admin-addr");
+            return Ok((stop, None));
+        }
+        Err(e) => return Err(anyhow::anyhow!("--admin-addr: {e}")),
+    };
+    let local = listener.local_addr()?;
+    let metrics = handle.metrics();
+    let task = tokio::spawn(async move {
+        if let Err(e) = admin::serve(listener, metrics, stopped).await {
+            tracing::error!(error = %e, "admin server stopped");
+        }
+    });
+    Ok((stop, Some((local, task))))
+}
+
+/// Default `--admin-addr` of `svidgate ca serve` (the agent's is 15030).
+pub const ADMIN_DEFAULT: &str = "127.0.0.1:15031";
 
 /// Default `Duration` helpers for tests and embedders.
 pub fn dev_config(ca_dir: PathBuf, td: &str) -> anyhow::Result<CaServerConfig> {

@@ -13,7 +13,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use svidgate_core::{SpiffeId, TrustDomain};
 use svidgate_pki::cert::check_leaf_der;
-use svidgate_pki::csr_policy::{check_csr, CsrRejection};
+use svidgate_pki::csr_policy::{check_csr, CsrPublicKey, CsrRejection};
 use svidgate_pki::pem::certs_to_pem;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -29,6 +29,7 @@ use x509_parser::prelude::FromDer;
 use super::auth::{Tokens, TokensError};
 use super::issue::{issue_server_cert, issue_svid};
 use super::kube::{KubeAuth, KubeConfig, KubeError};
+use super::metrics::CaMetrics;
 use super::store::{self, CaMaterial, StoreError};
 use crate::pb::istio_certificate_service_server::{
     IstioCertificateService, IstioCertificateServiceServer,
@@ -176,6 +177,7 @@ pub struct CaHandle {
     cfg: Arc<CaServerConfig>,
     state: Arc<RwLock<Arc<CaState>>>,
     kube: Option<Arc<KubeAuth>>,
+    metrics: Arc<CaMetrics>,
 }
 
 impl std::fmt::Debug for CaHandle {
@@ -190,12 +192,20 @@ impl CaHandle {
     /// Re-reads the `cacerts` directory; on any error the current material stays in use.
     /// New connections get a new serving certificate; issued chains use the new root.
     pub fn reload(&self) -> Result<(), CaServeError> {
-        let new = build_state(&self.cfg)?;
+        let new = build_state(&self.cfg);
+        self.metrics.reloaded("cacerts", new.is_ok());
+        let new = new?;
+        self.metrics.set_ca_certificate(new.material.not_after);
         tracing::info!(ca_dir = %self.cfg.ca_dir.display(), roots = new.material.roots.len(), "reloaded CA material");
         if let Ok(mut g) = self.state.write() {
             *g = Arc::new(new);
         }
         Ok(())
+    }
+
+    /// The CA's Prometheus metrics (served by `svidgate ca serve` on `--admin-addr`).
+    pub fn metrics(&self) -> Arc<CaMetrics> {
+        self.metrics.clone()
     }
 
     fn current(&self) -> Result<Arc<CaState>, Status> {
@@ -311,10 +321,13 @@ pub async fn start(cfg: CaServerConfig, listener: TcpListener) -> Result<Running
     let state = build_state(&cfg)?;
     let addr = listener.local_addr()?;
     let limits = cfg.limits.clone();
+    let metrics = Arc::new(CaMetrics::new());
+    metrics.set_ca_certificate(state.material.not_after);
     let handle = CaHandle {
         cfg: Arc::new(cfg),
         state: Arc::new(RwLock::new(Arc::new(state))),
         kube,
+        metrics,
     };
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let (conn_tx, conn_rx) = tokio::sync::mpsc::channel(64);
@@ -505,7 +518,9 @@ struct Authenticator {
 
 impl tonic::service::Interceptor for Authenticator {
     fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
-        let caller = self.handle.authenticate(&req)?;
+        let caller = self.handle.authenticate(&req).inspect_err(|status| {
+            self.handle.metrics.refused(status.code());
+        })?;
         req.extensions_mut().insert(caller);
         Ok(req)
     }
@@ -557,7 +572,9 @@ impl CaHandle {
 
     fn tokens(&self) -> Option<Result<Tokens, Status>> {
         let path = self.cfg.tokens.as_ref()?;
-        Some(Tokens::load(path).map_err(|e| {
+        let tokens = Tokens::load(path);
+        self.metrics.reloaded("tokens", tokens.is_ok());
+        Some(tokens.map_err(|e| {
             tracing::error!(error = %e, "tokens file unusable; refusing token callers");
             Status::unavailable("token authentication is unavailable")
         }))
@@ -647,6 +664,36 @@ impl IstioCertificateService for CaService {
         &self,
         request: Request<IstioCertificateRequest>,
     ) -> Result<Response<IstioCertificateResponse>, Status> {
+        let started = std::time::Instant::now();
+        let result = self.create(request);
+        let m = &self.handle.metrics;
+        m.observe_duration(started.elapsed().as_secs_f64());
+        match &result {
+            Ok((_, key_type)) => m.issued(key_type),
+            Err(status) => m.refused(status.code()),
+        }
+        result.map(|(response, _)| response)
+    }
+}
+
+/// The `key_type` label of an accepted CSR's key.
+fn key_type(key: &CsrPublicKey) -> &'static str {
+    if key.is_rsa() {
+        "rsa"
+    } else if rcgen::PublicKeyData::algorithm(key) == &rcgen::PKCS_ECDSA_P384_SHA384 {
+        "ecdsa-p384"
+    } else {
+        "ecdsa-p256"
+    }
+}
+
+impl CaService {
+    /// CreateCertificate: the answer and the key type of the issued certificate. The caller
+    /// was authenticated by the interceptor before the body was decoded.
+    fn create(
+        &self,
+        request: Request<IstioCertificateRequest>,
+    ) -> Result<(Response<IstioCertificateResponse>, &'static str), Status> {
         let caller = request
             .extensions()
             .get::<Caller>()
@@ -688,11 +735,12 @@ impl IstioCertificateService for CaService {
                 "issued certificate"
             );
         }
-        Ok(Response::new(IstioCertificateResponse {
+        let response = Response::new(IstioCertificateResponse {
             cert_chain: chain
                 .iter()
                 .map(|c| certs_to_pem(std::slice::from_ref(c)))
                 .collect(),
-        }))
+        });
+        Ok((response, key_type(&csr.public_key)))
     }
 }

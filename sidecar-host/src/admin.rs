@@ -1,0 +1,94 @@
+//! The admin HTTP endpoint both long-lived commands serve (loopback by default): health and
+//! Prometheus metrics over whatever implements [`Exposition`]. The agent serves its metrics on
+//! `svidgate agent --admin-addr` (`agent::admin`), the CA its own on `svidgate ca serve
+//! --admin-addr` (`ca::metrics`).
+//!
+//! - `GET /healthz/live`: 200 while the process runs.
+//! - `GET /healthz/ready`: 200 when ready (the agent: a currently valid certificate is being
+//!   served), else 503.
+//! - `GET /metrics`: Prometheus/OpenMetrics text.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
+
+/// Why the admin endpoint cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("binding the admin address {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("admin server: {0}")]
+    Serve(std::io::Error),
+}
+
+/// What an admin endpoint serves: readiness and the metrics exposition.
+pub trait Exposition: Send + Sync + 'static {
+    fn ready(&self) -> bool;
+    /// The 503 body when not ready.
+    fn not_ready_reason(&self) -> &'static str;
+    /// Prometheus/OpenMetrics text.
+    fn exposition(&self) -> String;
+}
+
+/// The Prometheus text exposition (OpenMetrics text format) of a registry.
+pub fn encode_registry(registry: &prometheus_client::registry::Registry) -> String {
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, registry);
+    out
+}
+
+/// The admin routes.
+pub fn router<M: Exposition>(metrics: Arc<M>) -> Router {
+    Router::new()
+        .route("/healthz/live", get(|| async { "live\n" }))
+        .route("/healthz/ready", get(ready::<M>))
+        .route("/metrics", get(prom::<M>))
+        .with_state(metrics)
+}
+
+async fn ready<M: Exposition>(State(m): State<Arc<M>>) -> impl IntoResponse {
+    if m.ready() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, m.not_ready_reason())
+    }
+}
+
+async fn prom<M: Exposition>(State(m): State<Arc<M>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        m.exposition(),
+    )
+}
+
+/// Binds the admin address.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, AdminError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| AdminError::Bind { addr, source })
+}
+
+/// Serves until `shutdown` becomes true.
+pub async fn serve<M: Exposition>(
+    listener: TcpListener,
+    metrics: Arc<M>,
+    mut shutdown: crate::runtime::Shutdown,
+) -> Result<(), AdminError> {
+    axum::serve(listener, router(metrics))
+        .with_graceful_shutdown(async move { crate::runtime::wait_shutdown(&mut shutdown).await })
+        .await
+        .map_err(AdminError::Serve)
+}
