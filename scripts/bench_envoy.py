@@ -468,12 +468,12 @@ def compile_times(procs, label):
             for b, ms in COMPILED.findall(procs.log_of(f"envoy-{label}"))]
 
 
-def worker_rss(procs, work, envoy, specs, certs, base):
+def worker_rss(procs, work, envoy, specs, names, certs, base):
     """RSS of idle Envoys with 1, 2 and 4 workers (started together, measured once ready)."""
     servers = {}
     i = 0
     for name in WORKER_VARIANTS:
-        if name not in specs:
+        if name not in names:
             continue
         for workers in (1, 2, 4):
             servers[(name, workers)] = start_server(procs, work, envoy, name, specs[name], certs,
@@ -579,7 +579,7 @@ def run(args, procs, work, certs):
     for s in servers.values():
         procs.stop(s["proc"])
     workers, worker_compiles = ({}, {}) if args.no_workers else worker_rss(
-        procs, work, envoy, specs, certs, base + len(names))
+        procs, work, envoy, specs, names, certs, base + len(names))
     compiles.update(worker_compiles)
 
     def paired(a, b):

@@ -83,9 +83,18 @@ impl Filter {
     pub fn configure(
         host: &dyn Host,
         bytes: &[u8],
+        metrics: Metrics,
+    ) -> Result<Filter, ConfigError> {
+        Self::configure_owned(host, bytes.to_vec(), metrics)
+    }
+
+    /// [`Filter::configure`] taking the text, which is freed once parsed (lower peak memory).
+    pub fn configure_owned(
+        host: &dyn Host,
+        bytes: Vec<u8>,
         mut metrics: Metrics,
     ) -> Result<Filter, ConfigError> {
-        match config::parse(bytes) {
+        match config::parse_owned(bytes) {
             Ok(cfg) => {
                 metrics.define_policies(host, &cfg.policy_names);
                 host.log(
