@@ -194,8 +194,8 @@ def bench_agent(procs, work, args):
 
 # --- charts --------------------------------------------------------------------------------
 
-MAIN_VARIANTS = ["none", "wasm_noop", "svidgate_1", "svidgate_100k", "rbac_1", "rbac_100k",
-                 "rbac_matcher_1", "rbac_matcher_100k", "wasm_noop_100k"]
+MAIN_VARIANTS = ["none", "wasm_noop", "svidgate_1", "svidgate_network_1", "svidgate_100k",
+                 "rbac_1", "rbac_100k", "rbac_matcher_1", "rbac_matcher_100k", "wasm_noop_100k"]
 FAMILY_LABELS = {"svidgate": "svidgate (Wasm)", "rbac": "Envoy RBAC principal list",
                  "rbac_matcher": "Envoy RBAC matcher (URI SAN map)"}
 

@@ -12,6 +12,8 @@ Ctrl-C or an error):
         none                 no authorization filter (baseline: TLS + HTTP + direct response)
         wasm_noop            a no-op proxy-wasm module (scripts/wasm-probe): the Wasm floor
         wasm_noop_<N>        the same module holding svidgate_<N>'s configuration unread
+        svidgate_network_1   svidgate as a network filter before the HTTP connection manager
+                             (one decision per connection; no identity header, no HTTP rules)
         svidgate_<N>         svidgate, one ALLOW policy with N exact principals
         rbac_<N>             Envoy RBAC, the same N principals as an Istio-style principal list
         rbac_matcher_<N>     Envoy RBAC's unified `matcher`: an exact-match map on the peer's
@@ -205,7 +207,19 @@ def admin(port):
     return {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}
 
 
+def network_wasm_filter(policy):
+    """svidgate as a network filter in front of the HTTP connection manager."""
+    http = wasm_filter(policy)
+    return {"name": "envoy.filters.network.wasm", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm",
+        "config": http["typed_config"]["config"]}}
+
+
 def server_envoy(variant, ports, certs, filters):
+    """`filters`: HTTP filters; a network filter (name `envoy.filters.network.*`) goes in front
+    of the HTTP connection manager instead."""
+    network = [f for f in filters if f["name"].startswith("envoy.filters.network.")]
+    filters = [f for f in filters if f not in network]
     return {
         "node": {"id": f"bench-server-{variant}", "cluster": "bench"},
         "admin": admin(ports["admin"]),
@@ -214,7 +228,7 @@ def server_envoy(variant, ports, certs, filters):
             "address": {"socket_address": {"address": "127.0.0.1", "port_value": ports["listen"]}},
             "filter_chains": [{
                 "transport_socket": tls_context("Downstream", certs),
-                "filters": [{
+                "filters": network + [{
                     "name": "envoy.filters.network.http_connection_manager",
                     "typed_config": {
                         "@type": "type.googleapis.com/envoy.extensions.filters.network."
@@ -352,6 +366,9 @@ def measure(server, url, requests, seconds, connections):
                                          or d["wasmcustom.svidgate_denied"]):
         raise RuntimeError(f"variant {name}: filter allowed "
                            f"{d['wasmcustom.svidgate_allowed']} of {seen} requests")
+    if server["check"] == "svidgate_connections" and d["wasmcustom.svidgate_denied"]:
+        raise RuntimeError(f"variant {name}: filter denied {d['wasmcustom.svidgate_denied']} "
+                           "connections")
     if server["check"] == "rbac" and (d["http.ingress.rbac.allowed"] != seen
                                       or d["http.ingress.rbac.denied"]):
         raise RuntimeError(f"variant {name}: RBAC allowed "
@@ -420,6 +437,11 @@ def variant_specs(sizes, bisect_modules):
             "description": f"Envoy RBAC matcher, {n:,}-entry URI SAN map",
             "filters": lambda n=n: [rbac_matcher_filter(allowlist(n))],
             "check": "rbac", "size": n, "family": "rbac_matcher"}
+    specs["svidgate_network_1"] = {
+        "description": "svidgate as a network filter, 1 principal (one decision per connection)",
+        "filters": lambda: [network_wasm_filter({**svidgate_policy(one),
+                                                 "filter": {"mode": "network"}})],
+        "check": "svidgate_connections"}
     big = max(sizes)
     specs[f"wasm_noop_{size_name(big)}"] = {
         "description": f"no-op module holding svidgate_{size_name(big)}'s configuration",
@@ -494,6 +516,7 @@ def worker_rss(procs, work, envoy, specs, names, certs, base):
 
 
 RATIOS = [("svidgate_1", "wasm_noop"), ("svidgate_1", "none"), ("wasm_noop", "none"),
+          ("svidgate_network_1", "none"), ("svidgate_network_1", "svidgate_1"),
           ("svidgate_100k", "svidgate_1"), ("rbac_1", "none"), ("rbac_100k", "rbac_1"),
           ("rbac_matcher_1", "none"), ("rbac_matcher_100k", "rbac_matcher_1"),
           ("svidgate_1", "rbac_1"), ("rbac_100k", "svidgate_100k"),
