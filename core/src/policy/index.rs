@@ -312,13 +312,20 @@ pub(crate) enum ExactSet {
 
 impl ExactSet {
     fn build(mut values: Vec<Box<str>>) -> Self {
+        if values.len() > SMALL {
+            // The set removes duplicates itself: no sort of a large list (compile time), and
+            // the table sized once (no rehash copies at the peak of a VM's memory).
+            let mut set = FastSet::with_capacity_and_hasher(values.len(), Default::default());
+            set.extend(values);
+            if set.len() > SMALL {
+                set.shrink_to_fit();
+                return ExactSet::Large(set);
+            }
+            values = set.into_iter().collect();
+        }
         values.sort();
         values.dedup();
-        if values.len() <= SMALL {
-            ExactSet::Small(values)
-        } else {
-            ExactSet::Large(values.into_iter().collect())
-        }
+        ExactSet::Small(values)
     }
 
     #[inline]
