@@ -29,7 +29,7 @@ import tempfile
 import time
 
 import bench_envoy
-from localrun import ROOT, TARGET, Processes, find_envoy, free_port, http_get, wait_for
+from localrun import ROOT, TARGET, Processes, find_envoy, http_get, wait_for
 
 RELEASE = os.path.join(TARGET, "release")
 SVIDGATE_RELEASE = os.environ.get("SVIDGATE_RELEASE_BIN", os.path.join(RELEASE, "svidgate"))
@@ -157,7 +157,7 @@ def bench_agent(procs, work, args):
         first = []
         for i in range(args.agent_starts):
             socket = os.path.join(work, f"agent-{i}.sock")
-            admin_port = free_port()
+            admin_port = bench_envoy.unique_port()
             t0 = time.monotonic()
             agent = procs.start(f"agent-{i}", agent_argv(url, root, token_file, socket,
                                                          admin_port))
@@ -168,10 +168,10 @@ def bench_agent(procs, work, args):
             if i < args.agent_starts - 1:
                 procs.stop(agent)
         # The last agent stays: an Envoy opens its two SDS streams, then it idles.
-        envoy_admin = free_port()
+        envoy_admin = bench_envoy.unique_port()
         path = os.path.join(work, "sds-envoy.json")
         with open(path, "w") as f:
-            json.dump(sds_envoy(envoy_admin, free_port(), socket), f)
+            json.dump(sds_envoy(envoy_admin, bench_envoy.unique_port(), socket), f)
         procs.start("envoy-sds", [find_envoy(), "-c", path, "--concurrency", "1",
                                   "--base-id", str(19000 + os.getpid() % 500),
                                   "--disable-hot-restart", "--log-level", "warn"])
