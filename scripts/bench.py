@@ -85,6 +85,7 @@ def bench_ca(procs, work, args):
         if r.returncode != 0 or out.get("errors"):
             raise RuntimeError(f"ca_storm: {out.get('errors')} errors, e.g. "
                                f"{out.get('error_sample')}\n{r.stderr[-800:]}")
+        out[f"burst_{args.agents}_p99_ms"] = out["burst_p99_ms"]
         out["ca_rss_kib"] = bench_envoy.rss_kib(ca.pid)
         return out
     finally:
@@ -291,7 +292,14 @@ def main():
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: filter,agent,ca")
     ap.add_argument("--out", default=os.path.join(TARGET, "bench", "report.json"))
     ap.add_argument("--no-docs", action="store_true", help="do not copy the charts to docs/")
+    ap.add_argument("--charts-only", action="store_true",
+                    help="redraw the charts (and the table) from an existing --out report")
     args = ap.parse_args()
+    if args.charts_only:
+        with open(args.out) as f:
+            report = json.load(f)
+        finish(report, args)
+        return
     skip = {x.strip() for x in args.skip.split(",") if x.strip()}
     for path, what in ((SVIDGATE_RELEASE, "svidgate release binary"),
                        (CA_STORM, "ca_storm release binary")):
@@ -331,11 +339,16 @@ def main():
                          "note": "2 cores shared with other builds: compare ratios within "
                                  "this run, not absolute values across runs"}
     report["elapsed_s"] = round(time.monotonic() - started, 1)
-    out_dir = os.path.dirname(os.path.abspath(args.out))
-    os.makedirs(out_dir, exist_ok=True)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(report, f, indent=2)
         f.write("\n")
+    finish(report, args)
+
+
+def finish(report, args):
+    """Prints the summary and draws the charts next to the report (and into docs/bench/)."""
+    out_dir = os.path.dirname(os.path.abspath(args.out))
     if "filter" in report:
         bench_envoy.print_filter(report)
         pngs = charts(report, out_dir)
@@ -349,7 +362,7 @@ def main():
         if part in report:
             print(f"{part}: " + json.dumps({k: v for k, v in report[part].items()
                                             if not isinstance(v, list)}))
-    print(f"\nwritten {os.path.relpath(args.out, os.getcwd())} ({report['elapsed_s']:.0f} s)")
+    print(f"\n{os.path.relpath(args.out, os.getcwd())} ({report['elapsed_s']:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -664,9 +664,10 @@ def run(args, procs, work, certs):
 
 def print_filter(report):
     f = report["filter"]
+    load = report.get("loadavg") or report["filter_loadavg"]
     print(f"\nserver Envoy {report['envoy']} CPU per request, medians of "
           f"{report['settings']['rounds']} interleaved rounds (load average "
-          f"{report['loadavg']['before'][0]:.1f} -> {report['loadavg']['after'][0]:.1f}, "
+          f"{load['before'][0]:.1f} -> {load['after'][0]:.1f}, "
           f"{os.cpu_count()} CPUs shared): compare the ratios\n")
     print(f"{'variant':22} {'CPU us/req':>10} {'req/s':>8} {'RSS MiB':>8}  description")
     for v, x in f.items():
