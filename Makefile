@@ -8,18 +8,20 @@ PY      := $(VENV)/bin/python
 WASM    := target/wasm32-wasip1/release/svidgate_filter.wasm
 SETUP_STAMP := $(VENV)/.setup-done
 
-.PHONY: help setup wasm-target build wasm test test-unit e2e lint fmt bench bench-core bench-envoy demo oci fuzz clean
+.PHONY: help setup wasm-target build wasm test test-unit test-playground e2e lint fmt bench bench-core bench-envoy demo oci fuzz clean playground playground-serve
 
 help:
 	@echo "make demo   - set up, build and run the demo (CA, agents, Envoys, filter)"
 	@echo "make test   - set up and run every test (unit, CLI, real-Envoy end to end)"
 	@echo "make setup  - install what builds and tests need (idempotent)"
+	@echo "make playground - the policy playground (target/playground/) and npm package (target/npm/)"
+	@echo "make playground-serve - serve the playground on 127.0.0.1 (PLAYGROUND_PORT, default 8787)"
 	@echo "make build | wasm | lint | bench | bench-core | bench-envoy | oci | fuzz"
 
 # Idempotent: the wasm target, Debian tools the tests use, the Python venv with Envoy 1.40.
 # Only the targets that run Envoy, wrk or the venv need it; build, lint and unit tests do not.
 setup: $(SETUP_STAMP)
-$(SETUP_STAMP): scripts/setup.sh requirements.txt
+$(SETUP_STAMP): scripts/setup.sh requirements.txt playground/package-lock.json Cargo.lock
 	scripts/setup.sh
 	@touch $@
 
@@ -36,9 +38,25 @@ wasm: wasm-target
 	CARGO_PROFILE_RELEASE_OPT_LEVEL=z $(CARGO) build -p svidgate-filter --target wasm32-wasip1 --release
 	@ls -l $(WASM) | awk '{print "wasm module: " $$NF " (" $$5 " bytes)"}'
 
-# Unit, table, CLI and end-to-end tests (the e2e tests start real Envoys on loopback).
+# Unit, table, CLI and end-to-end tests (the e2e tests start real Envoys on loopback), then
+# the playground's npm package and browser tests.
 test: setup wasm
 	RUST_TEST_THREADS=2 $(CARGO) test --workspace --all-targets
+	$(MAKE) test-playground
+
+# The policy playground: a static site (wasm-bindgen over core) and the npm package.
+playground: setup
+	CARGO=$(CARGO) scripts/build-playground.sh
+
+PLAYGROUND_PORT ?= 8787
+playground-serve: playground
+	node playground/tools/serve.mjs target/playground $(PLAYGROUND_PORT)
+
+# The npm package under `node --test`, and the site in headless chromium (playwright-core),
+# both compared with `svidgate policy eval`. Screenshots: target/playground-test/.
+test-playground: playground
+	$(CARGO) build -p sidecar-host
+	cd playground && node --test --test-concurrency=1 tests/
 
 # Every crate's own tests (the filter's natively), without the end-to-end crate.
 test-unit:
@@ -75,7 +93,7 @@ bench: setup wasm
 
 # Coverage-guided fuzzing of the core parsers (cargo-fuzz + libFuzzer, nightly); docs/fuzzing.md.
 # FUZZ_TIME seconds per target. New corpus entries go to fuzz/corpus/<target> (not committed).
-FUZZ_TARGETS ?= spiffe_id svid_leaf policy_document request_path header_view
+FUZZ_TARGETS ?= spiffe_id svid_leaf policy_document document_shape request_path header_view istio_import
 FUZZ_TIME    ?= 30
 fuzz:
 	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked

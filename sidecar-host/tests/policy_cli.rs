@@ -181,15 +181,38 @@ fn import_reports_unsupported_features_and_exits_3() {
         run.stdout, "",
         "nothing is written when features are unsupported"
     );
+    let custom = r#"istio.yaml: error: AuthorizationPolicy shop/ext-authz (document 1): spec.action: CUSTOM action (provider "opa") is not supported: svidgate has no external authorizer ("CUSTOM"); cannot be skipped: dropping the policy would let through what the external authorizer denies"#;
+    let selector = r#"istio.yaml: warning: AuthorizationPolicy shop/office-only (document 2): spec.selector: dropped: a svidgate policy applies to every workload whose filter loads it ({"matchLabels":{"app":"api"}}); load policy shop.office-only only in the filters of the workloads it selected"#;
+    let note =
+        "istio.yaml: note: document 3: skipped ConfigMap (v1): not an Istio AuthorizationPolicy";
+    let summary = "istio.yaml: 1 feature(s) that cannot be dropped without widening the policy; nothing written";
     assert_eq!(
         run.err_lines(),
         [
-            r#"istio.yaml: error: AuthorizationPolicy shop/ext-authz (document 1): spec.action: CUSTOM action (provider "opa") is not supported: svidgate has no external authorizer ("CUSTOM")"#,
-            r#"istio.yaml: warning: AuthorizationPolicy shop/office-only (document 2): spec.selector: dropped: a svidgate policy applies to every workload whose filter loads it ({"matchLabels":{"app":"api"}}); load policy shop.office-only only in the filters of the workloads it selected"#,
+            custom,
+            selector,
             r#"istio.yaml: error: AuthorizationPolicy shop/office-only (document 2): spec.rules[0].from[0].source.ipBlocks: IP blocks are not supported: svidgate authorizes by SPIFFE identity, not address (["10.0.0.0/8"])"#,
             r#"istio.yaml: error: AuthorizationPolicy shop/office-only (document 2): spec.rules[1].when[0].key: JWT claims (request.auth.*) are not supported: svidgate authorizes the mTLS peer identity ("request.auth.claims[iss]")"#,
-            r#"istio.yaml: note: document 3: skipped ConfigMap (v1): not an Istio AuthorizationPolicy"#,
-            r#"istio.yaml: 3 unsupported feature(s); nothing written (--skip-unsupported imports the rest, dropping them the fail-closed way)"#,
+            note,
+            summary,
+        ]
+    );
+    // --skip-unsupported drops the ALLOW rules (stricter) but never the CUSTOM policy.
+    let run = svidgate(
+        dir.path(),
+        &["policy", "import", "--skip-unsupported", "istio.yaml"],
+        "",
+    );
+    assert_eq!((run.code, run.stdout.as_str()), (3, ""), "{}", run.stderr);
+    assert_eq!(
+        run.err_lines(),
+        [
+            custom,
+            selector,
+            r#"istio.yaml: warning: AuthorizationPolicy shop/office-only (document 2): spec.rules[0].from[0].source.ipBlocks: IP blocks are not supported: svidgate authorizes by SPIFFE identity, not address (["10.0.0.0/8"]); rule 0 dropped: an ALLOW rule svidgate cannot fully check allows nothing"#,
+            r#"istio.yaml: warning: AuthorizationPolicy shop/office-only (document 2): spec.rules[1].when[0].key: JWT claims (request.auth.*) are not supported: svidgate authorizes the mTLS peer identity ("request.auth.claims[iss]"); rule 1 dropped: an ALLOW rule svidgate cannot fully check allows nothing"#,
+            note,
+            summary,
         ]
     );
 }
@@ -376,13 +399,66 @@ fn check_reports_each_problem_on_its_own_line() {
     );
 }
 
+/// `check` reads a whole WasmPlugin `pluginConfig` the way the filter does: the `filter`
+/// settings are checked too, and a bad one is named by its field.
+#[test]
+fn check_accepts_a_plugin_config_with_filter_settings() {
+    const FILTER: &str = "filter:\n  identityHeader: x-spiffe-peer-id\n  denyStatus: 403\n  strict: true\n  mode: http\n  repeatedHeaders: deny\n  limits: {maxPolicies: 10, maxHeaderNames: 4}\n";
+    let json =
+        r#"{"trustDomain": "td", "policies": [], "filter": {"mode": "network", "denyBody": "no"}}"#;
+    let cases = [
+        (
+            "plugin.yaml",
+            format!("{POLICY}{FILTER}"),
+            0,
+            "plugin.yaml: ok: 3 policies (2 DENY, 1 ALLOW, 1 dry-run), trust domain cluster.local"
+                .to_owned(),
+        ),
+        (
+            "plugin.json",
+            json.to_owned(),
+            0,
+            "plugin.json: ok: 0 policies, trust domain td".to_owned(),
+        ),
+        (
+            "status.yaml",
+            format!("{POLICY}filter:\n  denyStatus: 200\n"),
+            1,
+            "status.yaml: filter.denyStatus: must be an HTTP status code from 400 to 599 (200)"
+                .to_owned(),
+        ),
+        (
+            "mode.json",
+            r#"{"trustDomain": "td", "policies": [], "filter": {"mode": "grpc"}}"#.to_owned(),
+            1,
+            r#"mode.json: filter.mode: must be "auto", "http" or "network" ("grpc")"#.to_owned(),
+        ),
+        (
+            "limit.yaml",
+            format!("{POLICY}filter:\n  limits: {{maxPolicies: 2}}\n"),
+            1,
+            "limit.yaml: the document has 3 policies, more than the limit of 2 (filter.limits.maxPolicies)"
+                .to_owned(),
+        ),
+    ];
+    for (name, text, code, want) in cases {
+        let dir = tempdir_with(&[(name, &text)]);
+        let run = svidgate(dir.path(), &["policy", "check", name], "");
+        assert_eq!(
+            (run.code, run.stdout.as_str(), run.stderr.as_str()),
+            (code, &*format!("{want}\n"), ""),
+            "{name}"
+        );
+    }
+}
+
 #[test]
 fn check_syntax_errors_name_line_and_column() {
     let cases = [
         (
             "p.yaml",
             "trustDomain: td\npolicies:\n  - name: a\n    rules: [\n",
-            "p.yaml: did not find expected node content at line 5 column 1, while parsing a flow node",
+            "p.yaml: while parsing a node, did not find expected node content at line 5 column 1",
         ),
         (
             "p.json",
@@ -556,94 +632,54 @@ fn eval_and_explain_refuse_an_invalid_policy() {
 #[test]
 fn explain_traces_allowed_and_denied_requests() {
     let dir = tempdir_with(&[("p.yaml", POLICY)]);
-    let run = svidgate(
-        dir.path(),
-        &[
-            "policy",
-            "explain",
-            "--policy",
-            "p.yaml",
-            "--peer",
-            FRONTEND,
-            "--method",
-            "GET",
-            "--path",
-            "/api/orders",
-            "--host",
-            "api",
-            "--port",
-            "8080",
-        ],
-        "",
-    );
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(
-        run.stdout.lines().collect::<Vec<_>>(),
-        [
-            "input: peer spiffe://cluster.local/ns/web/sa/frontend, GET /api/orders, host api, port 8080 (http)",
-            "request (HTTP): peer \"cluster.local/ns/web/sa/frontend\"",
-            "policy \"deny-legacy\" (DENY):",
-            "  rule 0: no match: from[0].source.namespaces: namespace \"web\" matches none",
-            "policy \"lock-admin\" (DENY, dry-run):",
-            "  rule 0: no match: to[0].operation.paths: path \"/api/orders\" matches none",
-            "policy \"api-readers\" (ALLOW):",
-            "  rule 0: MATCH",
-            "  rule 1: no match: to[0].operation.paths: path \"/api/orders\" matches none",
-            "decision: ALLOW by policy \"api-readers\" rule 0: matched ALLOW policy",
-            "dry-run decision: ALLOW by policy \"api-readers\" rule 0: matched ALLOW policy",
-        ]
-    );
-
-    let run = svidgate(
-        dir.path(),
-        &[
-            "policy",
-            "explain",
-            "--policy",
-            "p.yaml",
-            "--peer",
-            LEGACY,
-            "--method",
-            "GET",
-            "--path",
-            "/api/admin/x",
-            "--header",
-            "X-Tenant=acme",
-        ],
-        "",
-    );
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(
-        run.stdout.lines().collect::<Vec<_>>(),
-        [
-            "input: peer spiffe://cluster.local/ns/legacy/sa/old, GET /api/admin/x, header x-tenant=acme (http)",
-            "request (HTTP): peer \"cluster.local/ns/legacy/sa/old\"",
-            "policy \"deny-legacy\" (DENY):",
-            "  rule 0: MATCH",
-            "policy \"lock-admin\" (DENY, dry-run):",
-            "  rule 0: MATCH",
-            "policy \"api-readers\" (ALLOW):",
-            "  rule 0: no match: from[0].source.principals: peer \"cluster.local/ns/legacy/sa/old\" matches none",
-            "  rule 1: no match: to[0].operation.paths: path \"/api/admin/x\" matches none",
-            "decision: DENY by policy \"deny-legacy\" rule 0: matched DENY policy",
-            "dry-run decision: DENY by policy \"deny-legacy\" rule 0: matched DENY policy",
-        ]
-    );
+    let explain = |args: &[&str]| {
+        let mut all = vec!["policy", "explain", "--policy", "p.yaml"];
+        all.extend_from_slice(args);
+        let run = svidgate(dir.path(), &all, "");
+        assert_eq!(run.code, 0, "{args:?}: {}", run.stderr);
+        run
+    };
+    // (the request, the whole trace)
+    let cases: [(&[&str], &[&str]); 2] = [
+        (
+            &["--peer", FRONTEND, "--method", "GET", "--path", "/api/orders", "--host", "api", "--port", "8080"],
+            &[
+                "input: peer spiffe://cluster.local/ns/web/sa/frontend, GET /api/orders, host api, port 8080 (http)",
+                "request (HTTP): peer \"cluster.local/ns/web/sa/frontend\"",
+                "policy \"deny-legacy\" (DENY):",
+                "  rule 0: no match: from[0].source.namespaces: namespace \"web\" matches none",
+                "policy \"lock-admin\" (DENY, dry-run):",
+                "  rule 0: no match: to[0].operation.paths: path \"/api/orders\" matches none",
+                "policy \"api-readers\" (ALLOW):",
+                "  rule 0: MATCH",
+                "  rule 1: no match: to[0].operation.paths: path \"/api/orders\" matches none",
+                "decision: ALLOW by policy \"api-readers\" rule 0: matched ALLOW policy",
+                "dry-run decision: ALLOW by policy \"api-readers\" rule 0: matched ALLOW policy",
+            ],
+        ),
+        (
+            &["--peer", LEGACY, "--method", "GET", "--path", "/api/admin/x", "--header", "X-Tenant=acme"],
+            &[
+                "input: peer spiffe://cluster.local/ns/legacy/sa/old, GET /api/admin/x, header x-tenant=acme (http)",
+                "request (HTTP): peer \"cluster.local/ns/legacy/sa/old\"",
+                "policy \"deny-legacy\" (DENY):",
+                "  rule 0: MATCH",
+                "policy \"lock-admin\" (DENY, dry-run):",
+                "  rule 0: MATCH",
+                "policy \"api-readers\" (ALLOW):",
+                "  rule 0: no match: from[0].source.principals: peer \"cluster.local/ns/legacy/sa/old\" matches none",
+                "  rule 1: no match: to[0].operation.paths: path \"/api/admin/x\" matches none",
+                "decision: DENY by policy \"deny-legacy\" rule 0: matched DENY policy",
+                "dry-run decision: DENY by policy \"deny-legacy\" rule 0: matched DENY policy",
+            ],
+        ),
+    ];
+    for (args, want) in cases {
+        assert_eq!(explain(args).out_lines(), want, "{args:?}");
+    }
 
     // No mTLS: the input line says why there is no identity; the decision is still last.
-    let run = svidgate(
-        dir.path(),
-        &[
-            "policy",
-            "explain",
-            "--policy",
-            "p.yaml",
-            "--no-mtls",
-            "--network",
-        ],
-        "",
-    );
-    assert_eq!(run.code, 0);
+    let run = explain(&["--no-mtls", "--network"]);
     let lines = run.out_lines();
     assert_eq!(
         lines[0],
@@ -664,10 +700,16 @@ fn import_round_trips_through_check() {
     .expect("fixture");
     let dir = tempdir_with(&[("istio.yaml", &fixture)]);
 
-    // Unsupported features: exit 3, nothing on stdout.
-    let run = svidgate(dir.path(), &["policy", "import", "istio.yaml"], "");
-    assert_eq!((run.code, run.stdout.as_str()), (3, ""), "{}", run.stderr);
-
+    // Unsupported features: exit 3, nothing on stdout; the CUSTOM policy is refused even
+    // with --skip-unsupported.
+    for extra in [None, Some("--skip-unsupported")] {
+        let mut args = vec!["policy", "import", "istio.yaml"];
+        args.extend(extra);
+        let run = svidgate(dir.path(), &args, "");
+        assert_eq!((run.code, run.stdout.as_str()), (3, ""), "{}", run.stderr);
+    }
+    let without_custom = &fixture[..fixture.rfind("---").expect("documents")];
+    std::fs::write(dir.path().join("istio-ok.yaml"), without_custom).expect("write");
     let run = svidgate(
         dir.path(),
         &[
@@ -676,7 +718,9 @@ fn import_round_trips_through_check() {
             "--skip-unsupported",
             "--trust-domain",
             "example.org",
-            "istio.yaml",
+            "--trust-domain-alias",
+            "old.example",
+            "istio-ok.yaml",
         ],
         "",
     );
@@ -684,15 +728,17 @@ fn import_round_trips_through_check() {
     assert_eq!(
         run.err_lines(),
         [
-            r#"istio.yaml: warning: AuthorizationPolicy shop/api-readers (document 2): spec.selector: dropped: a svidgate policy applies to every workload whose filter loads it ({"matchLabels":{"app":"api"}}); load policy shop.api-readers only in the filters of the workloads it selected"#,
-            r#"istio.yaml: warning: AuthorizationPolicy shop/api-readers (document 2): spec.rules[1].from[0].source.ipBlocks: IP blocks are not supported: svidgate authorizes by SPIFFE identity, not address (["10.0.0.0/8"]); rule 1 dropped: an ALLOW rule svidgate cannot fully check allows nothing"#,
-            r#"istio.yaml: warning: AuthorizationPolicy shop/ext-authz (document 4): spec.action: CUSTOM action (provider "opa") is not supported: svidgate has no external authorizer ("CUSTOM"); policy skipped: the requests it sent to the external authorizer are no longer checked by it"#,
+            r#"istio-ok.yaml: warning: AuthorizationPolicy shop/api-readers (document 2): spec.selector: dropped: a svidgate policy applies to every workload whose filter loads it ({"matchLabels":{"app":"api"}}); load policy shop.api-readers only in the filters of the workloads it selected"#,
+            r#"istio-ok.yaml: warning: AuthorizationPolicy shop/api-readers (document 2): spec.rules[1].from[0].source.ipBlocks: IP blocks are not supported: svidgate authorizes by SPIFFE identity, not address (["10.0.0.0/8"]); rule 1 dropped: an ALLOW rule svidgate cannot fully check allows nothing"#,
         ]
     );
     assert_eq!(
         run.stdout,
-        r#"# svidgate policy imported from Istio AuthorizationPolicy resources (istio.yaml).
+        r#"# svidgate policy imported from Istio AuthorizationPolicy resources (istio-ok.yaml).
 trustDomain: example.org
+trustDomainAliases:
+- old.example
+mode: enforce
 policies:
 - name: shop.deny-legacy
   action: DENY
@@ -711,13 +757,13 @@ policies:
         - cluster.local/ns/batch/*
     to:
     - operation:
-        ports:
-        - 8080
         methods:
         - GET
         - HEAD
         paths:
         - /api/*
+        ports:
+        - 8080
     when:
     - key: request.headers[X-Tenant]
       values:
@@ -737,18 +783,21 @@ policies:
     let run = svidgate(dir.path(), &["policy", "check", "imported.yaml"], "");
     assert_eq!(
         (run.code, run.stdout.as_str()),
-        (0, "imported.yaml: ok: 3 policies (2 DENY, 1 ALLOW, 1 dry-run), trust domain example.org\n")
+        (0, "imported.yaml: ok: 3 policies (2 DENY, 1 ALLOW, 1 dry-run), trust domain example.org (aliases: old.example)\n")
     );
 
-    // The imported policy decides like Istio would: the frontend may GET the API.
+    // The imported policy decides like Istio would: the frontend may GET the API, under the
+    // alias too.
     let run = svidgate(
         dir.path(),
         &["policy", "eval", "--policy", "imported.yaml"],
-        "{\"peer\": \"spiffe://example.org/ns/web/sa/frontend\", \"method\": \"GET\", \"path\": \"/api/x\", \"port\": 8080, \"headers\": {\"x-tenant\": \"acme\"}}\n",
+        "{\"peer\": \"spiffe://example.org/ns/web/sa/frontend\", \"method\": \"GET\", \"path\": \"/api/x\", \"port\": 8080, \"headers\": {\"x-tenant\": \"acme\"}}\n{\"peer\": \"spiffe://old.example/ns/web/sa/frontend\", \"method\": \"GET\", \"path\": \"/api/x\", \"port\": 8080, \"headers\": {\"x-tenant\": \"acme\"}}\n",
     );
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let out: serde_json::Value = serde_json::from_str(run.stdout.trim()).expect("json");
-    assert_eq!(out["decision"], "allow", "{out}");
+    for line in run.out_lines() {
+        let out: serde_json::Value = serde_json::from_str(line).expect("json");
+        assert_eq!(out["decision"], "allow", "{out}");
+    }
 }
 
 #[test]
@@ -771,12 +820,213 @@ fn import_stdin_and_output_the_engine_rejects() {
         "apiVersion: v1\nkind: Service\nmetadata: {name: s}\n",
     );
     assert_eq!(run.code, 0);
-    assert_eq!(run.stdout, "# svidgate policy imported from Istio AuthorizationPolicy resources (<stdin>).\ntrustDomain: cluster.local\npolicies: []\n");
+    assert_eq!(run.stdout, "# svidgate policy imported from Istio AuthorizationPolicy resources (<stdin>).\ntrustDomain: cluster.local\nmode: enforce\npolicies: []\n");
     assert_eq!(
         run.err_lines(),
         [
             "<stdin>: note: document 1: skipped Service (v1): not an Istio AuthorizationPolicy",
             "<stdin>: note: no AuthorizationPolicy imported",
         ]
+    );
+}
+
+const LINT_ME: &str = "trustDomain: cluster.local
+policies:
+  - name: deny-admin
+    action: DENY
+    rules:
+      - to: [{operation: {paths: [\"/admin/*\", \"/public/../admin/*\"]}}]
+  - name: api
+    rules:
+      - from: [{source: {principals: [\"cluster.local/ns/web/sa/frontend\", \"spiffe://cluster.local/ns/web/sa/frontend\"]}}]
+        to: [{operation: {paths: [\"/api/*\"]}}]
+      - from: [{source: {principals: [\"cluster.local/ns/web/sa/frontend\"]}}]
+        to: [{operation: {methods: [GET], paths: [\"/api/items\"]}}]
+";
+
+#[test]
+fn lint_human_json_fail_on_and_network() {
+    let dir = tempdir_with(&[("p.yaml", LINT_ME), ("clean.yaml", "trustDomain: td\npolicies:\n  - name: a\n    rules: [{to: [{operation: {ports: [80]}}]}]\n"), ("bad.yaml", "trustDomain: td\npolicies: 3\n")]);
+    let run = svidgate(dir.path(), &["policy", "lint", "p.yaml"], "");
+    assert_eq!(
+        run.code, 1,
+        "an error-level finding fails by default: {}",
+        run.stderr
+    );
+    assert_eq!(
+        run.out_lines(),
+        [
+            r#"p.yaml: error: policies[0].rules[0].to[0].operation.paths[1]: "/public/../admin/*" has a '.' or '..' segment, which no request in normal form has; this DENY never matches it: the request arrives normalized (e.g. /admin/x) and is not denied by this value [unreachable-path]"#,
+            r#"p.yaml: warning: policies[1].rules[0].from[0].source.principals[1]: "spiffe://cluster.local/ns/web/sa/frontend" is listed twice (first at policies[1].rules[0].from[0].source.principals[0]) [duplicate-value]"#,
+            "p.yaml: warning: policies[1].rules[1]: every request this rule matches is matched first by policies[1].rules[0], an earlier ALLOW rule: it never decides a request [shadowed-rule]",
+            "p.yaml: 1 error(s), 2 warning(s), 0 info",
+        ]
+    );
+    let run = svidgate(
+        dir.path(),
+        &[
+            "policy",
+            "lint",
+            "--format",
+            "json",
+            "--fail-on",
+            "never",
+            "-",
+        ],
+        LINT_ME,
+    );
+    assert_eq!(run.code, 0);
+    let findings: serde_json::Value =
+        serde_json::from_str(run.stdout.trim()).expect("one JSON array");
+    let codes: Vec<&str> = findings
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|f| f["code"].as_str().expect("code"))
+        .collect();
+    assert_eq!(
+        codes,
+        ["unreachable-path", "duplicate-value", "shadowed-rule"]
+    );
+    assert_eq!(findings[0]["severity"], "error");
+    assert_eq!(
+        findings[0]["path"],
+        "policies[0].rules[0].to[0].operation.paths[1]"
+    );
+
+    let run = svidgate(dir.path(), &["policy", "lint", "clean.yaml"], "");
+    assert_eq!(
+        (run.code, run.stdout.as_str()),
+        (0, "clean.yaml: no findings\n")
+    );
+    // Warnings fail only when asked to; network mode sees HTTP-only rules.
+    let run = svidgate(
+        dir.path(),
+        &[
+            "policy",
+            "lint",
+            "--fail-on",
+            "warning",
+            "--network",
+            "--format",
+            "json",
+            "p.yaml",
+        ],
+        "",
+    );
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stdout.contains("\"code\":\"deny-all\""),
+        "{}",
+        run.stdout
+    );
+    // An invalid policy cannot be linted: its problems, exit 2.
+    let run = svidgate(dir.path(), &["policy", "lint", "bad.yaml"], "");
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.starts_with("bad.yaml: policies: "),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn diff_prints_requests_that_decide_differently() {
+    let old = "trustDomain: td\npolicies:\n  - name: api\n    rules:\n      - from: [{source: {principals: [td/ns/web/sa/frontend]}}]\n        to: [{operation: {methods: [GET, HEAD], paths: [\"/api/*\"]}}]\n";
+    let new = old.replace(
+        "paths: [\"/api/*\"]",
+        "paths: [\"/api/*\"], notPaths: [\"/api/internal/*\"]",
+    );
+    let same = "trustDomain: td\npolicies:\n  - name: get\n    rules: [{from: [{source: {principals: [\"spiffe://td/ns/web/sa/frontend\"]}}], to: [{operation: {methods: [GET], paths: [\"/api/*\"]}}]}]\n  - name: head\n    rules: [{from: [{source: {principals: [td/ns/web/sa/frontend]}}], to: [{operation: {methods: [HEAD], paths: [\"/api/*\"]}}]}]\n";
+    let dir = tempdir_with(&[("old.yaml", old), ("new.yaml", &new), ("same.yaml", same)]);
+    let run = svidgate(dir.path(), &["policy", "diff", "old.yaml", "new.yaml"], "");
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(
+        run.out_lines(),
+        [
+            r#"{"request":{"peer":"spiffe://td/ns/web/sa/frontend","method":"GET","path":"/api/internal/x"},"old":{"decision":"allow","policy":"api","rule":0,"reason":"matched ALLOW policy"},"new":{"decision":"deny","policy":null,"rule":null,"reason":"no ALLOW policy matched"}}"#
+        ]
+    );
+    // The printed request, fed to `eval`, really decides differently.
+    let line: serde_json::Value = serde_json::from_str(run.out_lines()[0]).expect("json");
+    let request = format!("{}\n", line["request"]);
+    let a = svidgate(
+        dir.path(),
+        &["policy", "eval", "--policy", "old.yaml"],
+        &request,
+    );
+    let b = svidgate(
+        dir.path(),
+        &["policy", "eval", "--policy", "new.yaml"],
+        &request,
+    );
+    let decision =
+        |text: &str| serde_json::from_str::<serde_json::Value>(text.trim()).expect("json");
+    assert_eq!(decision(&a.stdout), line["old"]);
+    assert_eq!(decision(&b.stdout), line["new"]);
+
+    // Reordered, split and respelled: equivalent, exit 0, nothing on stdout.
+    let run = svidgate(dir.path(), &["policy", "diff", "old.yaml", "same.yaml"], "");
+    assert_eq!((run.code, run.stdout.as_str()), (0, ""), "{}", run.stderr);
+    assert!(
+        run.stderr.starts_with("old.yaml same.yaml: equivalent ("),
+        "{}",
+        run.stderr
+    );
+    // In network mode no HTTP attribute exists: the two versions are the same.
+    let run = svidgate(
+        dir.path(),
+        &["policy", "diff", "--network", "old.yaml", "new.yaml"],
+        "",
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    // Errors: exit 2.
+    let run = svidgate(
+        dir.path(),
+        &["policy", "diff", "old.yaml", "missing.yaml"],
+        "",
+    );
+    assert_eq!(run.code, 2);
+    let run = svidgate(dir.path(), &["policy", "diff", "-", "-"], "");
+    assert_eq!(run.code, 2);
+}
+
+#[test]
+fn import_one_namespace_and_warn_about_several() {
+    let text = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: a, namespace: shop}\nspec: {}\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: b, namespace: web}\nspec:\n  rules: [{from: [{source: {serviceAccounts: [web/frontend]}}]}]\n";
+    let dir = tempdir_with(&[("istio.yaml", text)]);
+    let run = svidgate(dir.path(), &["policy", "import", "istio.yaml"], "");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stderr.starts_with("istio.yaml: warning: input: policies of 2 namespaces (shop, web) imported into one document"), "{}", run.stderr);
+    let run = svidgate(
+        dir.path(),
+        &["policy", "import", "--namespace", "web", "istio.yaml"],
+        "",
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("- name: web.b\n"), "{}", run.stdout);
+    assert!(!run.stdout.contains("shop.a"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("- cluster.local/ns/web/sa/frontend\n"),
+        "{}",
+        run.stdout
+    );
+    let run = svidgate(
+        dir.path(),
+        &[
+            "policy",
+            "import",
+            "--trust-domain-alias",
+            "Bad",
+            "istio.yaml",
+        ],
+        "",
+    );
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr
+            .starts_with("svidgate: --trust-domain-alias \"Bad\": "),
+        "{}",
+        run.stderr
     );
 }

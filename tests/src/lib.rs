@@ -1,6 +1,8 @@
 //! Harness for end-to-end tests: locate the project's tools, pick free loopback ports, and run
 //! child processes (Envoy, `svidgate`) that are always stopped when the test ends.
 
+pub mod tls;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

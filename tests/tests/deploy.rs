@@ -87,8 +87,8 @@ fn policy_check(bin: &Path, file: &Path) -> Result<(bool, String)> {
     svidgate_e2e::run_combined(Command::new(bin).args(["policy", "check"]).arg(file))
 }
 
-/// Every `WasmPlugin` `pluginConfig` under deploy/, without the filter-only `filter` key, as
-/// JSON files in `dir` (extracted by scripts/validate-deploy.py).
+/// Every `WasmPlugin` `pluginConfig` under deploy/, whole (policy document and `filter`
+/// settings), as JSON files in `dir` (extracted by scripts/validate-deploy.py).
 fn plugin_configs(dir: &Path) -> Result<Vec<PathBuf>> {
     let out = Command::new(python()?)
         .arg(repo_root().join("scripts/validate-deploy.py"))
@@ -127,6 +127,15 @@ fn example_policies_and_plugin_configs_pass_policy_check() -> Result<()> {
         configs.len() >= 2,
         "expected the HTTP and the NETWORK WasmPlugin, found {configs:?}"
     );
+    // The shipped pluginConfigs carry `filter` settings; they are checked whole.
+    for file in &configs {
+        let text = std::fs::read_to_string(file)?;
+        assert!(
+            text.contains("\"filter\""),
+            "{} has no filter settings:\n{text}",
+            file.display()
+        );
+    }
     for file in &configs {
         let (ok, text) = policy_check(&bin, file)?;
         if !ok {

@@ -9,27 +9,21 @@
 //! Needs `make wasm` (the module) and `make setup` (Envoy in `.venv`).
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
-};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use serde_json::{json, Value};
+use svidgate_e2e::tls::{self, EnvoyPki, Leaf, ThreadServer, SERVER_NAME};
 use svidgate_e2e::{envoy_validate, filter_wasm, free_port, repo_root, Envoy};
 
 const TD: &str = "cluster.local";
 const FRONTEND: &str = "spiffe://cluster.local/ns/web/sa/frontend";
 const LEGACY: &str = "spiffe://cluster.local/ns/legacy/sa/old";
 const OTHER: &str = "spiffe://cluster.local/ns/other/sa/batch";
-const SERVER_NAME: &str = "svc.test";
 /// The module path written in the shipped example configs.
 const EXAMPLE_WASM_PATH: &str = "/etc/envoy/svidgate_filter.wasm";
 
@@ -58,94 +52,7 @@ fn peer_closed(e: &std::io::Error) -> bool {
 // ---------------------------------------------------------------------------------------
 // Test PKI
 
-struct Leaf {
-    cert: CertificateDer<'static>,
-    key: Vec<u8>,
-}
-
-struct Pki {
-    ca_pem: String,
-    ca: CertifiedIssuer<'static, KeyPair>,
-}
-
-impl Pki {
-    /// A CA plus the Envoy server certificate (DNS `svc.test`), written to `dir`.
-    fn new(dir: &Path) -> Result<Pki> {
-        let mut p = CertificateParams::default();
-        p.distinguished_name = DistinguishedName::new();
-        p.distinguished_name
-            .push(DnType::CommonName, "svidgate filter e2e CA");
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let ca = CertifiedIssuer::self_signed(p, KeyPair::generate()?)?;
-        let pki = Pki {
-            ca_pem: ca.pem(),
-            ca,
-        };
-        let mut p = CertificateParams::new(vec![SERVER_NAME.to_owned()])?;
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let key = KeyPair::generate()?;
-        let cert = p.signed_by(&key, &pki.ca)?;
-        std::fs::write(dir.join("server.pem"), cert.pem())?;
-        std::fs::write(dir.join("server.key"), key.serialize_pem())?;
-        std::fs::write(dir.join("ca.pem"), &pki.ca_pem)?;
-        Ok(pki)
-    }
-
-    /// A client leaf with the given URI SANs (in order), optionally CA:true.
-    fn leaf(&self, uris: &[&str], is_ca: bool) -> Result<Leaf> {
-        let mut p = CertificateParams::default();
-        p.subject_alt_names = uris
-            .iter()
-            .map(|u| Ok(SanType::URI((*u).try_into()?)))
-            .collect::<Result<_>>()?;
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        p.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        if is_ca {
-            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        }
-        let key = KeyPair::generate()?;
-        let cert = p.signed_by(&key, &self.ca)?;
-        Ok(Leaf {
-            cert: cert.der().clone(),
-            key: key.serialize_der(),
-        })
-    }
-
-    fn client_config(&self, leaf: &Leaf) -> Result<Arc<rustls::ClientConfig>> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.ca.der().clone())?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let cfg = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_client_auth_cert(
-                vec![leaf.cert.clone()],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf.key.clone())),
-            )?;
-        Ok(Arc::new(cfg))
-    }
-
-    /// TLS connection to 127.0.0.1:port as `leaf` (SNI `svc.test`).
-    fn connect(
-        &self,
-        port: u16,
-        leaf: &Leaf,
-    ) -> Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
-        let conn = rustls::ClientConnection::new(
-            self.client_config(leaf)?,
-            ServerName::try_from(SERVER_NAME)?,
-        )?;
-        let sock = TcpStream::connect(("127.0.0.1", port))?;
-        sock.set_nodelay(true)?;
-        sock.set_read_timeout(Some(Duration::from_secs(5)))?;
-        Ok(rustls::StreamOwned::new(conn, sock))
-    }
-}
+type Pki = EnvoyPki;
 
 /// Reads until EOF; a missing close_notify or a reset after data counts as EOF.
 fn read_all(s: &mut impl Read) -> Result<Vec<u8>> {
@@ -230,83 +137,38 @@ fn tls_exchange(pki: &Pki, port: u16, leaf: &Leaf, payload: &[u8]) -> Result<Vec
 // ---------------------------------------------------------------------------------------
 // Upstream servers (threads in this process, stopped on drop)
 
+/// An upstream (stopped on drop) that counts connections and bytes received.
 struct Server {
     port: u16,
     accepted: Arc<AtomicUsize>,
     received: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    _server: ThreadServer,
 }
 
 impl Server {
     /// `http`: answer each request with 200 and the request head as the body.
     /// Otherwise: echo every byte back.
     fn start(http: bool) -> Result<Server> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
-        let port = listener.local_addr()?.port();
         let accepted = Arc::new(AtomicUsize::new(0));
         let received = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (a, r, st) = (accepted.clone(), received.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            while !st.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((sock, _)) => {
-                        a.fetch_add(1, Ordering::SeqCst);
-                        let r = r.clone();
-                        std::thread::spawn(move || {
-                            let _ = if http {
-                                serve_http(sock, &r)
-                            } else {
-                                serve_echo(sock, &r)
-                            };
-                        });
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
-                }
-            }
-        });
+        let (a, r) = (accepted.clone(), received.clone());
+        let server = ThreadServer::start(move |sock| {
+            a.fetch_add(1, Ordering::SeqCst);
+            let _ = if http {
+                tls::serve_http(sock, |head| {
+                    r.fetch_add(head.len(), Ordering::SeqCst);
+                    head.to_vec()
+                })
+            } else {
+                serve_echo(sock, &r)
+            };
+        })?;
         Ok(Server {
-            port,
+            port: server.port,
             accepted,
             received,
-            stop,
-            thread: Some(thread),
+            _server: server,
         })
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn serve_http(mut sock: TcpStream, received: &AtomicUsize) -> std::io::Result<()> {
-    sock.set_nonblocking(false)?;
-    sock.set_nodelay(true)?;
-    sock.set_read_timeout(Some(Duration::from_secs(5)))?;
-    loop {
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            if sock.read(&mut byte)? == 0 {
-                return Ok(());
-            }
-            head.push(byte[0]);
-        }
-        received.fetch_add(head.len(), Ordering::SeqCst);
-        let resp = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n",
-            head.len()
-        );
-        let mut out = resp.into_bytes();
-        out.extend_from_slice(&head);
-        sock.write_all(&out)?;
     }
 }
 
@@ -564,7 +426,7 @@ fn broken_configs() -> Vec<(Value, &'static str)> {
 fn broken_configuration_makes_envoy_refuse_the_plugin() -> Result<()> {
     let wasm = filter_wasm()?;
     let tmp = tempfile::tempdir()?;
-    Pki::new(tmp.path())?;
+    Pki::new(tmp.path(), "svidgate filter e2e CA")?;
     let port = free_port()?;
     for (i, (config, needle)) in broken_configs().into_iter().enumerate() {
         // Alternate HTTP and network filters: both refuse.
@@ -725,7 +587,7 @@ impl Rig {
         let wasm = filter_wasm()?;
         let tmp = tempfile::tempdir()?;
         let dir = tmp.path();
-        let pki = Pki::new(dir)?;
+        let pki = Pki::new(dir, "svidgate filter e2e CA")?;
         let http_echo = Server::start(true)?;
         let tcp_echo = Server::start(false)?;
         let ports = Ports {

@@ -23,24 +23,18 @@
 
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
-};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use serde_json::{json, Value};
+use svidgate_e2e::tls::{self, connect, EnvoyPki, ThreadServer, IO_TIMEOUT, SERVER_NAME};
 use svidgate_e2e::{filter_wasm, free_port, repo_root, Envoy};
 
 const FRONTEND: &str = "spiffe://cluster.local/ns/web/sa/frontend";
-const SERVER_NAME: &str = "svc.test";
 /// What the upstream puts in a response for a resource the policy denies.
 const MARKERS: [&str; 5] = [
     "ADMIN-SECRET",
@@ -49,7 +43,6 @@ const MARKERS: [&str; 5] = [
     "SPOOFED-IDENTITY",
     "ADMIN-HOST",
 ];
-const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
 // ---------------------------------------------------------------------------------------
 // Certificates
@@ -61,43 +54,10 @@ struct Pki {
 impl Pki {
     /// A CA, Envoy's server certificate (files in `dir`) and the frontend's client leaf.
     fn new(dir: &Path) -> Result<Pki> {
-        let mut p = CertificateParams::default();
-        p.distinguished_name = DistinguishedName::new();
-        p.distinguished_name
-            .push(DnType::CommonName, "svidgate security e2e CA");
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let ca = CertifiedIssuer::self_signed(p, KeyPair::generate()?)?;
-        let mut p = CertificateParams::new(vec![SERVER_NAME.to_owned()])?;
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let key = KeyPair::generate()?;
-        let cert = p.signed_by(&key, &ca)?;
-        std::fs::write(dir.join("server.pem"), cert.pem())?;
-        std::fs::write(dir.join("server.key"), key.serialize_pem())?;
-        std::fs::write(dir.join("ca.pem"), ca.pem())?;
-
-        let mut p = CertificateParams::default();
-        p.subject_alt_names = vec![SanType::URI(FRONTEND.try_into()?)];
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        p.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let key = KeyPair::generate()?;
-        let leaf: CertificateDer<'static> = p.signed_by(&key, &ca)?.der().clone();
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(ca.der().clone())?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let client = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_client_auth_cert(
-                vec![leaf],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-            )?;
+        let pki = EnvoyPki::new(dir, "svidgate security e2e CA")?;
+        let leaf = pki.leaf(&[FRONTEND], false)?;
         Ok(Pki {
-            client: Arc::new(client),
+            client: pki.client_config(&leaf)?,
         })
     }
 }
@@ -203,70 +163,13 @@ fn serve(head: &str) -> String {
     format!("UPSTREAM {}\n{head}", markers.join(" "))
 }
 
-struct Upstream {
-    port: u16,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Upstream {
-    fn start() -> Result<Upstream> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
-        let port = listener.local_addr()?.port();
-        let stop = Arc::new(AtomicBool::new(false));
-        let st = stop.clone();
-        let thread = std::thread::spawn(move || {
-            while !st.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((sock, _)) => {
-                        std::thread::spawn(move || {
-                            let _ = serve_connection(sock);
-                        });
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
-                }
-            }
+/// The lenient upstream, stopped on drop.
+fn start_upstream() -> Result<ThreadServer> {
+    ThreadServer::start(|sock| {
+        let _ = tls::serve_http(sock, |head| {
+            serve(&String::from_utf8_lossy(head)).into_bytes()
         });
-        Ok(Upstream {
-            port,
-            stop,
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn serve_connection(mut sock: TcpStream) -> std::io::Result<()> {
-    sock.set_nonblocking(false)?;
-    sock.set_read_timeout(Some(IO_TIMEOUT))?;
-    loop {
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            if sock.read(&mut byte)? == 0 {
-                return Ok(());
-            }
-            head.push(byte[0]);
-            if head.len() > 64 * 1024 {
-                return Ok(());
-            }
-        }
-        let body = serve(&String::from_utf8_lossy(&head));
-        let resp = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        sock.write_all(resp.as_bytes())?;
-    }
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -402,14 +305,14 @@ struct Setup {
     envoy: Envoy,
     pki: Pki,
     ports: BTreeMap<&'static str, u16>,
-    _upstream: Upstream,
+    _upstream: ThreadServer,
     _dir: tempfile::TempDir,
 }
 
 fn start() -> Result<Setup> {
     let dir = tempfile::tempdir()?;
     let pki = Pki::new(dir.path())?;
-    let upstream = Upstream::start()?;
+    let upstream = start_upstream()?;
     let mut ports = BTreeMap::new();
     let mut listeners = Vec::new();
     for (name, shipped, policy, bare) in [
@@ -458,12 +361,7 @@ struct Resp {
 }
 
 fn tls(pki: &Pki, port: u16) -> Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
-    let conn =
-        rustls::ClientConnection::new(pki.client.clone(), ServerName::try_from(SERVER_NAME)?)?;
-    let sock = TcpStream::connect(("127.0.0.1", port))?;
-    sock.set_read_timeout(Some(IO_TIMEOUT))?;
-    sock.set_write_timeout(Some(IO_TIMEOUT))?;
-    Ok(rustls::StreamOwned::new(conn, sock))
+    connect(pki.client.clone(), port)
 }
 
 /// Sends raw HTTP/1.1 bytes (`head` without the final blank line) and reads one response.
@@ -556,64 +454,53 @@ fn h2(
     authority: &str,
     headers: &[(&str, &str)],
 ) -> Result<Resp> {
+    let request = async {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        let connector = tokio_rustls::TlsConnector::from(pki.client.clone());
+        let stream = connector
+            .connect(ServerName::try_from(SERVER_NAME)?, tcp)
+            .await?;
+        let (mut client, conn) = h2::client::handshake(stream).await?;
+        let driver = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let uri = http::Uri::builder()
+            .scheme("https")
+            .authority(authority)
+            .path_and_query(path)
+            .build()?;
+        let mut req = http::Request::builder()
+            .method(http::Method::from_bytes(method.as_bytes())?)
+            .uri(uri);
+        for (n, v) in headers {
+            req = req.header(*n, *v);
+        }
+        let (resp, _) = client.send_request(req.body(())?, true)?;
+        let resp = resp.await?;
+        let status = resp.status().as_u16();
+        let location = resp
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let mut body = resp.into_body();
+        let mut data = Vec::new();
+        while let Some(chunk) = body.data().await {
+            let chunk: bytes::Bytes = chunk?;
+            let _ = body.flow_control().release_capacity(chunk.len());
+            data.extend_from_slice(&chunk);
+        }
+        driver.abort();
+        Ok::<_, anyhow::Error>(Resp {
+            status,
+            location,
+            body: String::from_utf8_lossy(&data).into_owned(),
+        })
+    };
     rt.block_on(async {
-        tokio::time::timeout(
-            IO_TIMEOUT,
-            h2_request(pki, port, method, path, authority, headers),
-        )
-        .await
-        .context("HTTP/2 request timed out")?
-    })
-}
-
-async fn h2_request(
-    pki: &Pki,
-    port: u16,
-    method: &str,
-    path: &str,
-    authority: &str,
-    headers: &[(&str, &str)],
-) -> Result<Resp> {
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    let connector = tokio_rustls::TlsConnector::from(pki.client.clone());
-    let stream = connector
-        .connect(ServerName::try_from(SERVER_NAME)?, tcp)
-        .await?;
-    let (mut client, conn) = h2::client::handshake(stream).await?;
-    let driver = tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let uri = http::Uri::builder()
-        .scheme("https")
-        .authority(authority)
-        .path_and_query(path)
-        .build()?;
-    let mut req = http::Request::builder()
-        .method(http::Method::from_bytes(method.as_bytes())?)
-        .uri(uri);
-    for (n, v) in headers {
-        req = req.header(*n, *v);
-    }
-    let (resp, _) = client.send_request(req.body(())?, true)?;
-    let resp = resp.await?;
-    let status = resp.status().as_u16();
-    let location = resp
-        .headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let mut body = resp.into_body();
-    let mut data = Vec::new();
-    while let Some(chunk) = body.data().await {
-        let chunk: bytes::Bytes = chunk?;
-        let _ = body.flow_control().release_capacity(chunk.len());
-        data.extend_from_slice(&chunk);
-    }
-    driver.abort();
-    Ok(Resp {
-        status,
-        location,
-        body: String::from_utf8_lossy(&data).into_owned(),
+        tokio::time::timeout(IO_TIMEOUT, request)
+            .await
+            .context("HTTP/2 request timed out")?
     })
 }
 

@@ -16,12 +16,17 @@ use std::fmt;
 use crate::spiffe_id::SpiffeId;
 
 mod compile;
+pub mod diff;
 mod evaluate;
 mod explain;
+pub mod import;
 mod index;
+pub mod lint;
 mod model;
 mod parse;
 mod pattern;
+pub mod request_line;
+mod shape;
 mod validate;
 
 pub use model::{
@@ -61,7 +66,7 @@ pub enum PolicyError {
     #[error("cannot parse policy document: {0}")]
     Syntax(String),
     /// The text is larger or nested deeper than the caps ([`MAX_DOCUMENT_BYTES`],
-    /// [`MAX_DEPTH`]); it was not parsed.
+    /// [`MAX_DEPTH`], [`MAX_ALIASES`], [`MAX_ALIAS_NODES`]); it was not parsed.
     #[error("policy document too large: {0}")]
     TooLarge(String),
     /// The document parsed but is invalid; every problem found is listed.
@@ -75,18 +80,23 @@ pub const MAX_DOCUMENT_BYTES: usize = 8 * 1024 * 1024;
 /// Deepest nesting of mappings and lists accepted, checked before parsing (a policy document
 /// needs about 10 levels).
 pub const MAX_DEPTH: usize = 32;
+/// Most YAML aliases (`*name`) accepted in a document, checked before parsing.
+pub const MAX_ALIASES: usize = 1_000;
+/// Most nodes YAML aliases may add to a document once expanded (a "billion laughs" document
+/// is refused before anything expands it).
+pub const MAX_ALIAS_NODES: usize = 100_000;
 
 /// Parses YAML text into a JSON value with the size and depth caps and duplicate keys
 /// rejected (the first step of [`PolicyDocument::from_yaml`]).
 pub fn yaml_value(text: &str) -> Result<serde_json::Value, PolicyError> {
-    parse::check_shape(text, parse::Syntax::Yaml)?;
+    shape::check_shape(text, shape::Syntax::Yaml)?;
     parse::yaml_to_value(text)
 }
 
 /// Parses JSON text into a value with the size and depth caps and duplicate keys rejected
 /// (the first step of [`PolicyDocument::from_json`]).
 pub fn json_value(text: &str) -> Result<serde_json::Value, PolicyError> {
-    parse::check_shape(text, parse::Syntax::Json)?;
+    shape::check_shape(text, shape::Syntax::Json)?;
     parse::json_to_value(text)
 }
 

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use svidgate_core::policy::EvalMode;
 
-use super::{check, eval, explain, import, load_policy_or_report, Input, PolicyCliError, EXIT_OK};
+use super::{
+    check, diff, eval, explain, import, lint, load_policy_or_report, Input, PolicyCliError, EXIT_OK,
+};
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
@@ -28,6 +30,32 @@ pub enum PolicyCommand {
     },
     /// Trace which policies and rules match one request, and the decision.
     Explain(ExplainArgs),
+    /// Find what is valid but probably not meant: shadowed rules, conditions that never hold,
+    /// unreachable paths, foreign trust domains, ... (exit 1 at --fail-on).
+    Lint {
+        /// The policy document; `-` = stdin.
+        file: PathBuf,
+        /// Lint as the network (TCP) filter sees the document: no HTTP attributes.
+        #[arg(long)]
+        network: bool,
+        /// `human` (one line per finding) or `json` (one array).
+        #[arg(long, value_enum, default_value = "human")]
+        format: lint::Format,
+        /// The least severe finding that makes the command fail (exit 1).
+        #[arg(long, value_enum, default_value = "error")]
+        fail_on: lint::FailOn,
+    },
+    /// Print, as JSON lines, requests that OLD and NEW decide differently (exit 1 if any,
+    /// 0 if equivalent).
+    Diff {
+        /// The old policy document; `-` = stdin.
+        old: PathBuf,
+        /// The new policy document; `-` = stdin.
+        new: PathBuf,
+        /// Compare as the network (TCP) filter decides: no HTTP attributes.
+        #[arg(long)]
+        network: bool,
+    },
     /// Convert Istio AuthorizationPolicy resources (Kubernetes YAML) to a svidgate policy.
     Import {
         /// Kubernetes YAML, one or many documents; `-` = stdin.
@@ -35,7 +63,14 @@ pub enum PolicyCommand {
         /// The trustDomain of the generated document.
         #[arg(long, default_value = "cluster.local")]
         trust_domain: String,
-        /// Warn about unsupported features and drop them (fail-closed) instead of failing.
+        /// A trust domain alias (Istio's meshConfig.trustDomainAliases); repeatable.
+        #[arg(long = "trust-domain-alias", value_name = "TD")]
+        trust_domain_aliases: Vec<String>,
+        /// Import only the policies of this namespace (and of istio-system, the mesh root).
+        #[arg(long)]
+        namespace: Option<String>,
+        /// Drop unsupported items where that only makes the policy stricter (a condition of a
+        /// DENY rule, a whole ALLOW rule) instead of failing; never widens it.
         #[arg(long)]
         skip_unsupported: bool,
     },
@@ -111,21 +146,45 @@ pub fn run(cmd: PolicyCommand) -> Result<i32, PolicyCliError> {
             explain::explain(&loaded.compiled, &spec, mode, &mut stdout)?;
             Ok(EXIT_OK)
         }
+        PolicyCommand::Lint {
+            file,
+            network,
+            format,
+            fail_on,
+        } => {
+            let input = Input::read(&file, &mut stdin as &mut dyn Read)?;
+            let loaded = load_policy_or_report(&input, &mut stderr)?;
+            lint::run(&input.name, &loaded, network, format, fail_on, &mut stdout)
+        }
+        PolicyCommand::Diff { old, new, network } => {
+            if old.as_os_str() == "-" && new.as_os_str() == "-" {
+                return Err(PolicyCliError::BothFromStdin);
+            }
+            let old = Input::read(&old, &mut stdin as &mut dyn Read)?;
+            let new = Input::read(&new, &mut stdin as &mut dyn Read)?;
+            let a = load_policy_or_report(&old, &mut stderr)?;
+            let b = load_policy_or_report(&new, &mut stderr)?;
+            diff::run(
+                (&old.name, &new.name),
+                &a,
+                &b,
+                network,
+                &mut stdout,
+                &mut stderr,
+            )
+        }
         PolicyCommand::Import {
             file,
             trust_domain,
+            trust_domain_aliases,
+            namespace,
             skip_unsupported,
         } => {
-            let trust_domain =
-                svidgate_core::TrustDomain::new(&trust_domain).map_err(|source| {
-                    PolicyCliError::BadTrustDomain {
-                        value: trust_domain.clone(),
-                        source,
-                    }
-                })?;
             let input = Input::read(&file, &mut stdin as &mut dyn Read)?;
-            let opts = import::ImportOptions {
+            let opts = svidgate_core::policy::import::ImportOptions {
                 trust_domain,
+                trust_domain_aliases,
+                namespace,
                 skip_unsupported,
             };
             import::run(&input, &opts, &mut stdout, &mut stderr)

@@ -1,4 +1,6 @@
-//! `svidgate policy check FILE`: validate a policy document.
+//! `svidgate policy check FILE`: validate a policy document, or a whole WasmPlugin
+//! `pluginConfig` (the document plus the filter's `filter` settings), exactly as the filter
+//! parses it ([`PluginConfig`]).
 //!
 //! Valid: `FILE: ok: 3 policies (1 DENY, 2 ALLOW, 1 dry-run), trust domain cluster.local` and
 //! exit 0. Invalid: one line `FILE: <field path>: <problem> (<value>)` per problem (or
@@ -8,23 +10,40 @@
 use std::io::Write;
 
 use serde_json::Value;
+use svidgate_core::plugin_config::{ConfigError, PluginConfig};
+use svidgate_core::policy;
 
-use super::{load_policy, policy_error_lines, Input, PolicyCliError, EXIT_INVALID, EXIT_OK};
+use super::{policy_error_lines, Input, PolicyCliError, EXIT_INVALID, EXIT_OK};
 
 /// Checks one input; returns the exit code.
 pub fn check(input: &Input, out: &mut dyn Write) -> Result<i32, PolicyCliError> {
-    match load_policy(input) {
-        Ok(_) => {
+    match load_plugin_config(input) {
+        Ok(()) => {
             writeln!(out, "{}: ok: {}", input.name, summary(input))?;
             Ok(EXIT_OK)
         }
-        Err(e) => {
+        Err(ConfigError::Policy(e)) => {
             for line in policy_error_lines(&input.name, &e) {
                 writeln!(out, "{line}")?;
             }
             Ok(EXIT_INVALID)
         }
+        Err(e) => {
+            writeln!(out, "{}: {e}", input.name)?;
+            Ok(EXIT_INVALID)
+        }
     }
+}
+
+/// Parses (YAML, or JSON with duplicate keys rejected), validates and compiles the input as a
+/// `pluginConfig`: what the filter's `on_configure` does with the same text.
+fn load_plugin_config(input: &Input) -> Result<(), ConfigError> {
+    let config = if input.is_json() {
+        PluginConfig::from_value(policy::json_value(&input.text)?)?
+    } else {
+        PluginConfig::from_yaml(&input.text)?
+    };
+    config.compile().map(drop)
 }
 
 /// The one-line summary of a document that the engine accepted, e.g.

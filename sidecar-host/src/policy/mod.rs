@@ -1,26 +1,35 @@
-//! `svidgate policy`: the policy author's tools (check, eval, explain, import).
+//! `svidgate policy`: the policy author's tools (check, eval, explain, lint, diff, import).
 //!
 //! Each command is a plain function over readers and writers so it can be tested without a
 //! process; `crate::cli` only parses arguments and wires stdin/stdout/stderr to them.
 //!
+//! The work is done by `svidgate_core::policy` (shared with the playground and the npm
+//! package); these modules read files, print and pick exit codes.
+//!
 //! Exit codes (all commands): 0 success; 1 the input was understood but is wrong (an invalid
-//! policy for `check`, a malformed request line for `eval`, an invalid resource for `import`);
-//! 2 the tool could not run (unreadable file, unusable policy for `eval`/`explain`, usage);
-//! 3 `import` met Istio features svidgate does not support (without `--skip-unsupported`).
+//! policy for `check`, a malformed request line for `eval`, a finding at `--fail-on` for `lint`,
+//! differences for `diff`, an invalid resource for `import`); 2 the tool could not run
+//! (unreadable file, unusable policy for `eval`/`explain`/`lint`/`diff`, usage, an inconclusive
+//! `diff`); 3 `import` met Istio features svidgate does not support (without
+//! `--skip-unsupported`) or that cannot be dropped without widening the policy.
 
 use std::io::{self, Read};
 use std::path::Path;
 
-use svidgate_core::policy::{
-    CompiledPolicy, NoIdentity, Peer, PolicyDocument, PolicyError, Verdict,
-};
-use svidgate_core::SpiffeId;
+use svidgate_core::policy::{CompiledPolicy, PolicyDocument, PolicyError};
 
 mod args;
 pub mod check;
+pub mod diff;
 pub mod eval;
 pub mod explain;
 pub mod import;
+pub mod lint;
+
+/// The peer mapping and reasons of `eval`'s format live in core (the playground uses them).
+pub use svidgate_core::policy::request_line::{
+    decision_word, peer_from_envoy, verdict_reason, PeerView,
+};
 
 pub use args::{run, ExplainArgs, PolicyCommand};
 
@@ -60,19 +69,16 @@ pub enum PolicyCliError {
     /// `--header` without `=`.
     #[error("--header {0:?}: expected NAME=VALUE")]
     BadHeader(String),
-    /// `--trust-domain` is not a valid trust domain (the cause is the error's source).
-    #[error("--trust-domain {value:?}")]
-    BadTrustDomain {
+    /// An option's value is invalid, e.g. `--trust-domain Bad.Example`.
+    #[error("{option} {value:?}: {message}")]
+    BadOption {
+        option: &'static str,
         value: String,
-        #[source]
-        source: svidgate_core::SpiffeIdError,
+        message: String,
     },
-    /// The Kubernetes YAML given to `import` does not parse.
-    #[error("{name}: {message}")]
-    ImportSyntax { name: String, message: String },
-    /// The document produced by `import` could not be serialized.
-    #[error("cannot write the imported policy as YAML: {0}")]
-    Serialize(String),
+    /// `diff OLD NEW` with both from stdin.
+    #[error("diff: only one of OLD and NEW can be `-` (stdin)")]
+    BothFromStdin,
 }
 
 /// A named input text: a file or stdin (`-`).
@@ -181,65 +187,6 @@ pub fn load_policy_or_report(
     }
 }
 
-/// The peer as the filter derives it from Envoy's connection properties, plus, when there is
-/// no valid identity, a human-readable why (`no valid peer identity: ...`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerView {
-    pub peer: Peer,
-    pub why_none: Option<String>,
-}
-
-/// Maps `connection.mtls` and `connection.uri_san_peer_certificate` to a [`Peer`] with the
-/// engine's [`Peer::from_uri_san`] — the mapping the filter uses: not mTLS →
-/// [`NoIdentity::NotMtls`]; no or an empty URI SAN → [`NoIdentity::NoUriSan`]; a URI SAN that
-/// is not a valid workload SPIFFE ID (strict parsing, nothing normalized) →
-/// [`NoIdentity::InvalidSpiffeId`] — and adds, when there is no identity, why.
-pub fn peer_from_envoy(mtls: bool, uri_san: Option<&str>) -> PeerView {
-    let peer = Peer::from_uri_san(mtls, uri_san);
-    let why_none = match &peer {
-        Peer::Identity(_) => None,
-        Peer::None(NoIdentity::InvalidSpiffeId) => {
-            let san = uri_san.unwrap_or_default();
-            let detail = match SpiffeId::parse(san) {
-                Err(e) => e.to_string(),
-                Ok(_) => NoIdentity::InvalidSpiffeId.describe().to_owned(),
-            };
-            Some(format!("invalid SPIFFE ID {san:?}: {detail}"))
-        }
-        Peer::None(kind) => Some(kind.describe().to_owned()),
-    };
-    PeerView {
-        peer,
-        why_none: why_none.map(|why| format!("no valid peer identity: {why}")),
-    }
-}
-
-/// The reason shown for a verdict: the engine's reason, preceded by why the peer has no
-/// identity when it has none (e.g. `no valid peer identity: invalid SPIFFE ID "x": <what is
-/// wrong>; no ALLOW policy matched`). The engine's own short note on the missing identity
-/// (` (no peer identity: ...)`) is left out: the prefix says it, with the details.
-pub fn verdict_reason(peer: &PeerView, verdict: &Verdict<'_>) -> String {
-    match &peer.why_none {
-        Some(why) => {
-            let base = match verdict.reason.find(" (no peer identity: ") {
-                Some(i) if verdict.reason.ends_with(')') => &verdict.reason[..i],
-                _ => verdict.reason,
-            };
-            format!("{why}; {base}")
-        }
-        None => verdict.reason.to_owned(),
-    }
-}
-
-/// `allow` / `deny`.
-pub fn decision_word(verdict: &Verdict<'_>) -> &'static str {
-    if verdict.allow {
-        "allow"
-    } else {
-        "deny"
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,90 +227,6 @@ mod tests {
         assert_eq!(input.text, "trustDomain: x\n");
         let err = Input::read(Path::new("-"), &mut &b"\xff\xfe"[..]).unwrap_err();
         assert_eq!(err.to_string(), "cannot read <stdin>: not UTF-8 text");
-    }
-
-    #[test]
-    fn peer_mapping_matches_the_filter() {
-        let id = "spiffe://cluster.local/ns/web/sa/frontend";
-        let cases: [(bool, Option<&str>, Peer, Option<&str>); 7] = [
-            (
-                true,
-                Some(id),
-                Peer::Identity(SpiffeId::parse(id).unwrap()),
-                None,
-            ),
-            // mTLS false wins over whatever URI SAN is given.
-            (
-                false,
-                Some(id),
-                Peer::None(NoIdentity::NotMtls),
-                Some("no valid peer identity: connection is not mTLS"),
-            ),
-            (
-                true,
-                None,
-                Peer::None(NoIdentity::NoUriSan),
-                Some("no valid peer identity: peer certificate has no URI SAN"),
-            ),
-            (
-                true,
-                Some("SPIFFE://cluster.local/ns/a/sa/b"),
-                Peer::None(NoIdentity::InvalidSpiffeId),
-                Some("no valid peer identity: invalid SPIFFE ID \"SPIFFE://cluster.local/ns/a/sa/b\": "),
-            ),
-            (
-                true,
-                Some("spiffe://cluster.local"),
-                Peer::None(NoIdentity::InvalidSpiffeId),
-                Some("no valid peer identity: invalid SPIFFE ID \"spiffe://cluster.local\": workload SPIFFE ID has no path"),
-            ),
-            (
-                true,
-                Some(""),
-                Peer::None(NoIdentity::NoUriSan),
-                Some("no valid peer identity: peer certificate has no URI SAN"),
-            ),
-            (
-                true,
-                Some("spiffe://cluster.local/ns/a/../b"),
-                Peer::None(NoIdentity::InvalidSpiffeId),
-                Some("no valid peer identity: invalid SPIFFE ID \"spiffe://cluster.local/ns/a/../b\": path has a '.' or '..' segment"),
-            ),
-        ];
-        for (mtls, san, peer, why) in cases {
-            let view = peer_from_envoy(mtls, san);
-            assert_eq!(view.peer, peer, "{mtls} {san:?}");
-            match (why, &view.why_none) {
-                (None, None) => {}
-                (Some(want), Some(got)) => assert!(got.starts_with(want), "{got} vs {want}"),
-                (want, got) => panic!("{san:?}: want {want:?}, got {got:?}"),
-            }
-        }
-    }
-
-    #[test]
-    fn reason_includes_why_the_peer_has_no_identity() {
-        let verdict = Verdict {
-            allow: false,
-            policy: None,
-            rule: None,
-            reason: "no ALLOW policy matched",
-        };
-        let none = peer_from_envoy(false, None);
-        assert_eq!(
-            verdict_reason(&none, &verdict),
-            "no valid peer identity: connection is not mTLS; no ALLOW policy matched"
-        );
-        let some = peer_from_envoy(true, Some("spiffe://td/x"));
-        assert_eq!(verdict_reason(&some, &verdict), "no ALLOW policy matched");
-        let engine_noted = Verdict {
-            reason: "no ALLOW policy matched (no peer identity: connection is not mTLS)",
-            ..verdict
-        };
-        assert_eq!(
-            verdict_reason(&none, &engine_noted),
-            "no valid peer identity: connection is not mTLS; no ALLOW policy matched"
-        );
     }
 
     #[test]
