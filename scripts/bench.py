@@ -73,6 +73,7 @@ def bench_ca(procs, work, args):
     try:
         log(f"bench: CA storm: {args.agents} agents at once, then {args.ca_concurrency} "
             f"workers for {args.ca_seconds:g}s")
+        cpu0 = bench_envoy.cpu_seconds(ca.pid)
         r = subprocess.run([CA_STORM, "--addr", url, "--root", root, "--dir", d,
                             "--trust-domain", TD, "--agents", str(args.agents),
                             "--concurrency", str(args.ca_concurrency),
@@ -86,6 +87,10 @@ def bench_ca(procs, work, args):
             raise RuntimeError(f"ca_storm: {out.get('errors')} errors, e.g. "
                                f"{out.get('error_sample')}\n{r.stderr[-800:]}")
         out[f"burst_{args.agents}_p99_ms"] = out["burst_p99_ms"]
+        # The CA's own CPU per certificate (storm + sustained): what bounds signs/s here.
+        signed = out["burst_ok"] + out["sustained_signed"]
+        out["ca_cpu_ms_per_sign"] = round((bench_envoy.cpu_seconds(ca.pid) - cpu0) / signed * 1e3,
+                                          3)
         out["ca_rss_kib"] = bench_envoy.rss_kib(ca.pid)
         return out
     finally:
