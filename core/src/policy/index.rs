@@ -625,6 +625,22 @@ mod tests {
     }
 
     #[test]
+    fn exact_sets_deduplicate_large_lists_without_sorting() {
+        let boxed = |v: &[&str]| v.iter().map(|s| Box::<str>::from(*s)).collect::<Vec<_>>();
+        // Twelve entries, five distinct: small once deduplicated.
+        let few = ["e", "a", "c", "a", "b", "e", "d", "a", "c", "b", "e", "d"];
+        let set = ExactSet::build(boxed(&few));
+        assert!(matches!(&set, ExactSet::Small(list) if list.len() == 5));
+        assert!(few.iter().all(|v| set.contains(v)) && !set.contains("f"));
+        // A large list with duplicates: every value found once, nothing else.
+        let many: Vec<String> = (0..1000).map(|i| format!("v{}", i % 300)).collect();
+        let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+        let set = ExactSet::build(boxed(&refs));
+        assert!(matches!(&set, ExactSet::Large(s) if s.len() == 300));
+        assert!(refs.iter().all(|v| set.contains(v)) && !set.contains("v300"));
+    }
+
+    #[test]
     fn ports() {
         let p = PortSet::new(vec![443, 80, 8080, 80]);
         assert!(p.contains(80) && p.contains(443) && p.contains(8080));
