@@ -87,13 +87,18 @@ fmt:
 bench-core:
 	$(CARGO) bench -p svidgate-core --bench policy_eval
 
-# The filter's per-request CPU cost inside a real Envoy 1.40, as ratios against a baseline
-# Envoy in the same run (docs/bench.md); about 2 minutes. BENCH_ENVOY_ARGS e.g. "--rounds 5".
+# Only the filter's part of `make bench` (docs/bench.md). BENCH_ENVOY_ARGS e.g. "--bisect".
 bench-envoy: setup wasm
 	$(CARGO) build -p sidecar-host
 	$(PY) scripts/bench_envoy.py $(BENCH_ENVOY_ARGS)
 
-bench: bench-core bench-envoy
+# Everything in one bounded run (a few minutes): the filter in Envoy (variants, allowlist sizes,
+# RSS by workers, compile time), the agent (first secret, idle RSS), the CA (1,000-agent storm,
+# signatures/s); target/bench/report.json and charts, copied to docs/bench/ (docs/bench.md).
+bench: setup wasm
+	$(CARGO) build -p sidecar-host
+	$(CARGO) build --release -p sidecar-host -p svidgate-e2e --bin svidgate --bin ca_storm
+	$(PY) scripts/bench.py $(BENCH_ARGS)
 
 # Coverage-guided fuzzing of the core parsers (cargo-fuzz + libFuzzer, nightly); docs/fuzzing.md.
 # FUZZ_TIME seconds per target. New corpus entries go to fuzz/corpus/<target> (not committed).

@@ -8,18 +8,19 @@ Ctrl-C or an error):
     (the project's own tools): the server's and the load client's. The CA is stopped afterwards.
   - One server Envoy per variant (`--concurrency 1`, own `--base-id`, free ports), each an mTLS
     listener (client certificate required) whose only route is a `direct_response` 200, so no
-    upstream process takes part. The variants differ only in the HTTP filters before the router:
-        A  none (baseline: TLS + HTTP + direct response)
-        B  svidgate wasm filter, ALLOW policy with 1 principal
-        C  svidgate wasm filter, ALLOW policy with N exact principals (default 100,000)
-           plus prefix and suffix patterns
-        D  Envoy's RBAC filter (`envoy.filters.http.rbac`) with the same 1-principal policy
-        E  Envoy's RBAC filter with the same N principals
-    Diagnostic variants, only when named in `--variants` (where does the filter's cost go?):
-        F  as B with `filter.strict: false` (first URI SAN + SPIFFE ID parse, no cache lookup)
-        G  as B with `filter.identityHeader: ""` (no header removal/insertion)
-        P  a no-op proxy-wasm module (scripts/wasm-probe): the wasm plumbing alone
-        Q  the same module doing 10 `get_property` host calls per request
+    upstream process takes part. The variants differ only in the HTTP filter before the router:
+        none                 no authorization filter (baseline: TLS + HTTP + direct response)
+        wasm_noop            a no-op proxy-wasm module (scripts/wasm-probe): the Wasm floor
+        wasm_noop_<N>        the same module holding svidgate_<N>'s configuration unread
+        svidgate_network_1   svidgate as a network filter before the HTTP connection manager
+                             (one decision per connection; no identity header, no HTTP rules)
+        svidgate_<N>         svidgate, one ALLOW policy with N exact principals
+        rbac_<N>             Envoy RBAC, the same N principals as an Istio-style principal list
+        rbac_matcher_<N>     Envoy RBAC's unified `matcher`: an exact-match map on the peer's
+                             URI SAN (`envoy.matching.inputs.uri_san`), the best native form
+    for N in --sizes (default 1, 1k, 10k, 100k; the client's ID in the middle of the list).
+    Diagnostics, with --bisect: svidgate_stop0..3 (modules built to return after each step of
+    the per-request path) and wasm_probe10 (10 `get_property` host calls per request).
   - One client Envoy with a plain-HTTP listener per variant that originates mTLS (the client's
     SVID) to that variant's server Envoy over kept-alive connections.
   - `h2load` (HTTP/1.1, a few connections) sends the load to the client Envoy; each run is
@@ -28,10 +29,11 @@ Ctrl-C or an error):
 Measured per run, on the server Envoy only: its own CPU time (utime + stime of the process,
 from /proc/<pid>/stat) and the requests it answered (its `downstream_rq_2xx` counter), both read
 before and after the run: CPU µs per request and requests/s. Variants are interleaved (the order
-rotates every round) and the report gives per-variant medians and the ratios B/A, C/B, D/A (and
-E/D), each the median of the per-round ratios (paired runs, so a load change on the shared
-machine between rounds cancels out). Every request must have been allowed: the run fails if a
-server answered anything but 2xx or the filter's allow counter does not match.
+rotates every round); the ratios are medians of per-round ratios (paired runs, so a load change
+on the shared machine between rounds cancels out). Every request must have been allowed: the
+run fails if a server answered anything but 2xx or the filter's allow counter does not match.
+Afterwards: RSS with 2 and 4 workers for a few variants, and the policy compile time each
+svidgate VM logged.
 
 Writes the table to stdout and everything to target/bench/envoy.json (`--out`).
 """
@@ -40,6 +42,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import statistics
@@ -56,20 +59,30 @@ SERVER_ID = f"spiffe://{TD}/ns/api/sa/server"
 CLIENT_ID = f"spiffe://{TD}/ns/web/sa/client"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-DESCRIPTIONS = {
-    "A": "baseline: mTLS listener, no authorization filter",
-    "B": "svidgate wasm filter, 1 principal",
-    "C": "svidgate wasm filter, {n:,} principals + patterns",
-    "D": "Envoy RBAC filter, 1 principal",
-    "E": "Envoy RBAC filter, {n:,} principals + patterns",
-    "F": "svidgate, 1 principal, strict: false",
-    "G": "svidgate, 1 principal, identityHeader off",
-    "P": "no-op proxy-wasm module (plumbing only)",
-    "Q": "proxy-wasm module, 10 get_property calls",
-}
-ALL_VARIANTS = "ABCDEFGPQ"
 PROBE_DIR = os.path.join(ROOT, "scripts", "wasm-probe")
 PROBE_WASM = os.path.join(TARGET, "wasm-probe", "wasm32-wasip1", "release", "wasm_probe.wasm")
+BISECT_DIR = os.path.join(TARGET, "wasm-bisect")
+BISECT_STEPS = {0: "context + callback only", 1: "+ peer identity", 2: "+ policy evaluation",
+                3: "+ counters"}
+DEFAULT_SIZES = "1,1000,10000,100000"
+# Variants measured again with 2 and 4 workers (RSS only).
+WORKER_VARIANTS = ("none", "wasm_noop", "svidgate_1", "svidgate_100k", "rbac_matcher_100k")
+
+
+_PORTS = set()
+
+
+def unique_port():
+    """A free port not handed out before in this run (free_port's can repeat once closed)."""
+    while True:
+        p = free_port()
+        if p not in _PORTS:
+            _PORTS.add(p)
+            return p
+
+
+def size_name(n):
+    return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n)
 
 
 def log(text=""):
@@ -110,27 +123,22 @@ def istio_form(spiffe_id):
     return spiffe_id[len("spiffe://"):]
 
 
-def big_allowlist(n):
-    """N exact principals (the client's in the middle), 100 prefixes and 100 suffixes."""
+def allowlist(n):
+    """N exact principals in Istio's form (no `spiffe://`), the client's in the middle."""
     exact = [f"{TD}/ns/team-{i % 997}/sa/workload-{i}" for i in range(n - 1)]
     exact.insert(len(exact) // 2, istio_form(CLIENT_ID))
-    prefixes = [f"{TD}/ns/batch-{j}/*" for j in range(100)]
-    suffixes = [f"*/sa/cron-{j}" for j in range(100)]
-    return exact, prefixes, suffixes
+    return exact
 
 
 def svidgate_policy(principals):
-    return {"trustDomain": TD,
+    return {"trustDomain": TD, "filter": {"mode": "http"},
             "policies": [{"name": "allow-clients", "action": "ALLOW",
                           "rules": [{"from": [{"source": {"principals": principals}}]}]}]}
 
 
-def rbac_filter(exact, prefixes=(), suffixes=()):
-    def auth(m):
-        return {"authenticated": {"principal_name": m}}
-    principals = [auth({"exact": f"spiffe://{p}"}) for p in exact]
-    principals += [auth({"prefix": f"spiffe://{p[:-1]}"}) for p in prefixes]
-    principals += [auth({"suffix": s[1:]}) for s in suffixes]
+def rbac_filter(exact):
+    principals = [{"authenticated": {"principal_name": {"exact": f"spiffe://{p}"}}}
+                  for p in exact]
     return {
         "name": "envoy.filters.http.rbac",
         "typed_config": {
@@ -138,6 +146,33 @@ def rbac_filter(exact, prefixes=(), suffixes=()):
             "rules": {"action": "ALLOW",
                       "policies": {"allow-clients": {"permissions": [{"any": True}],
                                                      "principals": principals}}},
+        },
+    }
+
+
+def rbac_action(action):
+    return {"action": {"name": "envoy.filters.rbac.action", "typed_config": {
+        "@type": "type.googleapis.com/envoy.config.rbac.v3.Action",
+        "name": "allow-clients", "action": action}}}
+
+
+def rbac_matcher_filter(exact):
+    """Envoy RBAC with the unified matcher API: the peer's URI SAN looked up in an exact-match
+    map (a hash map in Envoy), DENY when absent."""
+    allow = rbac_action("ALLOW")
+    return {
+        "name": "envoy.filters.http.rbac",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+            "matcher": {
+                "matcher_tree": {
+                    "input": {"name": "envoy.matching.inputs.uri_san", "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.matching.common_inputs."
+                                 "ssl.v3.UriSanInput"}},
+                    "exact_match_map": {"map": {f"spiffe://{p}": allow for p in exact}},
+                },
+                "on_no_match": rbac_action("DENY"),
+            },
         },
     }
 
@@ -165,7 +200,19 @@ def admin(port):
     return {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}
 
 
+def network_wasm_filter(policy):
+    """svidgate as a network filter in front of the HTTP connection manager."""
+    http = wasm_filter(policy)
+    return {"name": "envoy.filters.network.wasm", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm",
+        "config": http["typed_config"]["config"]}}
+
+
 def server_envoy(variant, ports, certs, filters):
+    """`filters`: HTTP filters; a network filter (name `envoy.filters.network.*`) goes in front
+    of the HTTP connection manager instead."""
+    network = [f for f in filters if f["name"].startswith("envoy.filters.network.")]
+    filters = [f for f in filters if f not in network]
     return {
         "node": {"id": f"bench-server-{variant}", "cluster": "bench"},
         "admin": admin(ports["admin"]),
@@ -174,7 +221,7 @@ def server_envoy(variant, ports, certs, filters):
             "address": {"socket_address": {"address": "127.0.0.1", "port_value": ports["listen"]}},
             "filter_chains": [{
                 "transport_socket": tls_context("Downstream", certs),
-                "filters": [{
+                "filters": network + [{
                     "name": "envoy.filters.network.http_connection_manager",
                     "typed_config": {
                         "@type": "type.googleapis.com/envoy.extensions.filters.network."
@@ -304,17 +351,28 @@ def measure(server, url, requests, seconds, connections):
     # a stream after the filter allowed it and before the response was counted as 2xx.
     seen = d["http.ingress.downstream_rq_total"]
     bad = d["http.ingress.downstream_rq_4xx"] + d["http.ingress.downstream_rq_5xx"]
+    name = server["variant"]
     if n == 0 or bad:
-        raise RuntimeError(f"variant {server['variant']}: {n} 2xx, {bad} 4xx/5xx; h2load said:\n"
+        raise RuntimeError(f"variant {name}: {n} 2xx, {bad} 4xx/5xx; h2load said:\n"
                            f"{out[-1500:]}")
-    if server["variant"] in ("B", "C", "F", "G") and (d["wasmcustom.svidgate_allowed"] != seen
-                                            or d["wasmcustom.svidgate_denied"]):
-        raise RuntimeError(f"variant {server['variant']}: filter allowed "
-                           f"{d['wasmcustom.svidgate_allowed']} of {seen} requests")
-    if server["variant"] in ("D", "E") and (d["http.ingress.rbac.allowed"] != seen
-                                            or d["http.ingress.rbac.denied"]):
-        raise RuntimeError(f"variant {server['variant']}: RBAC allowed "
-                           f"{d['http.ingress.rbac.allowed']} of {seen} requests")
+    # The filter's allow counter must cover every answered request and no more than were
+    # seen: h2load stopped by its time limit can reset a stream before the filter decided.
+    def agrees(allowed, denied):
+        return denied == 0 and n <= allowed <= seen
+
+    if server["check"] == "svidgate" and not agrees(d["wasmcustom.svidgate_allowed"],
+                                                    d["wasmcustom.svidgate_denied"]):
+        raise RuntimeError(f"variant {name}: filter allowed "
+                           f"{d['wasmcustom.svidgate_allowed']} and denied "
+                           f"{d['wasmcustom.svidgate_denied']} of {seen} requests ({n} 2xx)")
+    if server["check"] == "svidgate_connections" and d["wasmcustom.svidgate_denied"]:
+        raise RuntimeError(f"variant {name}: filter denied {d['wasmcustom.svidgate_denied']} "
+                           "connections")
+    if server["check"] == "rbac" and not agrees(d["http.ingress.rbac.allowed"],
+                                                d["http.ingress.rbac.denied"]):
+        raise RuntimeError(f"variant {name}: RBAC allowed {d['http.ingress.rbac.allowed']} "
+                           f"and denied {d['http.ingress.rbac.denied']} of {seen} requests "
+                           f"({n} 2xx)")
     cpu, wall = c1 - c0, t1 - t0
     return {"requests": n, "cpu_s": round(cpu, 3), "wall_s": round(wall, 3),
             "cpu_us_per_request": round(cpu / n * 1e6, 2), "requests_per_s": round(n / wall, 1),
@@ -331,39 +389,289 @@ def median(xs):
     return statistics.median(xs) if xs else None
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--variants", default="ABCDE",
-                    help="subset of ABCDE (default) plus diagnostics FGPQ (see the top of the file)")
-    ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--requests", type=int, default=20000, help="max requests per run")
-    ap.add_argument("--seconds", type=float, default=3.0, help="max seconds per run")
-    ap.add_argument("--warmup", type=int, default=1000, help="requests per variant before round 1")
-    ap.add_argument("--warmup-seconds", type=float, default=3.0)
-    ap.add_argument("--connections", type=int, default=4, help="h2load connections")
-    ap.add_argument("--principals", type=int, default=100_000,
-                    help="exact principals of the large allowlist (C, E)")
-    ap.add_argument("--out", default=os.path.join(TARGET, "bench", "envoy.json"))
-    ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
-    args = ap.parse_args()
-    variants = [v for v in ALL_VARIANTS if v in args.variants.upper()]
-    if "A" not in variants:
-        sys.exit("bench_envoy: variant A (the baseline) is required")
-    for path, what in ((SVIDGATE, "svidgate binary (cargo build -p sidecar-host)"),
-                       (WASM, "filter module (make wasm)")):
-        if not os.path.exists(path):
-            sys.exit(f"bench_envoy: {what} not found at {path}")
-    if not shutil.which("h2load"):
-        sys.exit("bench_envoy: h2load not found: run `make setup` (Debian nghttp2-client)")
-    envoy = find_envoy()
-    if "P" in variants or "Q" in variants:
-        log("bench: building the diagnostic module scripts/wasm-probe")
-        subprocess.run(["cargo", "build", "--release", "--target", "wasm32-wasip1", "--manifest-path",
-                        os.path.join(PROBE_DIR, "Cargo.toml"), "--target-dir",
-                        os.path.join(TARGET, "wasm-probe")], check=True)
+# --- modules and variants ---------------------------------------------------------------------
 
+def cargo_wasm(manifest_args, target_dir, env=None):
+    subprocess.run(["cargo", "build", "--release", "--target", "wasm32-wasip1", *manifest_args,
+                    "--target-dir", target_dir], check=True, env={**os.environ, **(env or {})})
+
+
+def build_modules(bisect):
+    """The no-op probe module, and with `bisect` the filter stopped after each step."""
+    log("bench: building the no-op module scripts/wasm-probe")
+    cargo_wasm(["--manifest-path", os.path.join(PROBE_DIR, "Cargo.toml")],
+               os.path.join(TARGET, "wasm-probe"))
+    modules = {}
+    if bisect:
+        for stop in BISECT_STEPS:
+            log(f"bench: building the bisection module stop {stop} ({BISECT_STEPS[stop]})")
+            cargo_wasm(["-p", "svidgate-filter"], BISECT_DIR,
+                       {"SVIDGATE_BENCH_STOP": str(stop), "CARGO_PROFILE_RELEASE_OPT_LEVEL": "z"})
+            dst = os.path.join(BISECT_DIR, f"svidgate_stop{stop}.wasm")
+            shutil.copy(os.path.join(BISECT_DIR, "wasm32-wasip1", "release",
+                                     "svidgate_filter.wasm"), dst)
+            modules[stop] = dst
+    return modules
+
+
+def variant_specs(sizes, bisect_modules):
+    """name -> {description, filters (thunk: the lists are built only when used), check}."""
+    one = [istio_form(CLIENT_ID)]
+    specs = {
+        "none": {"description": "no authorization filter (baseline)", "filters": lambda: [],
+                 "check": None},
+        "wasm_noop": {"description": "no-op proxy-wasm module (the Wasm floor)",
+                      "filters": lambda: [wasm_filter("0", PROBE_WASM)], "check": None},
+    }
+    for n in sizes:
+        k = size_name(n)
+        specs[f"svidgate_{k}"] = {
+            "description": f"svidgate, {n:,} principal{'s' if n > 1 else ''}",
+            "filters": lambda n=n: [wasm_filter(svidgate_policy(allowlist(n)))],
+            "check": "svidgate", "size": n, "family": "svidgate"}
+        specs[f"rbac_{k}"] = {
+            "description": f"Envoy RBAC, {n:,}-principal list",
+            "filters": lambda n=n: [rbac_filter(allowlist(n))],
+            "check": "rbac", "size": n, "family": "rbac"}
+        specs[f"rbac_matcher_{k}"] = {
+            "description": f"Envoy RBAC matcher, {n:,}-entry URI SAN map",
+            "filters": lambda n=n: [rbac_matcher_filter(allowlist(n))],
+            "check": "rbac", "size": n, "family": "rbac_matcher"}
+    specs["svidgate_network_1"] = {
+        "description": "svidgate as a network filter, 1 principal (one decision per connection)",
+        "filters": lambda: [network_wasm_filter({**svidgate_policy(one),
+                                                 "filter": {"mode": "network"}})],
+        "check": "svidgate_connections"}
+    big = max(sizes)
+    specs[f"wasm_noop_{size_name(big)}"] = {
+        "description": f"no-op module holding svidgate_{size_name(big)}'s configuration",
+        "filters": lambda: [wasm_filter(svidgate_policy(allowlist(big)), PROBE_WASM)],
+        "check": None}
+    for stop, module in bisect_modules.items():
+        specs[f"svidgate_stop{stop}"] = {
+            "description": f"svidgate 1 principal, stops after step {stop}: {BISECT_STEPS[stop]}",
+            "filters": lambda m=module: [wasm_filter(svidgate_policy(one), m)],
+            "check": "svidgate" if stop >= 3 else None}
+    if bisect_modules:
+        specs["wasm_probe10"] = {"description": "proxy-wasm module, 10 get_property calls",
+                                 "filters": lambda: [wasm_filter("10", PROBE_WASM)],
+                                 "check": None}
+    return specs
+
+
+def start_server(procs, work, envoy, name, spec, certs, base_id, concurrency=1, tag=""):
+    ports = {"admin": unique_port(), "listen": unique_port(), "client": unique_port(),
+             "client_certs": certs["client"]}
+    label = f"{name}{tag}"
+    path = os.path.join(work, f"server-{label}.json")
+    with open(path, "w") as f:
+        json.dump(server_envoy(label, ports, certs["server"], spec["filters"]()), f)
+    proc = procs.start(f"envoy-{label}", [envoy, "-c", path, "--concurrency", str(concurrency),
+                                          "--base-id", str(base_id), "--disable-hot-restart",
+                                          "--log-level", "warn",
+                                          "--component-log-level", "wasm:info"])
+    return {"variant": name, "label": label, "proc": proc, "check": spec["check"], **ports}
+
+
+def wait_ready(procs, servers, timeout=300):
+    for s in servers.values():
+        t = time.monotonic()
+        wait_for(f"server Envoy {s['label']} ready", lambda s=s: http_get(
+            f"http://127.0.0.1:{s['admin']}/ready")[0] == 200, procs, timeout=timeout)
+        log(f"bench: server Envoy {s['label']} ready (waited {time.monotonic() - t:.1f}s, "
+            f"RSS {rss_kib(s['proc'].pid) / 1024:.0f} MiB)")
+
+
+COMPILED = re.compile(r"configuration of (\d+) bytes compiled in ([0-9.]+) ms")
+
+
+def compile_times(procs, label):
+    return [{"bytes": int(b), "ms": float(ms)}
+            for b, ms in COMPILED.findall(procs.log_of(f"envoy-{label}"))]
+
+
+def worker_rss(procs, work, envoy, specs, names, certs, base):
+    """RSS of idle Envoys with 1, 2 and 4 workers (started together, measured once ready)."""
+    servers = {}
+    i = 0
+    for name in WORKER_VARIANTS:
+        if name not in names:
+            continue
+        for workers in (1, 2, 4):
+            servers[(name, workers)] = start_server(procs, work, envoy, name, specs[name], certs,
+                                                    base + i, workers, f"-w{workers}")
+            i += 1
+    try:
+        wait_ready(procs, {f"{k[0]}-w{k[1]}": v for k, v in servers.items()})
+        time.sleep(1.0)
+        out = {}
+        for (name, workers), s in servers.items():
+            out.setdefault(name, {})[str(workers)] = rss_kib(s["proc"].pid)
+        compiles = {f"{name}-w{w}": compile_times(procs, s["label"])
+                    for (name, w), s in servers.items() if name.startswith("svidgate")}
+        return out, compiles
+    finally:
+        for s in servers.values():
+            procs.stop(s["proc"])
+
+
+RATIOS = [("svidgate_1", "wasm_noop"), ("svidgate_1", "none"), ("wasm_noop", "none"),
+          ("svidgate_network_1", "none"), ("svidgate_network_1", "svidgate_1"),
+          ("svidgate_100k", "svidgate_1"), ("rbac_1", "none"), ("rbac_100k", "rbac_1"),
+          ("rbac_matcher_1", "none"), ("rbac_matcher_100k", "rbac_matcher_1"),
+          ("svidgate_1", "rbac_1"), ("rbac_100k", "svidgate_100k"),
+          ("rbac_matcher_100k", "svidgate_100k"), ("wasm_probe10", "wasm_noop")] + [
+          (f"svidgate_stop{k}", "wasm_noop") for k in BISECT_STEPS]
+
+
+def add_arguments(ap):
+    ap.add_argument("--variants", default="",
+                    help="comma-separated variant names (default: all of the size sweep)")
+    ap.add_argument("--sizes", default=DEFAULT_SIZES,
+                    help=f"allowlist sizes of the sweep (default {DEFAULT_SIZES})")
+    ap.add_argument("--bisect", action="store_true",
+                    help="add the bisection variants svidgate_stop0..3 and wasm_probe10")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--requests", type=int, default=20000, help="max requests per run")
+    ap.add_argument("--seconds", type=float, default=2.0, help="max seconds per run")
+    ap.add_argument("--warmup", type=int, default=1000, help="requests per variant before round 1")
+    ap.add_argument("--warmup-seconds", type=float, default=2.0)
+    ap.add_argument("--connections", type=int, default=4, help="h2load connections")
+    ap.add_argument("--no-workers", action="store_true",
+                    help="skip the RSS measurement with 2 and 4 workers")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+
+
+def run(args, procs, work, certs):
+    """The filter benchmark; returns its report (see the top of the file)."""
+    for path, what in ((WASM, "filter module (make wasm)"),):
+        if not os.path.exists(path):
+            raise RuntimeError(f"{what} not found at {path}")
+    if not shutil.which("h2load"):
+        raise RuntimeError("h2load not found: run `make setup` (Debian nghttp2-client)")
+    envoy = find_envoy()
+    sizes = sorted({int(x) for x in args.sizes.split(",") if x.strip()})
+    specs = variant_specs(sizes, build_modules(args.bisect))
+    names = [v.strip() for v in args.variants.split(",") if v.strip()] or list(specs)
+    unknown = [v for v in names if v not in specs]
+    if unknown or "none" not in names:
+        raise RuntimeError(f"variants {unknown} unknown or `none` missing; known: "
+                           f"{', '.join(specs)}")
     started = time.monotonic()
     load_before = os.getloadavg()
+    base = 20000 + (os.getpid() % 1000) * 32
+    servers = {v: start_server(procs, work, envoy, v, specs[v], certs, base + i)
+               for i, v in enumerate(names)}
+    client_admin = unique_port()
+    path = os.path.join(work, "client.json")
+    with open(path, "w") as f:
+        json.dump(client_envoy(client_admin, servers), f, indent=1)
+    procs.start("envoy-client", [envoy, "-c", path, "--concurrency", "1",
+                                 "--base-id", str(base + 31), "--disable-hot-restart",
+                                 "--log-level", "warn"])
+    wait_ready(procs, servers)
+    wait_for("client Envoy ready", lambda: http_get(
+        f"http://127.0.0.1:{client_admin}/ready")[0] == 200, procs, timeout=60)
+
+    for v, s in servers.items():
+        url = f"http://127.0.0.1:{s['client']}/"
+        status, body = http_get(url)
+        if status != 200 or body != "ok\n":
+            raise RuntimeError(f"variant {v}: smoke request got {status}: {body[:300]}\n"
+                               f"{procs.log_tail('envoy-' + s['label'])}")
+        # Warm-up: connections, V8 tier-up, the filter's certificate cache. Also checks
+        # that every request is allowed.
+        measure(s, url, args.warmup, args.warmup_seconds, args.connections)
+    log(f"bench: {args.rounds} rounds x {len(names)} variants, each run "
+        f"{args.requests} requests or {args.seconds:g}s, {args.connections} connections")
+
+    runs = {v: [] for v in names}
+    for r in range(args.rounds):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for v in order:
+            procs.check_alive()
+            m = measure(servers[v], f"http://127.0.0.1:{servers[v]['client']}/",
+                        args.requests, args.seconds, args.connections)
+            m["round"] = r + 1
+            runs[v].append(m)
+            log(f"  round {r + 1} {v:22}: {m['cpu_us_per_request']:9.1f} us/req  "
+                f"{m['requests_per_s']:7.0f} req/s  ({m['requests']} requests)")
+    rss = {v: rss_kib(s["proc"].pid) for v, s in servers.items()}
+    compiles = {v: compile_times(procs, s["label"]) for v, s in servers.items()
+                if v.startswith("svidgate")}
+    for s in servers.values():
+        procs.stop(s["proc"])
+    workers, worker_compiles = ({}, {}) if args.no_workers else worker_rss(
+        procs, work, envoy, specs, names, certs, base + len(names))
+    compiles.update(worker_compiles)
+
+    def paired(a, b):
+        if a not in runs or b not in runs:
+            return None
+        return round(median([x["cpu_us_per_request"] / y["cpu_us_per_request"]
+                             for x, y in zip(runs[a], runs[b])]), 3)
+
+    filt = {}
+    for v in names:
+        filt[v] = {
+            "description": specs[v]["description"],
+            "cpu_us_per_req": round(median([m["cpu_us_per_request"] for m in runs[v]]), 2),
+            "requests_per_s": round(median([m["requests_per_s"] for m in runs[v]]), 1),
+            "rss_kib": rss[v],
+            "runs": runs[v],
+        }
+    ratios = {f"{a}/{b}": paired(a, b) for a, b in RATIOS}
+    sweep = {}
+    for v in names:
+        if "family" in specs[v]:
+            sweep.setdefault(specs[v]["family"], {})[str(specs[v]["size"])] = {
+                "cpu_us_per_req": filt[v]["cpu_us_per_req"], "rss_kib": rss[v]}
+    return {
+        "envoy": envoy_version(envoy),
+        "settings": {"rounds": args.rounds, "max_requests_per_run": args.requests,
+                     "max_seconds_per_run": args.seconds, "warmup_requests": args.warmup,
+                     "connections": args.connections, "sizes": sizes, "client_id": CLIENT_ID,
+                     "protocol": "HTTP/1.1 over mTLS, kept-alive", "server_concurrency": 1},
+        "filter": filt,
+        "ratios": {k: x for k, x in ratios.items() if x is not None},
+        "allowlist_sweep": sweep,
+        "rss_by_workers_kib": workers,
+        "compile_ms": compiles,
+        "loadavg": {"before": [round(x, 2) for x in load_before],
+                    "after": [round(x, 2) for x in os.getloadavg()]},
+        "elapsed_s": round(time.monotonic() - started, 1),
+    }
+
+
+def print_filter(report):
+    f = report["filter"]
+    load = report.get("loadavg") or report["filter_loadavg"]
+    print(f"\nserver Envoy {report['envoy']} CPU per request, medians of "
+          f"{report['settings']['rounds']} interleaved rounds (load average "
+          f"{load['before'][0]:.1f} -> {load['after'][0]:.1f}, "
+          f"{os.cpu_count()} CPUs shared): compare the ratios\n")
+    print(f"{'variant':22} {'CPU us/req':>10} {'req/s':>8} {'RSS MiB':>8}  description")
+    for v, x in f.items():
+        print(f"{v:22} {x['cpu_us_per_req']:10.1f} {x['requests_per_s']:8.0f} "
+              f"{(x['rss_kib'] or 0) / 1024:8.0f}  {x['description']}")
+    print()
+    for k, x in report["ratios"].items():
+        print(f"{k:40} = {x:8.3f}")
+    for v, w in report["rss_by_workers_kib"].items():
+        print(f"RSS {v:20} " + "  ".join(f"{n} worker(s): {kib / 1024:.0f} MiB"
+                                         for n, kib in w.items()))
+    for v, c in report["compile_ms"].items():
+        if c:
+            print(f"compile {v:18} " + ", ".join(f"{x['ms']:.0f} ms" for x in c))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_arguments(ap)
+    ap.add_argument("--out", default=os.path.join(TARGET, "bench", "envoy.json"))
+    args = ap.parse_args()
+    if not os.path.exists(SVIDGATE):
+        sys.exit(f"bench_envoy: svidgate binary not found at {SVIDGATE}")
     work = tempfile.mkdtemp(prefix="svidgate-bench-")
     procs = Processes(work)
 
@@ -374,139 +682,23 @@ def main():
     try:
         log(f"bench: certificates from svidgate ca + svidgate agent --once ({work})")
         certs = issue_certificates(procs, work)
-
-        exact, prefixes, suffixes = big_allowlist(args.principals)
-        one = [istio_form(CLIENT_ID)]
-        filters = {
-            "A": [],
-            "B": [wasm_filter(svidgate_policy(one))],
-            "C": [wasm_filter(svidgate_policy(exact + prefixes + suffixes))],
-            "D": [rbac_filter(one)],
-            "E": [rbac_filter(exact, prefixes, suffixes)],
-            "F": [wasm_filter({**svidgate_policy(one), "filter": {"strict": False}})],
-            "G": [wasm_filter({**svidgate_policy(one), "filter": {"identityHeader": ""}})],
-            "P": [wasm_filter("0", PROBE_WASM)],
-            "Q": [wasm_filter("10", PROBE_WASM)],
-        }
-        servers = {}
-        base = 20000 + (os.getpid() % 2000) * 16
-        for i, v in enumerate(variants):
-            ports = {"admin": free_port(), "listen": free_port(), "client": free_port(),
-                     "client_certs": certs["client"]}
-            path = os.path.join(work, f"server-{v}.json")
-            with open(path, "w") as f:
-                json.dump(server_envoy(v, ports, certs["server"], filters[v]), f)
-            proc = procs.start(f"envoy-{v}", [envoy, "-c", path, "--concurrency", "1",
-                                              "--base-id", str(base + i), "--disable-hot-restart",
-                                              "--log-level", "warn"])
-            servers[v] = {"variant": v, "proc": proc, **ports}
-        client_admin = free_port()
-        path = os.path.join(work, "client.json")
-        with open(path, "w") as f:
-            json.dump(client_envoy(client_admin, servers), f, indent=1)
-        procs.start("envoy-client", [envoy, "-c", path, "--concurrency", "1",
-                                     "--base-id", str(base + 15), "--disable-hot-restart",
-                                     "--log-level", "warn"])
-        for v, s in servers.items():
-            t = time.monotonic()
-            wait_for(f"server Envoy {v} ready", lambda s=s: http_get(
-                f"http://127.0.0.1:{s['admin']}/ready")[0] == 200, procs, timeout=120)
-            s["ready_after_s"] = round(time.monotonic() - started, 1)
-            log(f"bench: server Envoy {v} ready (waited {time.monotonic() - t:.1f}s, "
-                f"RSS {rss_kib(s['proc'].pid) / 1024:.0f} MiB)")
-        wait_for("client Envoy ready", lambda: http_get(
-            f"http://127.0.0.1:{client_admin}/ready")[0] == 200, procs, timeout=60)
-
-        for v, s in servers.items():
-            url = f"http://127.0.0.1:{s['client']}/"
-            status, body = http_get(url)
-            if status != 200 or body != "ok\n":
-                raise RuntimeError(f"variant {v}: smoke request got {status}: {body[:300]}\n"
-                                   f"{procs.log_tail('envoy-' + v)}")
-            # Warm-up: connections, V8 tier-up, the filter's certificate cache. Also checks
-            # that every request is allowed.
-            measure(s, url, args.warmup, args.warmup_seconds, args.connections)
-        log(f"bench: {args.rounds} rounds x {len(variants)} variants, each run "
-            f"{args.requests} requests or {args.seconds:g}s, {args.connections} connections")
-
-        runs = {v: [] for v in variants}
-        for r in range(args.rounds):
-            order = variants[r % len(variants):] + variants[:r % len(variants)]
-            for v in order:
-                procs.check_alive()
-                m = measure(servers[v], f"http://127.0.0.1:{servers[v]['client']}/",
-                            args.requests, args.seconds, args.connections)
-                m["round"] = r + 1
-                runs[v].append(m)
-                log(f"  round {r + 1} {v}: {m['cpu_us_per_request']:8.1f} us/req  "
-                    f"{m['requests_per_s']:8.0f} req/s  ({m['requests']} requests, "
-                    f"{m['cpu_s']:.2f} s CPU in {m['wall_s']:.1f} s)")
-        rss = {v: rss_kib(s["proc"].pid) for v, s in servers.items()}
+        report = run(args, procs, work, certs)
     finally:
         procs.stop_all()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-
-    def paired(a, b):
-        if a not in runs or b not in runs:
-            return None
-        return round(median([x["cpu_us_per_request"] / y["cpu_us_per_request"]
-                             for x, y in zip(runs[a], runs[b])]), 3)
-
-    results = {}
-    for v in variants:
-        results[v] = {
-            "description": DESCRIPTIONS[v].format(n=args.principals),
-            "median_cpu_us_per_request": round(median([m["cpu_us_per_request"]
-                                                       for m in runs[v]]), 2),
-            "median_requests_per_s": round(median([m["requests_per_s"] for m in runs[v]]), 1),
-            "rss_kib": rss[v],
-            "runs": runs[v],
-        }
-    ratios = {k: paired(*k.split("/")) for k in ("B/A", "C/B", "D/A", "E/D", "B/D", "F/B", "G/B",
-                                                "P/A", "Q/P", "B/P")}
-    ratios = {k: x for k, x in ratios.items() if x is not None}
-    report = {
-        "benchmark": "svidgate filter per-request CPU in Envoy (server Envoy only)",
-        "envoy": envoy_version(envoy),
-        "machine": {"cpus": os.cpu_count(), "machine": platform.machine(),
-                    "loadavg_before": [round(x, 2) for x in load_before],
-                    "loadavg_after": [round(x, 2) for x in os.getloadavg()]},
-        "settings": {"rounds": args.rounds, "max_requests_per_run": args.requests,
-                     "max_seconds_per_run": args.seconds, "warmup_requests": args.warmup,
-                     "connections": args.connections, "large_allowlist": args.principals,
-                     "client_id": CLIENT_ID, "protocol": "HTTP/1.1 over mTLS, kept-alive"},
-        "variants": results,
-        "ratios_cpu_per_request": ratios,
-        "filter_cost_us_per_request": {
-            k: round(results[k]["median_cpu_us_per_request"]
-                     - results["A"]["median_cpu_us_per_request"], 2)
-            for k in results if k != "A"},
-        "elapsed_s": round(time.monotonic() - started, 1),
-    }
+    report["machine"] = machine()
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(report, f, indent=2)
         f.write("\n")
+    print_filter(report)
+    print(f"\nwritten {os.path.relpath(args.out, os.getcwd())}")
 
-    print(f"\nsvidgate filter in Envoy {report['envoy']}: server Envoy CPU per request, "
-          f"medians of {args.rounds} interleaved rounds")
-    print(f"load average {load_before[0]:.1f} -> {os.getloadavg()[0]:.1f} on "
-          f"{os.cpu_count()} CPUs (shared): compare the ratios, not the absolute values\n")
-    print(f"{'':2} {'variant':52} {'CPU us/req':>10} {'req/s':>8} {'RSS MiB':>8}")
-    for v in variants:
-        x = results[v]
-        print(f"{v:2} {x['description']:52} {x['median_cpu_us_per_request']:10.1f} "
-              f"{x['median_requests_per_s']:8.0f} {(x['rss_kib'] or 0) / 1024:8.0f}")
-    print()
-    notes = {"B/A": "filter vs no filter", "C/B": f"{args.principals:,} vs 1 principal",
-             "D/A": "Envoy RBAC vs no filter", "E/D": f"RBAC {args.principals:,} vs 1 principal",
-             "B/D": "svidgate vs Envoy RBAC", "F/B": "strict: false vs strict",
-             "G/B": "no identity header vs header", "P/A": "no-op wasm module vs no filter",
-             "Q/P": "10 get_property calls vs none", "B/P": "svidgate vs no-op wasm module"}
-    for k, x in ratios.items():
-        print(f"{k:4} = {x:6.3f}   ({notes[k]}; median of per-round ratios)")
-    print(f"\nwritten {os.path.relpath(args.out, os.getcwd())} ({report['elapsed_s']:.0f} s)")
+
+def machine():
+    return {"cpus": os.cpu_count(), "machine": platform.machine(),
+            "loadavg_now": [round(x, 2) for x in os.getloadavg()]}
 
 
 if __name__ == "__main__":

@@ -229,16 +229,7 @@ impl PluginConfig {
     /// Parses and validates a `pluginConfig` as JSON bytes (what Envoy hands the filter).
     /// Size and depth are bounded before parsing; duplicate keys are rejected.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Err(ConfigError::Empty);
-        }
-        let text =
-            std::str::from_utf8(bytes).map_err(|e| ConfigError::Json(format!("not UTF-8: {e}")))?;
-        let value = policy::json_value(text).map_err(|e| match e {
-            PolicyError::Syntax(m) => ConfigError::Json(m),
-            other => ConfigError::Policy(other),
-        })?;
-        Self::from_value(value)
+        Self::from_value(json_value(bytes)?)
     }
 
     /// Validates an already parsed value: the `filter` settings first, then the document,
@@ -280,9 +271,34 @@ pub struct Config {
     pub policy_names: Vec<String>,
 }
 
+/// The configuration text as a JSON value (caps checked first).
+fn json_value(bytes: &[u8]) -> Result<Value, ConfigError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ConfigError::Empty);
+    }
+    let text =
+        std::str::from_utf8(bytes).map_err(|e| ConfigError::Json(format!("not UTF-8: {e}")))?;
+    policy::json_value(text).map_err(|e| match e {
+        PolicyError::Syntax(m) => ConfigError::Json(m),
+        other => ConfigError::Policy(other),
+    })
+}
+
 /// Parses the plugin configuration bytes (JSON) and compiles the policy.
 pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
-    let cfg = PluginConfig::from_json(bytes)?;
+    compile(PluginConfig::from_json(bytes)?)
+}
+
+/// [`parse`], freeing the text as soon as it is parsed: the text, the parse tree, the typed
+/// document and the index are never all alive at once (a Wasm VM's memory never shrinks, so
+/// its peak during configuration is what the VM keeps).
+pub fn parse_owned(bytes: Vec<u8>) -> Result<Config, ConfigError> {
+    let value = json_value(&bytes)?;
+    drop(bytes);
+    compile(PluginConfig::from_value(value)?)
+}
+
+fn compile(cfg: PluginConfig) -> Result<Config, ConfigError> {
     Ok(Config {
         policy: cfg.compile()?,
         policy_names: cfg.policy_names(),

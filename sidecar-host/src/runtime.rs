@@ -50,7 +50,16 @@ pub fn init_logging(format: LogFormat) {
     };
 }
 
-/// A multi-threaded runtime with two workers (the agent and the CA are small).
+/// A single-threaded runtime (the agent: one workload's few streams; key generation still
+/// runs on the blocking pool). Smaller than two workers at idle and as fast to first secret
+/// (docs/bench.md).
+pub fn current_thread_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
+/// A multi-threaded runtime with two workers (the CA: signing is CPU-bound).
 pub fn tokio_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -3,6 +3,6 @@
 //! filter accepts; this module re-exports them for the adapter.
 
 pub use svidgate_core::plugin_config::{
-    parse, Config, ConfigError, Limits, ModeSetting, Settings, DEFAULT_DENY_BODY,
+    parse, parse_owned, Config, ConfigError, Limits, ModeSetting, Settings, DEFAULT_DENY_BODY,
     DEFAULT_DENY_STATUS, DEFAULT_IDENTITY_HEADER, MAX_DENY_BODY,
 };

@@ -43,6 +43,19 @@ pub struct Filter {
     cache: RefCell<SvidCache>,
 }
 
+/// Bench-only bisection of the per-request cost (`scripts/bench_envoy.py --bisect`): a module
+/// built with `SVIDGATE_BENCH_STOP=<0..3>` in the environment returns `Continue` early from
+/// every HTTP request — 0: right away, 1: after reading the peer, 2: after evaluating the
+/// policy, 3: after counting — and so allows everything. Never set for a real build: without
+/// the variable (every `make` target, every test) the whole path runs.
+pub const BENCH_STOP: u8 = match option_env!("SVIDGATE_BENCH_STOP") {
+    Some(s) => match s.as_bytes() {
+        [d @ b'0'..=b'3'] => *d - b'0',
+        _ => u8::MAX,
+    },
+    None => u8::MAX,
+};
+
 /// Why a request is refused before the policy is asked.
 const UNREADABLE: &str = "request attributes unreadable";
 
@@ -70,9 +83,18 @@ impl Filter {
     pub fn configure(
         host: &dyn Host,
         bytes: &[u8],
+        metrics: Metrics,
+    ) -> Result<Filter, ConfigError> {
+        Self::configure_owned(host, bytes.to_vec(), metrics)
+    }
+
+    /// [`Filter::configure`] taking the text, which is freed once parsed (lower peak memory).
+    pub fn configure_owned(
+        host: &dyn Host,
+        bytes: Vec<u8>,
         mut metrics: Metrics,
     ) -> Result<Filter, ConfigError> {
-        match config::parse(bytes) {
+        match config::parse_owned(bytes) {
             Ok(cfg) => {
                 metrics.define_policies(host, &cfg.policy_names);
                 host.log(
@@ -126,7 +148,13 @@ impl Filter {
     /// the policy reads ([`Attributes`]: none for a principals-only policy), the counters, and
     /// one header replacement.
     pub fn on_http_request_headers(&self, host: &dyn Host) -> Outcome {
+        if BENCH_STOP == 0 {
+            return Outcome::Continue;
+        }
         let peer = self.peer(host);
+        if BENCH_STOP == 1 {
+            return Outcome::Continue;
+        }
         let a = self.http_attrs;
         let attrs = match HttpAttrs::read(host, a, &self.policy, &self.settings, &peer) {
             Ok(attrs) => attrs,
@@ -162,6 +190,9 @@ impl Filter {
             sni: sni.as_deref(),
         };
         let decision = self.policy.evaluate(&request, EvalMode::Http);
+        if BENCH_STOP == 2 {
+            return Outcome::Continue;
+        }
         // For log lines only (denials and dry-run results): the method and path, read now
         // if the policy did not need them. Never on the allow path without dry-run.
         let what = |fetch: bool| {
@@ -183,6 +214,9 @@ impl Filter {
             )
         };
         self.record(host, &decision, &what);
+        if BENCH_STOP == 3 {
+            return Outcome::Continue;
+        }
         if !decision.enforced.allow {
             return self.deny_http(host, &decision_details(&decision));
         }

@@ -295,7 +295,10 @@ fn oversized_and_deeply_nested_input_is_refused_before_parsing() {
     );
     let err = PluginConfig::from_json(big.as_bytes()).unwrap_err();
     assert!(
-        err.to_string().contains("more than the limit of 2097152"),
+        err.to_string().contains(&format!(
+            "more than the limit of {}",
+            crate::policy::MAX_DOCUMENT_BYTES
+        )),
         "{err}"
     );
     // Brackets inside strings and comments do not count.

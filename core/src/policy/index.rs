@@ -312,13 +312,20 @@ pub(crate) enum ExactSet {
 
 impl ExactSet {
     fn build(mut values: Vec<Box<str>>) -> Self {
+        if values.len() > SMALL {
+            // The set removes duplicates itself: no sort of a large list (compile time), and
+            // the table sized once (no rehash copies at the peak of a VM's memory).
+            let mut set = FastSet::with_capacity_and_hasher(values.len(), Default::default());
+            set.extend(values);
+            if set.len() > SMALL {
+                set.shrink_to_fit();
+                return ExactSet::Large(set);
+            }
+            values = set.into_iter().collect();
+        }
         values.sort();
         values.dedup();
-        if values.len() <= SMALL {
-            ExactSet::Small(values)
-        } else {
-            ExactSet::Large(values.into_iter().collect())
-        }
+        ExactSet::Small(values)
     }
 
     #[inline]
@@ -615,6 +622,22 @@ mod tests {
         // 100,000 random values over 65,536 buckets fill about 51,000 of them.
         assert!(low.len() > 48_000, "{}", low.len());
         assert_ne!(b.hash_one("ab"), b.hash_one("ab\0"));
+    }
+
+    #[test]
+    fn exact_sets_deduplicate_large_lists_without_sorting() {
+        let boxed = |v: &[&str]| v.iter().map(|s| Box::<str>::from(*s)).collect::<Vec<_>>();
+        // Twelve entries, five distinct: small once deduplicated.
+        let few = ["e", "a", "c", "a", "b", "e", "d", "a", "c", "b", "e", "d"];
+        let set = ExactSet::build(boxed(&few));
+        assert!(matches!(&set, ExactSet::Small(list) if list.len() == 5));
+        assert!(few.iter().all(|v| set.contains(v)) && !set.contains("f"));
+        // A large list with duplicates: every value found once, nothing else.
+        let many: Vec<String> = (0..1000).map(|i| format!("v{}", i % 300)).collect();
+        let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+        let set = ExactSet::build(boxed(&refs));
+        assert!(matches!(&set, ExactSet::Large(s) if s.len() == 300));
+        assert!(refs.iter().all(|v| set.contains(v)) && !set.contains("v300"));
     }
 
     #[test]

@@ -74,8 +74,9 @@ pub enum PolicyError {
     Invalid(Vec<Problem>),
 }
 
-/// Largest policy document accepted, in bytes (YAML or JSON), checked before parsing.
-pub const MAX_DOCUMENT_BYTES: usize = 2 * 1024 * 1024;
+/// Largest policy document accepted, in bytes (YAML or JSON), checked before parsing. Large
+/// enough for the default `maxValues` (100,000) of Istio-form principals (~45 bytes each).
+pub const MAX_DOCUMENT_BYTES: usize = 8 * 1024 * 1024;
 /// Deepest nesting of mappings and lists accepted, checked before parsing (a policy document
 /// needs about 10 levels).
 pub const MAX_DEPTH: usize = 32;

@@ -54,6 +54,6 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
 pub fn main(args: &AgentArgs) -> anyhow::Result<i32> {
     let config = args.validate()?;
     crate::runtime::init_logging(config.log_format);
-    crate::runtime::tokio_runtime()?.block_on(run(config))?;
+    crate::runtime::current_thread_runtime()?.block_on(run(config))?;
     Ok(0)
 }
