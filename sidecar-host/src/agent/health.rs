@@ -87,11 +87,11 @@ pub fn check(args: &HealthArgs) -> Result<(), HealthError> {
     let mut stream = TcpStream::connect_timeout(&addr, left()).map_err(io)?;
     stream.set_write_timeout(Some(left())).map_err(io)?;
     let path = args.probe.path();
-    write!(
-        stream,
+    // One write: the request reaches the server whole.
+    let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: svidgate-health\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(io)?;
+    );
+    stream.write_all(request.as_bytes()).map_err(io)?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 512];
     while buf.len() < MAX_RESPONSE {
@@ -183,10 +183,19 @@ mod tests {
         let addr = l.local_addr().unwrap();
         let h = std::thread::spawn(move || {
             let (mut s, _) = l.accept().unwrap();
-            let mut req = [0u8; 1024];
-            let n = s.read(&mut req).unwrap();
+            // The whole request head before answering: closing with unread bytes would
+            // reset the connection under the client.
+            let mut req = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = s.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                req.extend_from_slice(&buf[..n]);
+            }
             s.write_all(answer).unwrap();
-            String::from_utf8_lossy(&req[..n]).into_owned()
+            String::from_utf8_lossy(&req).into_owned()
         });
         (addr, h)
     }
