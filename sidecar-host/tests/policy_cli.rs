@@ -452,6 +452,26 @@ fn check_accepts_a_plugin_config_with_filter_settings() {
     }
 }
 
+/// `eval` (like `check`) takes the whole `pluginConfig`: the `filter` settings do not change
+/// a decision, and a bad one makes the policy unusable, named by its field.
+#[test]
+fn eval_accepts_a_plugin_config_with_filter_settings() {
+    use serde_json::json;
+    let line = json!({"peer": FRONTEND, "method": "GET", "path": "/api/orders"}).to_string();
+    let plain = eval(POLICY, &[], &line);
+    let plugin = eval(
+        &format!("{POLICY}filter:\n  mode: http\n  denyStatus: 403\n"),
+        &[],
+        &line,
+    );
+    assert_eq!(plain.0, 0, "{}", plain.2);
+    assert_eq!(plugin, plain);
+    let (code, out, stderr) = eval(&format!("{POLICY}filter:\n  denyStatus: 200\n"), &[], &line);
+    assert_ne!(code, 0);
+    assert!(out.is_empty(), "{out:?}");
+    assert!(stderr.contains("filter.denyStatus"), "{stderr}");
+}
+
 #[test]
 fn check_syntax_errors_name_line_and_column() {
     let cases = [

@@ -10,14 +10,13 @@
 use std::io::Write;
 
 use serde_json::Value;
-use svidgate_core::plugin_config::{ConfigError, PluginConfig};
-use svidgate_core::policy;
+use svidgate_core::plugin_config::ConfigError;
 
-use super::{policy_error_lines, Input, PolicyCliError, EXIT_INVALID, EXIT_OK};
+use super::{load_plugin_config, policy_error_lines, Input, PolicyCliError, EXIT_INVALID, EXIT_OK};
 
 /// Checks one input; returns the exit code.
 pub fn check(input: &Input, out: &mut dyn Write) -> Result<i32, PolicyCliError> {
-    match load_plugin_config(input) {
+    match check_plugin_config(input) {
         Ok(()) => {
             writeln!(out, "{}: ok: {}", input.name, summary(input))?;
             Ok(EXIT_OK)
@@ -35,15 +34,9 @@ pub fn check(input: &Input, out: &mut dyn Write) -> Result<i32, PolicyCliError> 
     }
 }
 
-/// Parses (YAML, or JSON with duplicate keys rejected), validates and compiles the input as a
-/// `pluginConfig`: what the filter's `on_configure` does with the same text.
-fn load_plugin_config(input: &Input) -> Result<(), ConfigError> {
-    let config = if input.is_json() {
-        PluginConfig::from_value(policy::json_value(&input.text)?)?
-    } else {
-        PluginConfig::from_yaml(&input.text)?
-    };
-    config.compile().map(drop)
+/// Parses, validates and compiles the input as a `pluginConfig`, as the filter does.
+fn check_plugin_config(input: &Input) -> Result<(), ConfigError> {
+    load_plugin_config(input)?.compile().map(drop)
 }
 
 /// The one-line summary of a document that the engine accepted, e.g.

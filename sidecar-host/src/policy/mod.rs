@@ -16,7 +16,8 @@
 use std::io::{self, Read};
 use std::path::Path;
 
-use svidgate_core::policy::{CompiledPolicy, PolicyDocument, PolicyError};
+use svidgate_core::plugin_config::{ConfigError, PluginConfig};
+use svidgate_core::policy::{self, CompiledPolicy, PolicyDocument, PolicyError};
 
 mod args;
 pub mod check;
@@ -146,14 +147,30 @@ pub struct LoadedPolicy {
 }
 
 /// Parses, validates and compiles a policy document.
+///
+/// The input may be a whole WasmPlugin `pluginConfig`: its `filter` settings are checked as
+/// the filter checks them and otherwise ignored here (a bad one is reported like a syntax
+/// error, with the field named).
 pub fn load_policy(input: &Input) -> Result<LoadedPolicy, PolicyError> {
-    let document = if input.is_json() {
-        PolicyDocument::from_json(&input.text)?
+    let config = load_plugin_config(input).map_err(|e| match e {
+        ConfigError::Policy(e) => e,
+        other => PolicyError::Syntax(other.to_string()),
+    })?;
+    let compiled = CompiledPolicy::compile(&config.document)?;
+    Ok(LoadedPolicy {
+        document: config.document,
+        compiled,
+    })
+}
+
+/// Parses (YAML, or JSON with duplicate keys rejected) and validates the input as a
+/// `pluginConfig`: what the filter's `on_configure` does with the same text.
+pub fn load_plugin_config(input: &Input) -> Result<PluginConfig, ConfigError> {
+    if input.is_json() {
+        PluginConfig::from_value(policy::json_value(&input.text)?)
     } else {
-        PolicyDocument::from_yaml(&input.text)?
-    };
-    let compiled = CompiledPolicy::compile(&document)?;
-    Ok(LoadedPolicy { document, compiled })
+        PluginConfig::from_yaml(&input.text)
+    }
 }
 
 /// One line per problem: `NAME: <path>: <problem> (<value>)`, or `NAME: <syntax error>`.
