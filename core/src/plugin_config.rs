@@ -28,7 +28,7 @@
 use serde_json::Value;
 
 use crate::http::RepeatedHeaders;
-use crate::policy::{self, CompiledPolicy, PolicyDocument, PolicyError};
+use crate::policy::{self, CompiledPolicy, PolicyDocument, PolicyError, Rule};
 
 /// Default name of the header that carries the verified peer ID to the upstream.
 pub const DEFAULT_IDENTITY_HEADER: &str = "x-spiffe-peer-id";
@@ -136,43 +136,7 @@ impl Limits {
         over("policies", "maxPolicies", doc.policies.len(), self.policies)?;
         let rules = || doc.policies.iter().flat_map(|p| &p.rules);
         over("rules", "maxRules", rules().count(), self.rules)?;
-        let values: usize = rules()
-            .map(|r| {
-                let from: usize = r
-                    .from
-                    .iter()
-                    .map(|f| {
-                        let s = &f.source;
-                        s.principals.len()
-                            + s.not_principals.len()
-                            + s.namespaces.len()
-                            + s.not_namespaces.len()
-                            + s.trust_domains.len()
-                            + s.not_trust_domains.len()
-                    })
-                    .sum();
-                let to: usize =
-                    r.to.iter()
-                        .map(|t| {
-                            let o = &t.operation;
-                            o.methods.len()
-                                + o.not_methods.len()
-                                + o.paths.len()
-                                + o.not_paths.len()
-                                + o.hosts.len()
-                                + o.not_hosts.len()
-                                + o.ports.len()
-                                + o.not_ports.len()
-                        })
-                        .sum();
-                let when: usize = r
-                    .when
-                    .iter()
-                    .map(|c| c.values.len() + c.not_values.len())
-                    .sum();
-                from + to + when
-            })
-            .sum();
+        let values: usize = rules().map(Rule::value_count).sum();
         over("values", "maxValues", values, self.values)?;
         let mut headers: Vec<String> = rules()
             .flat_map(|r| &r.when)

@@ -12,7 +12,7 @@ use svidgate_core::policy::lint::{self, LintOptions};
 use svidgate_core::policy::request_line::{
     decide, explain_line, parse_line, DecisionOut, RequestSpec,
 };
-use svidgate_core::policy::{Action, CompiledPolicy, EvalMode, PolicyDocument, PolicyError};
+use svidgate_core::policy::{Action, CompiledPolicy, EvalMode, PolicyDocument, PolicyError, Rule};
 use wasm_bindgen::prelude::*;
 
 pub mod locate;
@@ -100,32 +100,12 @@ fn summary(doc: &PolicyDocument) -> Value {
         .count();
     let dry = doc.policies.iter().filter(|p| p.dry_run).count();
     let rules: usize = doc.policies.iter().map(|p| p.rules.len()).sum();
-    let mut values = 0usize;
-    for r in doc.policies.iter().flat_map(|p| &p.rules) {
-        for f in &r.from {
-            let s = &f.source;
-            values += s.principals.len()
-                + s.not_principals.len()
-                + s.namespaces.len()
-                + s.not_namespaces.len()
-                + s.trust_domains.len()
-                + s.not_trust_domains.len();
-        }
-        for t in &r.to {
-            let o = &t.operation;
-            values += o.methods.len()
-                + o.not_methods.len()
-                + o.paths.len()
-                + o.not_paths.len()
-                + o.hosts.len()
-                + o.not_hosts.len()
-                + o.ports.len()
-                + o.not_ports.len();
-        }
-        for c in &r.when {
-            values += c.values.len() + c.not_values.len();
-        }
-    }
+    let values: usize = doc
+        .policies
+        .iter()
+        .flat_map(|p| &p.rules)
+        .map(Rule::value_count)
+        .sum();
     json!({
         "trustDomain": doc.trust_domain,
         "policies": doc.policies.len(),

@@ -371,6 +371,24 @@ pub fn wait_listening(proc: &mut Proc, port: u16, timeout: Duration) -> Result<(
     Ok(())
 }
 
+/// `svidgate ca serve` on 127.0.0.1:`port` for tests whose agents bring no credentials:
+/// cacerts in `ca_dir`, trust domain `td`, `--insecure-trust-csr`, leaves of at most an hour.
+pub fn dev_ca_command(bin: &Path, port: u16, ca_dir: &Path, td: &str) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.args(["ca", "serve", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--ca-dir")
+        .arg(ca_dir)
+        .args([
+            "--trust-domain",
+            td,
+            "--insecure-trust-csr",
+            "--max-ttl",
+            "1h",
+        ]);
+    cmd
+}
+
 /// `svidgate ca serve --generate --trust-domain cluster.local` on 127.0.0.1:`port`, with its
 /// cacerts in `dir/ca` (the root: `dir/ca/root-cert.pem`) and a tokens file `dir/tokens` mapping
 /// each `(token, SPIFFE ID)`; returns once it listens.

@@ -32,8 +32,8 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::{json, Value};
 use svidgate_e2e::{
-    filter_wasm, free_port, http_get, http_request, repo_root, sds_api, sds_cluster, svidgate_bin,
-    wait_until, Envoy, Proc,
+    dev_ca_command, filter_wasm, free_port, http_get, http_request, repo_root, sds_api,
+    sds_cluster, svidgate_bin, wait_until, Envoy, Proc,
 };
 
 const TD: &str = "cluster.local";
@@ -444,21 +444,10 @@ fn prometheus_scrapes_agent_ca_and_envoy_every_query_returns_data() -> Result<()
     ])?;
     let root = ca_dir.join("root-cert.pem");
     let (ca_port, ca_admin) = (free_port()?, free_port()?);
-    let mut ca_cmd = Command::new(svidgate_bin()?);
+    let mut ca_cmd = dev_ca_command(&svidgate_bin()?, ca_port, &ca_dir, TD);
     ca_cmd
-        .args(["ca", "serve", "--listen"])
-        .arg(format!("127.0.0.1:{ca_port}"))
-        .arg("--ca-dir")
-        .arg(&ca_dir)
         .arg("--admin-addr")
-        .arg(format!("127.0.0.1:{ca_admin}"))
-        .args([
-            "--trust-domain",
-            TD,
-            "--insecure-trust-csr",
-            "--max-ttl",
-            "1h",
-        ]);
+        .arg(format!("127.0.0.1:{ca_admin}"));
     let mut ca = Proc::spawn("ca", ca_cmd, work.join("ca.log"))?;
     wait_until("the CA to listen", Duration::from_secs(15), || {
         std::net::TcpStream::connect(("127.0.0.1", ca_port)).is_ok()

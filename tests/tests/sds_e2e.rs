@@ -73,20 +73,8 @@ struct Ca {
 
 impl Ca {
     fn start(&mut self) -> Result<()> {
-        let mut cmd = Command::new(ca_bin()?);
-        cmd.args(["ca", "serve", "--listen"])
-            .arg(format!("127.0.0.1:{}", self.port))
-            .arg("--ca-dir")
-            .arg(&self.dir)
-            .args([
-                "--trust-domain",
-                TD,
-                "--insecure-trust-csr",
-                "--max-ttl",
-                "1h",
-                "--watch-interval",
-                "1s",
-            ]);
+        let mut cmd = svidgate_e2e::dev_ca_command(&ca_bin()?, self.port, &self.dir, TD);
+        cmd.args(["--watch-interval", "1s"]);
         let n = std::fs::read_dir(&self.work)?.count();
         let proc = Proc::spawn("ca", cmd, self.work.join(format!("ca-{n}.log")))?;
         self.proc = Some(proc);

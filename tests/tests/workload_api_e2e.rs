@@ -22,7 +22,9 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use spiffe::transport::{Endpoint, GrpcStatusCode, TransportError};
 use spiffe::{TrustDomain, WorkloadApiClient, WorkloadApiError, X509Context};
-use svidgate_e2e::{free_port, http_get, repo_root, run_combined, svidgate_bin, Proc};
+use svidgate_e2e::{
+    dev_ca_command, free_port, http_get, repo_root, run_combined, svidgate_bin, Proc,
+};
 use tokio_stream::StreamExt;
 
 const ID: &str = "spiffe://example.org/ns/app/sa/worker";
@@ -250,19 +252,7 @@ async fn workload_api_with_independent_clients() -> Result<()> {
         "nothing may be sent before the first certificate"
     );
 
-    let mut ca_cmd = Command::new(svidgate_bin()?);
-    ca_cmd
-        .args(["ca", "serve", "--listen"])
-        .arg(format!("127.0.0.1:{ca_port}"))
-        .arg("--ca-dir")
-        .arg(&ca_dir)
-        .args([
-            "--trust-domain",
-            TD,
-            "--insecure-trust-csr",
-            "--max-ttl",
-            "1h",
-        ]);
+    let ca_cmd = dev_ca_command(&svidgate_bin()?, ca_port, &ca_dir, TD);
     let mut ca = Proc::spawn("ca", ca_cmd, work.join("ca.log"))?;
 
     let first = tokio::time::timeout(STEP, stream.next())

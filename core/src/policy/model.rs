@@ -88,6 +88,47 @@ pub struct Rule {
     pub when: Vec<Condition>,
 }
 
+impl Rule {
+    /// How many values the rule lists (every source, operation and `when` value, negated ones
+    /// included): what `filter.limits.maxValues` counts and the playground reports.
+    pub fn value_count(&self) -> usize {
+        let from: usize = self
+            .from
+            .iter()
+            .map(|f| {
+                let s = &f.source;
+                s.principals.len()
+                    + s.not_principals.len()
+                    + s.namespaces.len()
+                    + s.not_namespaces.len()
+                    + s.trust_domains.len()
+                    + s.not_trust_domains.len()
+            })
+            .sum();
+        let to: usize = self
+            .to
+            .iter()
+            .map(|t| {
+                let o = &t.operation;
+                o.methods.len()
+                    + o.not_methods.len()
+                    + o.paths.len()
+                    + o.not_paths.len()
+                    + o.hosts.len()
+                    + o.not_hosts.len()
+                    + o.ports.len()
+                    + o.not_ports.len()
+            })
+            .sum();
+        let when: usize = self
+            .when
+            .iter()
+            .map(|c| c.values.len() + c.not_values.len())
+            .sum();
+        from + to + when
+    }
+}
+
 /// `from[i]`: a source.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct RuleFrom {
