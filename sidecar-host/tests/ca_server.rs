@@ -96,13 +96,31 @@ async fn issues_checked_svids_for_every_key_type_with_a_token() {
         seen.sort();
         assert_eq!(seen, ["aki", "bc", "eku", "ku", "san", "ski"], "{kt}");
     }
-    // One issued certificate per key type, each after reading the tokens file.
+    // One issued certificate per key type; the tokens file, parsed at start and unchanged
+    // since, was not parsed again.
     let m = ca.handle.metrics();
     for key_type in ["ecdsa-p256", "ecdsa-p384", "rsa"] {
         assert_eq!(m.issued_count(key_type), 1, "{key_type}");
     }
-    assert_eq!(m.reload_count("tokens", true), 3);
+    assert_eq!(m.reload_count("tokens", true), 0);
     assert_eq!(m.refused_count(Code::PermissionDenied), 0);
+
+    // Revoked by editing the file: the next call sees it (one re-read), and so does the one
+    // after (no second re-read).
+    write(tmp.path(), "tokens", &format!("api-token {API}\n"));
+    for _ in 0..2 {
+        let e = fetch_key(
+            &c,
+            &id(WEB),
+            KeyType::EcdsaP256,
+            Duration::from_secs(3600),
+            &anchors,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(rejected(&e), Some(Code::PermissionDenied), "{e}");
+    }
+    assert_eq!(m.reload_count("tokens", true), 1);
     ca.shutdown().await;
 }
 

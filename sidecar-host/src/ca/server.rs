@@ -26,7 +26,7 @@ use tonic::transport::server::Connected;
 use tonic::{Request, Response, Status};
 use x509_parser::prelude::FromDer;
 
-use super::auth::{Tokens, TokensError};
+use super::auth::{Tokens, TokensError, TokensFile};
 use super::issue::{issue_server_cert, issue_svid};
 use super::kube::{KubeAuth, KubeConfig, KubeError};
 use super::metrics::CaMetrics;
@@ -177,6 +177,7 @@ pub struct CaHandle {
     cfg: Arc<CaServerConfig>,
     state: Arc<RwLock<Arc<CaState>>>,
     kube: Option<Arc<KubeAuth>>,
+    tokens: Option<Arc<TokensFile>>,
     metrics: Arc<CaMetrics>,
 }
 
@@ -312,10 +313,15 @@ impl AsyncWrite for Conn {
 /// Loads the CA and serves on `listener` until shut down.
 pub async fn start(cfg: CaServerConfig, listener: TcpListener) -> Result<RunningCa, CaServeError> {
     warn_loose_modes(&cfg);
-    if let Some(t) = &cfg.tokens {
-        let tokens = Tokens::load(t)?;
-        tracing::info!(tokens = tokens.len(), file = %t.display(), "token authentication enabled");
-    }
+    let tokens = match &cfg.tokens {
+        Some(t) => {
+            let file = TokensFile::new(t.clone());
+            let n = file.current()?.tokens.len();
+            tracing::info!(tokens = n, file = %t.display(), "token authentication enabled");
+            Some(Arc::new(file))
+        }
+        None => None,
+    };
     let kube = cfg.kube.clone().map(KubeAuth::new).transpose()?;
     let discovery = kube.as_ref().and_then(|k| k.spawn_discovery());
     let state = build_state(&cfg)?;
@@ -327,6 +333,7 @@ pub async fn start(cfg: CaServerConfig, listener: TcpListener) -> Result<Running
         cfg: Arc::new(cfg),
         state: Arc::new(RwLock::new(Arc::new(state))),
         kube,
+        tokens,
         metrics,
     };
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
@@ -570,11 +577,15 @@ impl CaHandle {
         self.cfg.tokens.is_some() || self.kube.is_some()
     }
 
-    fn tokens(&self) -> Option<Result<Tokens, Status>> {
-        let path = self.cfg.tokens.as_ref()?;
-        let tokens = Tokens::load(path);
-        self.metrics.reloaded("tokens", tokens.is_ok());
-        Some(tokens.map_err(|e| {
+    /// The tokens file as it is now (parsed again only when it changed on disk).
+    fn tokens(&self) -> Option<Result<Arc<Tokens>, Status>> {
+        let current = self.tokens.as_ref()?.current();
+        match &current {
+            Ok(c) if c.reloaded => self.metrics.reloaded("tokens", true),
+            Ok(_) => {}
+            Err(_) => self.metrics.reloaded("tokens", false),
+        }
+        Some(current.map(|c| c.tokens).map_err(|e| {
             tracing::error!(error = %e, "tokens file unusable; refusing token callers");
             Status::unavailable("token authentication is unavailable")
         }))
