@@ -376,7 +376,12 @@ def main():
         step("Dry run: frontend -> GET /api/admin/users (a dry-run DENY policy matches, nothing is blocked)")
         before = counter(ports["backend_admin"], "wasmcustom.svidgate_dry_run_denied")
         status, _ = http_get(f"http://127.0.0.1:{ports['as_frontend']}/api/admin/users")
-        after = counter(ports["backend_admin"], "wasmcustom.svidgate_dry_run_denied")
+        # The filter adds its counters to Envoy's every 200 ms.
+        deadline = time.monotonic() + 5
+        after = before
+        while after == before and time.monotonic() < deadline:
+            time.sleep(0.1)
+            after = counter(ports["backend_admin"], "wasmcustom.svidgate_dry_run_denied")
         say(f"HTTP {status}; wasmcustom.svidgate_dry_run_denied {before} -> {after}")
 
         step("Live rotation: waiting for the backend agent to renew its certificate (Envoy keeps serving)")

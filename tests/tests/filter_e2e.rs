@@ -548,7 +548,7 @@ fn counter(envoy: &Envoy, name: &str) -> Result<Option<u64>> {
 
 /// Counters this test expects, by `wasmcustom.` name.
 fn expect_counters(envoy: &Envoy, want: &[(&str, u64)]) -> Result<()> {
-    // Envoy flushes wasm counters to the admin view promptly, but give it a moment.
+    // The filter adds its counters to Envoy's every 200 ms (tallied in the VM): poll.
     let mut last = Vec::new();
     for _ in 0..50 {
         last.clear();

@@ -226,7 +226,20 @@ fn istio_bootstrap_override_turns_policy_counters_into_labels() -> Result<()> {
         // One request without a peer identity: counted, denied.
         let (code, _) = request(port, "GET", "/api/x")?;
         ensure!(code == 403, "plaintext request not denied: {code}");
-        let text = envoy.admin("/stats/prometheus")?;
+        // The filter adds its counters to Envoy's every 200 ms: wait for this one.
+        let counted = |t: &str| {
+            series(t, "svidgate_no_identity")
+                .iter()
+                .any(|l| l.ends_with(" 1"))
+        };
+        let mut text = envoy.admin("/stats/prometheus")?;
+        for _ in 0..50 {
+            if counted(&text) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            text = envoy.admin("/stats/prometheus")?;
+        }
         envoy.proc.stop();
         Ok(text)
     };

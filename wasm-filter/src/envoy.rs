@@ -7,8 +7,14 @@
 //! [`Root::get_type`] answers from the `filter.mode` setting, or (`auto`) by asking Envoy:
 //! when Envoy creates an HTTP filter's context the stream already has an HTTP protocol
 //! (`request.protocol` is set); a network filter's connection has none.
+//!
+//! Counters are tallied in the VM and handed to Envoy on the root context's tick
+//! ([`TALLY_PERIOD`]): an allowed request then makes no counter host call (two fewer proxy-wasm
+//! calls, ~1.3 µs each). Envoy's counters lag by at most one period.
 
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::time::Duration;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
@@ -66,7 +72,9 @@ impl Host for EnvoyHost {
         hostcalls::define_metric(MetricType::Counter, name).map_err(status("define_metric"))
     }
     fn increment(&self, counter: u32) {
-        let _ = hostcalls::increment_metric(counter, 1);
+        if !TALLYING.get() || !tally(counter) {
+            let _ = hostcalls::increment_metric(counter, 1);
+        }
     }
     fn log(&self, level: Level, message: &str) {
         let level = match level {
@@ -77,6 +85,46 @@ impl Host for EnvoyHost {
         };
         let _ = hostcalls::log(level, message);
     }
+}
+
+/// How often the counts tallied in the VM are added to Envoy's counters.
+pub const TALLY_PERIOD: Duration = Duration::from_millis(200);
+
+thread_local! {
+    /// Increments not yet handed to Envoy, per counter id (one entry per counter ever
+    /// incremented: bounded by the counters defined). A VM is single-threaded.
+    static TALLY: RefCell<Vec<(u32, u64)>> = const { RefCell::new(Vec::new()) };
+    /// Whether the tick that flushes [`TALLY`] is set; without it every increment is a host
+    /// call.
+    static TALLYING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Adds one to `counter`'s pending count; `false` when the tally is busy (re-entered).
+fn tally(counter: u32) -> bool {
+    TALLY.with(|t| {
+        let Ok(mut t) = t.try_borrow_mut() else {
+            return false;
+        };
+        match t.iter_mut().find(|(id, _)| *id == counter) {
+            Some((_, n)) => *n += 1,
+            None => t.push((counter, 1)),
+        }
+        true
+    })
+}
+
+/// Hands the pending counts to Envoy (from the root context's tick, and when it is done).
+fn flush_tally() {
+    TALLY.with(|t| {
+        let Ok(mut t) = t.try_borrow_mut() else {
+            return;
+        };
+        for (id, n) in t.iter_mut().filter(|(_, n)| *n > 0) {
+            let delta = i64::try_from(*n).unwrap_or(i64::MAX);
+            let _ = hostcalls::increment_metric(*id, delta);
+            *n = 0;
+        }
+    });
 }
 
 /// Registers the root context factory (called from `_initialize`).
@@ -106,11 +154,24 @@ impl Root {
     }
 }
 
-impl Context for Root {}
+impl Context for Root {
+    fn on_done(&mut self) -> bool {
+        flush_tally();
+        true
+    }
+}
 
 impl RootContext for Root {
+    fn on_tick(&mut self) {
+        flush_tally();
+    }
+
     fn on_configure(&mut self, size: usize) -> bool {
         let host = EnvoyHost;
+        // Every root context ticks (several plugins can share a VM, and any of them may go).
+        if hostcalls::set_tick_period(TALLY_PERIOD).is_ok() {
+            TALLYING.set(true);
+        }
         let metrics = self.metrics();
         self.filter = None;
         let bytes = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, size) {

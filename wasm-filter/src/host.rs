@@ -59,7 +59,9 @@ pub trait Host {
     fn close_downstream(&self) -> Result<(), HostError>;
     /// Defines a counter; returns its id.
     fn define_counter(&self, name: &str) -> Result<u32, HostError>;
-    /// Adds one to a counter defined by [`Host::define_counter`]. Failures are ignored.
+    /// Adds one to a counter defined by [`Host::define_counter`]. Failures are ignored. Envoy's
+    /// host tallies in the VM and adds the tally on the root context's tick (no host call per
+    /// increment); the fake counts at once.
     fn increment(&self, counter: u32);
     /// Writes a log line.
     fn log(&self, level: Level, message: &str);
