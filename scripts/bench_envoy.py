@@ -345,13 +345,15 @@ def load(url, requests, seconds, connections):
 
 def measure(server, url, requests, seconds, connections):
     pid, admin_port = server["proc"].pid, server["admin"]
+    # svidgate tallies its counters in the VM and adds them to Envoy's every 200 ms: before
+    # each reading, let the last tick pass (outside the CPU window).
+    tally_wait = TALLY_WAIT if (server["check"] or "").startswith("svidgate") else 0
+    time.sleep(tally_wait)
     c0, t0, s0 = cpu_seconds(pid), time.monotonic(), stats(admin_port, COUNTERS)
     out, timed_out = load(url, requests, seconds, connections)
     settle(admin_port)
     c1, t1 = cpu_seconds(pid), time.monotonic()
-    if (server["check"] or "").startswith("svidgate"):
-        # svidgate tallies its counters in the VM and adds them to Envoy's every 200 ms.
-        time.sleep(TALLY_WAIT)
+    time.sleep(tally_wait)
     s1 = stats(admin_port, COUNTERS)
     d = {k: s1[k] - s0[k] for k in COUNTERS}
     n = d["http.ingress.downstream_rq_2xx"]
@@ -422,7 +424,7 @@ def build_modules(bisect):
     return modules
 
 
-def variant_specs(sizes, bisect_modules):
+def variant_specs(sizes, bisect_modules, compare=()):
     """name -> {description, filters (thunk: the lists are built only when used), check}."""
     one = [istio_form(CLIENT_ID)]
     specs = {
@@ -460,6 +462,11 @@ def variant_specs(sizes, bisect_modules):
             "description": f"svidgate 1 principal, stops after step {stop}: {BISECT_STEPS[stop]}",
             "filters": lambda m=module: [wasm_filter(svidgate_policy(one), m)],
             "check": "svidgate" if stop >= 3 else None}
+    for label, module in compare:
+        specs[f"svidgate_1@{label}"] = {
+            "description": f"svidgate 1 principal, module {module}",
+            "filters": lambda m=module: [wasm_filter(svidgate_policy(one), m)],
+            "check": "svidgate"}
     if bisect_modules:
         specs["wasm_probe10"] = {"description": "proxy-wasm module, 10 get_property calls",
                                  "filters": lambda: [wasm_filter("10", PROBE_WASM)],
@@ -539,6 +546,9 @@ def add_arguments(ap):
                     help=f"allowlist sizes of the sweep (default {DEFAULT_SIZES})")
     ap.add_argument("--bisect", action="store_true",
                     help="add the bisection variants svidgate_stop0..3 and wasm_probe10")
+    ap.add_argument("--compare", action="append", default=[], metavar="LABEL=MODULE",
+                    help="add variant svidgate_1@LABEL: the 1-principal configuration on another "
+                         "build of the module (A/B within one run); repeatable")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--requests", type=int, default=20000, help="max requests per run")
     ap.add_argument("--seconds", type=float, default=2.0, help="max seconds per run")
@@ -559,7 +569,13 @@ def run(args, procs, work, certs):
         raise RuntimeError("h2load not found: run `make setup` (Debian nghttp2-client)")
     envoy = find_envoy()
     sizes = sorted({int(x) for x in args.sizes.split(",") if x.strip()})
-    specs = variant_specs(sizes, build_modules(args.bisect))
+    compare = []
+    for item in args.compare:
+        label, sep, module = item.partition("=")
+        if not sep or not label or not os.path.isfile(module):
+            raise RuntimeError(f"--compare {item}: expected LABEL=PATH to a .wasm file")
+        compare.append((label, os.path.abspath(module)))
+    specs = variant_specs(sizes, build_modules(args.bisect), compare)
     names = [v.strip() for v in args.variants.split(",") if v.strip()] or list(specs)
     unknown = [v for v in names if v not in specs]
     if unknown or "none" not in names:
@@ -628,7 +644,9 @@ def run(args, procs, work, certs):
             "rss_kib": rss[v],
             "runs": runs[v],
         }
-    ratios = {f"{a}/{b}": paired(a, b) for a, b in RATIOS}
+    pairs = RATIOS + [(v, "svidgate_1") for v in names if v.startswith("svidgate_1@")] + [
+        (v, "wasm_noop") for v in names if v.startswith("svidgate_1@")]
+    ratios = {f"{a}/{b}": paired(a, b) for a, b in pairs}
     sweep = {}
     for v in names:
         if "family" in specs[v]:

@@ -568,7 +568,7 @@ async fn first_web_svid(
 }
 
 #[tokio::test]
-async fn connections_beyond_the_limit_are_closed_until_one_ends() {
+async fn connections_beyond_the_limit_wait_until_one_ends() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = ca_dir(tmp.path(), "cacerts");
     let mut cfg = config(&dir);
@@ -587,23 +587,25 @@ async fn connections_beyond_the_limit_are_closed_until_one_ends() {
             .tls_config(tls)
             .unwrap()
     };
-    // An idle caller holds the only connection: a second one is closed at once.
+    // An idle caller holds the only connection: an agent arriving now waits, unserved...
     let idle = endpoint().connect().await.unwrap();
-    assert!(endpoint().connect().await.is_err());
-    // Once it goes away, agents are served again.
-    drop(idle);
-    let mut served = false;
-    for _ in 0..100 {
+    let waiting = {
         let c = client(ca.addr, &root, None);
-        if fetch(&c, &id(WEB), Duration::from_secs(600), &bundle(&root))
-            .await
-            .is_ok()
-        {
-            served = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(served, "no agent served after the idle connection closed");
+        let anchors = bundle(&root);
+        tokio::spawn(async move { fetch(&c, &id(WEB), Duration::from_secs(600), &anchors).await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !waiting.is_finished(),
+        "served (or refused) beyond the limit"
+    );
+    // ...and is served as soon as the idle one goes away.
+    drop(idle);
+    let svid = tokio::time::timeout(Duration::from_secs(20), waiting)
+        .await
+        .expect("the waiting agent was not served after the idle connection closed")
+        .unwrap()
+        .unwrap();
+    assert_eq!(*svid.spiffe_id(), id(WEB));
     ca.shutdown().await;
 }

@@ -77,8 +77,8 @@ pub struct CaServerConfig {
 pub struct Limits {
     /// Largest request message decoded (a CSR is 1–4 KiB).
     pub max_message_size: usize,
-    /// Connections open at once (including TLS handshakes in progress); more are closed
-    /// right after `accept`.
+    /// Connections open at once (including TLS handshakes in progress); more wait in the
+    /// listen queue, not yet accepted, until one ends.
     pub max_connections: usize,
     /// HTTP/2 streams at once per connection (`SETTINGS_MAX_CONCURRENT_STREAMS`).
     pub max_streams_per_connection: u32,
@@ -347,6 +347,17 @@ pub async fn start(cfg: CaServerConfig, listener: TcpListener) -> Result<Running
     let handshake_timeout = limits.handshake_timeout;
     let acceptor = tokio::spawn(async move {
         loop {
+            // At the limit, stop accepting: new connections wait in the listen queue (the
+            // kernel's backlog), in arrival order, until one ends — a restart storm is served
+            // as fast as the CPU allows instead of being refused.
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                break;
+            };
+            if permits.available_permits() == 0 {
+                tracing::debug!(
+                    "connection limit reached (--max-connections); new connections wait"
+                );
+            }
             let (tcp, peer) = match listener.accept().await {
                 Ok(x) => x,
                 Err(e) => {
@@ -354,10 +365,6 @@ pub async fn start(cfg: CaServerConfig, listener: TcpListener) -> Result<Running
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
-            };
-            let Ok(permit) = permits.clone().try_acquire_owned() else {
-                tracing::warn!(%peer, "connection limit reached (--max-connections); closing the new connection");
-                continue;
             };
             let Ok(state) = accept_handle.current() else {
                 continue;
