@@ -366,6 +366,11 @@ pub async fn start(cfg: CaServerConfig, listener: TcpListener) -> Result<Running
                     continue;
                 }
             };
+            // Small TLS records and HTTP/2 frames must not wait for the peer's delayed ACK
+            // (Nagle): with it, every call took ~40 ms longer on loopback.
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(%peer, error = %e, "TCP_NODELAY not set");
+            }
             let Ok(state) = accept_handle.current() else {
                 continue;
             };
