@@ -165,6 +165,18 @@ impl Compiler<'_> {
         td == self.local || self.aliases.contains(&td)
     }
 
+    /// A principal body (`<td>/<path>`) in canonical form, as parts to concatenate: the
+    /// trust domain of the local class (or `cluster.local`) written as the local one. `None`
+    /// when the body has no `/` (it cannot spell out a whole trust domain).
+    fn canonical<'s>(&'s self, body: &'s str) -> Option<[&'s str; 3]> {
+        let (td, path) = body.split_once('/')?;
+        Some(if self.in_class(td) || td == CLUSTER_LOCAL {
+            [self.local, "/", path]
+        } else {
+            [body, "", ""]
+        })
+    }
+
     /// Adds a principal pattern to an [`IdMatcher`] under construction.
     fn principal(
         &self,
@@ -175,36 +187,41 @@ impl Compiler<'_> {
         let Ok(pattern) = Pattern::parse(value) else {
             return;
         };
-        let canon_body = |body: &str| -> Option<String> {
-            let (td, path) = body.split_once('/')?;
-            Some(if self.in_class(td) || td == CLUSTER_LOCAL {
-                format!("{}/{path}", self.local)
-            } else {
-                body.to_owned()
-            })
-        };
+        let joined = |parts: [&str; 3]| -> Box<str> { parts.concat().into() };
         match pattern {
             Pattern::Any => presented.any = true,
-            Pattern::Exact(s) => match canon_body(principal_body(s)) {
-                Some(c) => canonical.exact.push(c.into()),
-                None => presented.exact.push(principal_body(s).into()),
+            Pattern::Exact(s) => match self.canonical(principal_body(s)) {
+                Some(c) => canonical.exact.push(&c),
+                None => presented.exact.push(&[principal_body(s)]),
             },
-            Pattern::Prefix(s) => match canon_body(principal_body(s)) {
-                Some(c) => canonical.prefix.push(c.into()),
+            Pattern::Prefix(s) => match self.canonical(principal_body(s)) {
+                Some(c) => canonical.prefix.push(joined(c)),
                 None => presented.prefix.push(principal_body(s).into()),
             },
             Pattern::Suffix(s) => presented.suffix.push(s.into()),
         }
     }
 
-    fn principals(&self, values: &[String]) -> Option<IdMatcher> {
+    fn principals<S: AsRef<str>>(&self, values: &[S]) -> Option<IdMatcher> {
         if values.is_empty() {
             return None;
         }
         let mut canonical = StrMatcherBuilder::default();
         let mut presented = StrMatcherBuilder::default();
+        // The exact values' sizes first, so their buffer is allocated once at its final size.
+        let (mut count, mut bytes) = (0, 0);
         for v in values {
-            self.principal(v, &mut canonical, &mut presented);
+            if let Ok(Pattern::Exact(s)) = Pattern::parse(v.as_ref()) {
+                let body = principal_body(s);
+                count += 1;
+                bytes += self
+                    .canonical(body)
+                    .map_or(body.len(), |c| c.iter().map(|p| p.len()).sum());
+            }
+        }
+        canonical.exact.reserve_exact(count, bytes);
+        for v in values {
+            self.principal(v.as_ref(), &mut canonical, &mut presented);
         }
         Some(IdMatcher {
             canonical: canonical.build(),
@@ -214,17 +231,17 @@ impl Compiler<'_> {
 
     /// Trust domains: an exact value of the class stands for the whole class (Istio's
     /// `ExpandTrustDomainAliases`); patterns match the presented trust domain.
-    fn trust_domains(&self, values: &[String]) -> Option<IdMatcher> {
+    fn trust_domains<S: AsRef<str>>(&self, values: &[S]) -> Option<IdMatcher> {
         if values.is_empty() {
             return None;
         }
         let mut canonical = StrMatcherBuilder::default();
         let mut presented = StrMatcherBuilder::default();
         for v in values {
-            match Pattern::parse(v) {
+            match Pattern::parse(v.as_ref()) {
                 Ok(Pattern::Exact(td)) => {
                     let td = if self.in_class(td) { self.local } else { td };
-                    canonical.exact.push(td.into());
+                    canonical.exact.push(&[td]);
                 }
                 Ok(p) => presented.add(p, false),
                 Err(_) => {}
@@ -236,24 +253,26 @@ impl Compiler<'_> {
         })
     }
 
-    fn strings(values: &[String], fold_case: bool) -> Option<StrMatcher> {
-        if values.is_empty() {
-            return None;
-        }
-        Some(StrMatcher::from_patterns(
-            values.iter().filter_map(|v| Pattern::parse(v).ok()),
-            fold_case,
-        ))
-    }
-
-    fn hosts(values: &[String]) -> Option<StrMatcher> {
+    fn strings<S: AsRef<str>>(values: &[S], fold_case: bool) -> Option<StrMatcher> {
         if values.is_empty() {
             return None;
         }
         Some(StrMatcher::from_patterns(
             values
                 .iter()
-                .filter_map(|v| Pattern::parse(super::pattern::host_pattern(v)).ok()),
+                .filter_map(|v| Pattern::parse(v.as_ref()).ok()),
+            fold_case,
+        ))
+    }
+
+    fn hosts<S: AsRef<str>>(values: &[S]) -> Option<StrMatcher> {
+        if values.is_empty() {
+            return None;
+        }
+        Some(StrMatcher::from_patterns(
+            values
+                .iter()
+                .filter_map(|v| Pattern::parse(super::pattern::host_pattern(v.as_ref())).ok()),
             true,
         ))
     }
@@ -262,7 +281,7 @@ impl Compiler<'_> {
         (!values.is_empty()).then(|| PortSet::new(values.to_vec()))
     }
 
-    fn source(&self, s: &Source) -> CompiledSource {
+    fn source<S: AsRef<str>>(&self, s: &Source<S>) -> CompiledSource {
         CompiledSource {
             principals: self.principals(&s.principals),
             not_principals: self.principals(&s.not_principals),
@@ -273,11 +292,11 @@ impl Compiler<'_> {
         }
     }
 
-    fn condition(
+    fn condition<S: AsRef<str>>(
         &mut self,
         key: &str,
-        values: &[String],
-        not_values: &[String],
+        values: &[S],
+        not_values: &[S],
     ) -> Option<CompiledCondition> {
         Some(match parse_when_key(key).ok()? {
             WhenKey::Header(name) => {
@@ -302,10 +321,10 @@ impl Compiler<'_> {
                 not_values: Self::strings(not_values, false),
             }),
             WhenKey::DestinationPort => {
-                let ports = |v: &[String]| {
+                let ports = |v: &[S]| {
                     let p: Vec<u16> = v
                         .iter()
-                        .filter_map(|s| super::parse::parse_port(s))
+                        .filter_map(|s| super::parse::parse_port(s.as_ref()))
                         .collect();
                     Self::ports(&p)
                 };
@@ -323,17 +342,17 @@ impl Compiler<'_> {
 }
 
 /// Validates and compiles a document.
-pub(crate) fn compile(doc: &PolicyDocument) -> Result<Index, PolicyError> {
+pub(crate) fn compile<S: AsRef<str>>(doc: &PolicyDocument<S>) -> Result<Index, PolicyError> {
     let problems = validate(doc);
     if !problems.is_empty() {
         return Err(PolicyError::Invalid(problems));
     }
     // Validated above: these parse. Normalise `spiffe://td` spellings to the bare name.
-    let local =
-        TrustDomain::new(&doc.trust_domain).map_err(|e| PolicyError::Syntax(e.to_string()))?;
+    let local = TrustDomain::new(doc.trust_domain.as_ref())
+        .map_err(|e| PolicyError::Syntax(e.to_string()))?;
     let mut aliases: Vec<TrustDomain> = Vec::new();
     for a in &doc.trust_domain_aliases {
-        let td = TrustDomain::new(a).map_err(|e| PolicyError::Syntax(e.to_string()))?;
+        let td = TrustDomain::new(a.as_ref()).map_err(|e| PolicyError::Syntax(e.to_string()))?;
         if td != local && !aliases.contains(&td) {
             aliases.push(td);
         }
@@ -368,7 +387,7 @@ pub(crate) fn compile(doc: &PolicyDocument) -> Result<Index, PolicyError> {
             let when: Vec<CompiledCondition> = r
                 .when
                 .iter()
-                .filter_map(|w| c.condition(&w.key, &w.values, &w.not_values))
+                .filter_map(|w| c.condition(w.key.as_ref(), &w.values, &w.not_values))
                 .collect();
             let needs_http = r.to.iter().any(|t| t.operation.uses_http())
                 || when.iter().any(CompiledCondition::is_http);
@@ -380,7 +399,7 @@ pub(crate) fn compile(doc: &PolicyDocument) -> Result<Index, PolicyError> {
             });
         }
         let entry = CompiledPolicyEntry {
-            name: p.name.as_str().into(),
+            name: p.name.as_ref().into(),
             action: p.action,
             dry_run: p.dry_run || doc.mode == Mode::DryRun,
             rules,

@@ -10,8 +10,7 @@
 //!
 //! Nothing allocates during a lookup.
 
-use std::collections::HashSet;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::Hasher;
 
 /// A fast, unkeyed hasher for the exact-value sets: FxHash's word-at-a-time mixing with a
 /// full 64-bit finaliser (so similar keys spread over the low bits that pick the bucket).
@@ -65,8 +64,6 @@ impl Hasher for FastHasher {
         h ^ (h >> 33)
     }
 }
-
-type FastSet<T> = HashSet<T, BuildHasherDefault<FastHasher>>;
 
 /// Up to this many entries a list is scanned linearly rather than hashed or put in a trie.
 pub(crate) const SMALL: usize = 8;
@@ -307,24 +304,17 @@ impl Trie {
 #[derive(Debug, Clone)]
 pub(crate) enum ExactSet {
     Small(Vec<Box<str>>),
-    Large(FastSet<Box<str>>),
+    Large(ArenaSet),
 }
 
 impl ExactSet {
-    fn build(mut values: Vec<Box<str>>) -> Self {
-        if values.len() > SMALL {
-            // The set removes duplicates itself: no sort of a large list (compile time), and
-            // the table sized once (no rehash copies at the peak of a VM's memory).
-            let mut set = FastSet::with_capacity_and_hasher(values.len(), Default::default());
-            set.extend(values);
-            if set.len() > SMALL {
-                set.shrink_to_fit();
-                return ExactSet::Large(set);
-            }
-            values = set.into_iter().collect();
+    fn build(mut set: ArenaSet) -> Self {
+        if set.len() > SMALL {
+            set.shrink_to_fit();
+            return ExactSet::Large(set);
         }
+        let mut values: Vec<Box<str>> = set.iter().map(Box::from).collect();
         values.sort();
-        values.dedup();
         ExactSet::Small(values)
     }
 
@@ -334,6 +324,136 @@ impl ExactSet {
             ExactSet::Small(list) => list.iter().any(|e| &**e == v),
             ExactSet::Large(set) => set.contains(v),
         }
+    }
+}
+
+/// A set of distinct strings stored back to back in one buffer, with an open-addressing hash
+/// table (linear probing, at most half full) of their numbers: about 12 bytes per value
+/// beyond the value itself, and three allocations in all instead of one per value. Adding a
+/// value already present adds nothing.
+///
+/// Reserve the sizes first when they are known ([`ArenaSet::reserve_exact`]): the buffer
+/// then never grows by copying itself, which matters at the peak of a Wasm VM's memory.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ArenaSet {
+    bytes: String,
+    /// `ends[i]`: where value `i` ends in `bytes` (it starts where value `i - 1` ends).
+    ends: Vec<u32>,
+    /// `0`: empty; `i + 1`: value `i`. Empty, or a power of two at least twice `ends.len()`.
+    slots: Vec<u32>,
+}
+
+impl ArenaSet {
+    /// Makes room for `count` more values of `bytes` bytes in all.
+    pub(crate) fn reserve_exact(&mut self, count: usize, bytes: usize) {
+        self.ends.reserve_exact(count);
+        self.bytes.reserve_exact(bytes);
+        self.grow_table(self.ends.len() + count);
+    }
+
+    /// Number of distinct values.
+    pub(crate) fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Adds the value written as the concatenation of `parts` (unless already present).
+    pub(crate) fn push(&mut self, parts: &[&str]) {
+        let start = self.bytes.len();
+        for p in parts {
+            self.bytes.push_str(p);
+        }
+        self.commit(start);
+    }
+
+    /// Adds `v`, lower-cased when `fold_case` (unless already present).
+    fn push_folded(&mut self, v: &str, fold_case: bool) {
+        let start = self.bytes.len();
+        self.bytes.push_str(v);
+        if fold_case {
+            self.bytes[start..].make_ascii_lowercase();
+        }
+        self.commit(start);
+    }
+
+    /// Keeps the value just written at `bytes[start..]`, or drops it if already present.
+    fn commit(&mut self, start: usize) {
+        self.grow_table(self.ends.len() + 1);
+        let value = &self.bytes[start..];
+        let mut slot = self.home(value);
+        loop {
+            match self.slots[slot] {
+                0 => break,
+                n if self.get(n as usize - 1) == value => {
+                    self.bytes.truncate(start);
+                    return;
+                }
+                _ => slot = (slot + 1) & (self.slots.len() - 1),
+            }
+        }
+        self.ends.push(to_u32(self.bytes.len()));
+        self.slots[slot] = to_u32(self.ends.len());
+    }
+
+    /// Resizes the table (rehashing) if it cannot hold `count` values at most half full.
+    fn grow_table(&mut self, count: usize) {
+        let want = count.saturating_mul(2).next_power_of_two();
+        if self.slots.len() >= want {
+            return;
+        }
+        self.slots = vec![0; want];
+        for i in 0..self.ends.len() {
+            let mut slot = self.home(self.get(i));
+            while self.slots[slot] != 0 {
+                slot = (slot + 1) & (want - 1);
+            }
+            self.slots[slot] = to_u32(i + 1);
+        }
+    }
+
+    /// Value `i`.
+    #[inline]
+    fn get(&self, i: usize) -> &str {
+        let start = match i {
+            0 => 0,
+            _ => self.ends[i - 1] as usize,
+        };
+        self.bytes
+            .get(start..self.ends[i] as usize)
+            .unwrap_or_default()
+    }
+
+    /// The slot a value's probe sequence starts at (the table must not be empty).
+    #[inline]
+    fn home(&self, v: &str) -> usize {
+        let mut h = FastHasher::default();
+        h.write(v.as_bytes());
+        // The table is at most 2^32 slots: the low bits of the hash pick the slot.
+        (h.finish() as usize) & (self.slots.len() - 1)
+    }
+
+    #[inline]
+    pub(crate) fn contains(&self, v: &str) -> bool {
+        if self.slots.is_empty() {
+            return false;
+        }
+        let mut slot = self.home(v);
+        loop {
+            match self.slots.get(slot) {
+                None | Some(0) => return false,
+                Some(n) if self.get(*n as usize - 1) == v => return true,
+                Some(_) => slot = (slot + 1) & (self.slots.len() - 1),
+            }
+        }
+    }
+
+    /// The values, in the order first added.
+    fn iter(&self) -> impl Iterator<Item = &str> + '_ {
+        (0..self.ends.len()).map(|i| self.get(i))
+    }
+
+    fn shrink_to_fit(&mut self) {
+        self.bytes.shrink_to_fit();
+        self.ends.shrink_to_fit();
     }
 }
 
@@ -378,7 +498,7 @@ impl AffixSet {
 #[derive(Debug, Default)]
 pub(crate) struct StrMatcherBuilder {
     pub(crate) any: bool,
-    pub(crate) exact: Vec<Box<str>>,
+    pub(crate) exact: ArenaSet,
     pub(crate) prefix: Vec<Box<str>>,
     pub(crate) suffix: Vec<Box<str>>,
 }
@@ -395,7 +515,7 @@ impl StrMatcherBuilder {
         };
         match p {
             Pattern::Any => self.any = true,
-            Pattern::Exact(s) => self.exact.push(norm(s)),
+            Pattern::Exact(s) => self.exact.push_folded(s, fold_case),
             Pattern::Prefix(s) => self.prefix.push(norm(s)),
             Pattern::Suffix(s) => self.suffix.push(norm(s)),
         }
@@ -614,7 +734,7 @@ mod tests {
     fn fast_hasher_spreads_similar_keys_over_the_low_bits() {
         use std::hash::{BuildHasher, BuildHasherDefault};
         let b = BuildHasherDefault::<FastHasher>::default();
-        let mut low = HashSet::new();
+        let mut low = std::collections::HashSet::new();
         for i in 0..100_000 {
             let key = format!("cluster.local/ns/n{i}/sa/s{i}");
             low.insert(b.hash_one(key.as_str()) & 0xffff);
@@ -624,20 +744,67 @@ mod tests {
         assert_ne!(b.hash_one("ab"), b.hash_one("ab\0"));
     }
 
+    fn arena(values: &[&str]) -> ArenaSet {
+        let mut set = ArenaSet::default();
+        for v in values {
+            set.push(&[v]);
+        }
+        set
+    }
+
     #[test]
     fn exact_sets_deduplicate_large_lists_without_sorting() {
-        let boxed = |v: &[&str]| v.iter().map(|s| Box::<str>::from(*s)).collect::<Vec<_>>();
         // Twelve entries, five distinct: small once deduplicated.
         let few = ["e", "a", "c", "a", "b", "e", "d", "a", "c", "b", "e", "d"];
-        let set = ExactSet::build(boxed(&few));
+        let set = ExactSet::build(arena(&few));
         assert!(matches!(&set, ExactSet::Small(list) if list.len() == 5));
         assert!(few.iter().all(|v| set.contains(v)) && !set.contains("f"));
         // A large list with duplicates: every value found once, nothing else.
         let many: Vec<String> = (0..1000).map(|i| format!("v{}", i % 300)).collect();
         let refs: Vec<&str> = many.iter().map(String::as_str).collect();
-        let set = ExactSet::build(boxed(&refs));
+        let set = ExactSet::build(arena(&refs));
         assert!(matches!(&set, ExactSet::Large(s) if s.len() == 300));
         assert!(refs.iter().all(|v| set.contains(v)) && !set.contains("v300"));
+    }
+
+    #[test]
+    fn arena_sets_hold_each_distinct_value_once() {
+        // Unreserved (the table grows and rehashes) and reserved give the same set.
+        let values: Vec<String> = (0..5000)
+            .map(|i| format!("td/ns/n{}/sa/s{}", i % 3001 % 7, i % 3001))
+            .collect();
+        let mut reserved = ArenaSet::default();
+        let bytes = values.iter().map(String::len).sum();
+        reserved.reserve_exact(values.len(), bytes);
+        let cap = reserved.bytes.capacity();
+        for v in &values {
+            reserved.push(&[v]);
+        }
+        assert_eq!(reserved.bytes.capacity(), cap, "the buffer grew");
+        let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+        for set in [arena(&refs), reserved] {
+            assert_eq!(set.len(), 3001);
+            assert!(values.iter().all(|v| set.contains(v)));
+            let distinct: std::collections::HashSet<&str> = set.iter().collect();
+            assert_eq!(distinct.len(), 3001);
+            for probe in ["", "td/ns/n0/sa/s", "td/ns/n0/sa/s3001", "td/ns/n1/sa/s0x"] {
+                assert!(!set.contains(probe), "{probe}");
+            }
+        }
+        // Parts are concatenated; the empty string is a value like any other.
+        let mut set = ArenaSet::default();
+        assert!(!set.contains(""));
+        set.push(&["a", "/", "b"]);
+        set.push(&[]);
+        assert!(set.contains("a/b") && set.contains("") && !set.contains("a"));
+        set.push(&["a/", "b"]);
+        assert_eq!(set.len(), 2);
+        // Folded values are stored lower case.
+        let mut set = ArenaSet::default();
+        set.push_folded("Example.COM", true);
+        set.push_folded("Example.COM", false);
+        assert!(set.contains("example.com") && set.contains("Example.COM"));
+        assert!(!set.contains("EXAMPLE.COM"));
     }
 
     #[test]
