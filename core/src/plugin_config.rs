@@ -26,6 +26,7 @@
 //! and before compiling ([`Limits`]).
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -267,12 +268,30 @@ fn typed<'a, S: DocStr<'a>>(value: Json<'a>) -> Result<(Settings, PolicyDocument
 /// Parses the plugin configuration bytes (JSON) and compiles the policy.
 ///
 /// The document is typed, validated and compiled with its strings borrowed from `bytes`:
-/// a large allowlist is copied once, into the index (a Wasm VM's memory never shrinks, so
-/// its peak during configuration is what the VM keeps).
+/// a large allowlist is copied once, into the index.
 pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
-    let (settings, document) = typed::<Cow<'_, str>>(json_tree(config_text(bytes)?)?)?;
+    compile_text(config_text(bytes)?, &Arc::default())
+}
+
+/// [`parse`] taking the text, which the index then shares: the exact values of a large
+/// allowlist stay where they are in the text instead of being copied (a Wasm VM's memory
+/// never shrinks, so its peak during configuration is what the VM keeps). The text is freed
+/// once compiled unless the index refers to it.
+pub fn parse_owned(bytes: Vec<u8>) -> Result<Config, ConfigError> {
+    config_text(&bytes)?;
+    let text = Arc::new(
+        String::from_utf8(bytes)
+            .map_err(|e| ConfigError::Json(format!("not UTF-8: {}", e.utf8_error())))?,
+    );
+    compile_text(&text, &text)
+}
+
+/// Parses `text`, typing, validating and compiling the document with its strings borrowed
+/// from it; `shared` is `text` when the index may keep spans of it, else empty.
+fn compile_text(text: &str, shared: &Arc<String>) -> Result<Config, ConfigError> {
+    let (settings, document) = typed::<Cow<'_, str>>(json_tree(text)?)?;
     Ok(Config {
-        policy: CompiledPolicy::compile(&document)?,
+        policy: CompiledPolicy::compile_in(&document, shared)?,
         policy_names: document
             .policies
             .iter()
@@ -280,11 +299,6 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
             .collect(),
         settings,
     })
-}
-
-/// [`parse`] taking the text, freed once the policy is compiled.
-pub fn parse_owned(bytes: Vec<u8>) -> Result<Config, ConfigError> {
-    parse(&bytes)
 }
 
 fn field_err(field: &str, problem: &'static str, value: &Json<'_>) -> ConfigError {

@@ -9,6 +9,8 @@
 //! ID as presented. The allowlist thus stays one entry per written value whatever the number
 //! of aliases.
 
+use std::sync::Arc;
+
 use crate::spiffe_id::TrustDomain;
 
 use super::index::{PortSet, StrMatcher, StrMatcherBuilder};
@@ -154,6 +156,9 @@ fn attributes<'a>(policies: impl Iterator<Item = &'a CompiledPolicyEntry>) -> su
 }
 
 struct Compiler<'d> {
+    /// The configuration text the document's strings borrow from (or empty): exact values
+    /// found in it are kept as spans of it (see [`super::index::ArenaSet`]).
+    text: Arc<String>,
     local: &'d str,
     aliases: Vec<&'d str>,
     header_names: Vec<String>,
@@ -170,11 +175,13 @@ impl Compiler<'_> {
     /// when the body has no `/` (it cannot spell out a whole trust domain).
     fn canonical<'s>(&'s self, body: &'s str) -> Option<[&'s str; 3]> {
         let (td, path) = body.split_once('/')?;
-        Some(if self.in_class(td) || td == CLUSTER_LOCAL {
-            [self.local, "/", path]
-        } else {
-            [body, "", ""]
-        })
+        Some(
+            if td != self.local && (self.in_class(td) || td == CLUSTER_LOCAL) {
+                [self.local, "/", path]
+            } else {
+                [body, "", ""]
+            },
+        )
     }
 
     /// Adds a principal pattern to an [`IdMatcher`] under construction.
@@ -206,17 +213,19 @@ impl Compiler<'_> {
         if values.is_empty() {
             return None;
         }
-        let mut canonical = StrMatcherBuilder::default();
-        let mut presented = StrMatcherBuilder::default();
-        // The exact values' sizes first, so their buffer is allocated once at its final size.
+        let mut canonical = StrMatcherBuilder::new(&self.text, 0);
+        let mut presented = StrMatcherBuilder::new(&self.text, 0);
+        // The exact values' sizes first, so their buffers are allocated once at their final
+        // size.
         let (mut count, mut bytes) = (0, 0);
         for v in values {
             if let Ok(Pattern::Exact(s)) = Pattern::parse(v.as_ref()) {
                 let body = principal_body(s);
                 count += 1;
-                bytes += self
-                    .canonical(body)
-                    .map_or(body.len(), |c| c.iter().map(|p| p.len()).sum());
+                bytes += match self.canonical(body) {
+                    Some(parts) => canonical.exact.own_bytes(&parts),
+                    None => body.len(),
+                };
             }
         }
         canonical.exact.reserve_exact(count, bytes);
@@ -235,8 +244,8 @@ impl Compiler<'_> {
         if values.is_empty() {
             return None;
         }
-        let mut canonical = StrMatcherBuilder::default();
-        let mut presented = StrMatcherBuilder::default();
+        let mut canonical = StrMatcherBuilder::new(&self.text, values.len());
+        let mut presented = StrMatcherBuilder::new(&self.text, 0);
         for v in values {
             match Pattern::parse(v.as_ref()) {
                 Ok(Pattern::Exact(td)) => {
@@ -253,28 +262,31 @@ impl Compiler<'_> {
         })
     }
 
-    fn strings<S: AsRef<str>>(values: &[S], fold_case: bool) -> Option<StrMatcher> {
+    /// The matcher of a list of patterns; `spell` turns a written value into its pattern text.
+    fn matcher<S: AsRef<str>>(
+        &self,
+        values: &[S],
+        spell: fn(&str) -> &str,
+        fold_case: bool,
+    ) -> Option<StrMatcher> {
         if values.is_empty() {
             return None;
         }
-        Some(StrMatcher::from_patterns(
-            values
-                .iter()
-                .filter_map(|v| Pattern::parse(v.as_ref()).ok()),
-            fold_case,
-        ))
+        let mut b = StrMatcherBuilder::new(&self.text, values.len());
+        for v in values {
+            if let Ok(p) = Pattern::parse(spell(v.as_ref())) {
+                b.add(p, fold_case);
+            }
+        }
+        Some(b.build())
     }
 
-    fn hosts<S: AsRef<str>>(values: &[S]) -> Option<StrMatcher> {
-        if values.is_empty() {
-            return None;
-        }
-        Some(StrMatcher::from_patterns(
-            values
-                .iter()
-                .filter_map(|v| Pattern::parse(super::pattern::host_pattern(v.as_ref())).ok()),
-            true,
-        ))
+    fn strings<S: AsRef<str>>(&self, values: &[S], fold_case: bool) -> Option<StrMatcher> {
+        self.matcher(values, |v| v, fold_case)
+    }
+
+    fn hosts<S: AsRef<str>>(&self, values: &[S]) -> Option<StrMatcher> {
+        self.matcher(values, super::pattern::host_pattern, true)
     }
 
     fn ports(values: &[u16]) -> Option<PortSet> {
@@ -285,8 +297,8 @@ impl Compiler<'_> {
         CompiledSource {
             principals: self.principals(&s.principals),
             not_principals: self.principals(&s.not_principals),
-            namespaces: Self::strings(&s.namespaces, false),
-            not_namespaces: Self::strings(&s.not_namespaces, false),
+            namespaces: self.strings(&s.namespaces, false),
+            not_namespaces: self.strings(&s.not_namespaces, false),
             trust_domains: self.trust_domains(&s.trust_domains),
             not_trust_domains: self.trust_domains(&s.not_trust_domains),
         }
@@ -307,8 +319,8 @@ impl Compiler<'_> {
                 CompiledCondition::Header(
                     name.into(),
                     Cond {
-                        values: Self::strings(values, false),
-                        not_values: Self::strings(not_values, false),
+                        values: self.strings(values, false),
+                        not_values: self.strings(not_values, false),
                     },
                 )
             }
@@ -317,8 +329,8 @@ impl Compiler<'_> {
                 not_values: self.principals(not_values),
             })),
             WhenKey::SourceNamespace => CompiledCondition::SourceNamespace(Cond {
-                values: Self::strings(values, false),
-                not_values: Self::strings(not_values, false),
+                values: self.strings(values, false),
+                not_values: self.strings(not_values, false),
             }),
             WhenKey::DestinationPort => {
                 let ports = |v: &[S]| {
@@ -334,15 +346,22 @@ impl Compiler<'_> {
                 })
             }
             WhenKey::ConnectionSni => CompiledCondition::ConnectionSni(Cond {
-                values: Self::strings(values, true),
-                not_values: Self::strings(not_values, true),
+                values: self.strings(values, true),
+                not_values: self.strings(not_values, true),
             }),
         })
     }
 }
 
 /// Validates and compiles a document.
-pub(crate) fn compile<S: AsRef<str>>(doc: &PolicyDocument<S>) -> Result<Index, PolicyError> {
+///
+/// `text` is the configuration text the document's strings borrow from, if any (else
+/// empty): large exact sets keep the values found in it as spans of it, so the index holds
+/// the text instead of a copy of the allowlist.
+pub(crate) fn compile<S: AsRef<str>>(
+    doc: &PolicyDocument<S>,
+    text: &Arc<String>,
+) -> Result<Index, PolicyError> {
     let problems = validate(doc);
     if !problems.is_empty() {
         return Err(PolicyError::Invalid(problems));
@@ -358,6 +377,7 @@ pub(crate) fn compile<S: AsRef<str>>(doc: &PolicyDocument<S>) -> Result<Index, P
         }
     }
     let mut c = Compiler {
+        text: Arc::clone(text),
         local: local.as_str(),
         aliases: aliases.iter().map(TrustDomain::as_str).collect(),
         header_names: Vec::new(),
@@ -373,12 +393,12 @@ pub(crate) fn compile<S: AsRef<str>>(doc: &PolicyDocument<S>) -> Result<Index, P
                     .map(|t| {
                         let o = &t.operation;
                         CompiledOperation {
-                            methods: Compiler::strings(&o.methods, false),
-                            not_methods: Compiler::strings(&o.not_methods, false),
-                            paths: Compiler::strings(&o.paths, false),
-                            not_paths: Compiler::strings(&o.not_paths, false),
-                            hosts: Compiler::hosts(&o.hosts),
-                            not_hosts: Compiler::hosts(&o.not_hosts),
+                            methods: c.strings(&o.methods, false),
+                            not_methods: c.strings(&o.not_methods, false),
+                            paths: c.strings(&o.paths, false),
+                            not_paths: c.strings(&o.not_paths, false),
+                            hosts: c.hosts(&o.hosts),
+                            not_hosts: c.hosts(&o.not_hosts),
                             ports: Compiler::ports(&o.ports),
                             not_ports: Compiler::ports(&o.not_ports),
                         }

@@ -11,6 +11,7 @@
 //! Nothing allocates during a lookup.
 
 use std::hash::Hasher;
+use std::sync::Arc;
 
 /// A fast, unkeyed hasher for the exact-value sets: FxHash's word-at-a-time mixing with a
 /// full 64-bit finaliser (so similar keys spread over the low bits that pick the bucket).
@@ -327,71 +328,122 @@ impl ExactSet {
     }
 }
 
-/// A set of distinct strings stored back to back in one buffer, with an open-addressing hash
-/// table (linear probing, at most half full) of their numbers: about 12 bytes per value
-/// beyond the value itself, and three allocations in all instead of one per value. Adding a
-/// value already present adds nothing.
+/// A set of distinct strings with an open-addressing hash table (linear probing, at most half
+/// full) of their numbers. A value that lies in the configuration text the set was given
+/// ([`ArenaSet::new`]) is kept as a span of that text, shared by every set of the policy;
+/// any other value (rewritten, lower-cased, unescaped) is copied into one buffer of the
+/// set, back to back. About 16 bytes per value beyond the text itself, and three allocations
+/// in all instead of one per value. Adding a value already present adds nothing.
 ///
-/// Reserve the sizes first when they are known ([`ArenaSet::reserve_exact`]): the buffer
-/// then never grows by copying itself, which matters at the peak of a Wasm VM's memory.
+/// Reserve the sizes first when they are known ([`ArenaSet::reserve_exact`]): the buffers
+/// then never grow by copying themselves, which matters at the peak of a Wasm VM's memory.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ArenaSet {
-    bytes: String,
-    /// `ends[i]`: where value `i` ends in `bytes` (it starts where value `i - 1` ends).
-    ends: Vec<u32>,
-    /// `0`: empty; `i + 1`: value `i`. Empty, or a power of two at least twice `ends.len()`.
+    /// The configuration text (empty when there is none to share).
+    text: Arc<String>,
+    /// The values not found in `text`, back to back.
+    own: String,
+    /// `(start, len)` of each value: `text[start..]` when `start < text.len()`, else
+    /// `own[start - text.len()..]`.
+    spans: Vec<(u32, u32)>,
+    /// `0`: empty; `i + 1`: value `i`. Empty, or a power of two at least twice `spans.len()`.
     slots: Vec<u32>,
 }
 
 impl ArenaSet {
-    /// Makes room for `count` more values of `bytes` bytes in all.
-    pub(crate) fn reserve_exact(&mut self, count: usize, bytes: usize) {
-        self.ends.reserve_exact(count);
-        self.bytes.reserve_exact(bytes);
-        self.grow_table(self.ends.len() + count);
+    /// A set whose values may be spans of `text` (see [`ArenaSet::push`]).
+    pub(crate) fn new(text: &Arc<String>) -> Self {
+        ArenaSet {
+            text: Arc::clone(text),
+            ..ArenaSet::default()
+        }
+    }
+
+    /// Makes room for `count` more values, `own_bytes` of which are not in the text (see
+    /// [`ArenaSet::own_bytes`]).
+    pub(crate) fn reserve_exact(&mut self, count: usize, own_bytes: usize) {
+        self.spans.reserve_exact(count);
+        self.own.reserve_exact(own_bytes);
+        self.grow_table(self.spans.len() + count);
     }
 
     /// Number of distinct values.
     pub(crate) fn len(&self) -> usize {
-        self.ends.len()
+        self.spans.len()
     }
 
-    /// Adds the value written as the concatenation of `parts` (unless already present).
-    pub(crate) fn push(&mut self, parts: &[&str]) {
-        let start = self.bytes.len();
-        for p in parts {
-            self.bytes.push_str(p);
+    /// Where `s` lies in the text, if it is a slice of it.
+    fn in_text(&self, s: &str) -> Option<usize> {
+        // Only an offset: the bytes there are compared with `s` before the span is used.
+        let off = (s.as_ptr() as usize).wrapping_sub(self.text.as_ptr() as usize);
+        (!s.is_empty() && off < self.text.len() && self.text.get(off..off + s.len()) == Some(s))
+            .then_some(off)
+    }
+
+    /// The one non-empty part of `parts` when it lies in the text: `(start, len)`.
+    fn text_span(&self, parts: &[&str]) -> Option<(usize, usize)> {
+        let mut nonempty = parts.iter().filter(|p| !p.is_empty());
+        match (nonempty.next(), nonempty.next()) {
+            (Some(p), None) => self.in_text(p).map(|off| (off, p.len())),
+            _ => None,
         }
-        self.commit(start);
+    }
+
+    /// The bytes [`ArenaSet::push`] copies for `parts` (none when they are a slice of the
+    /// text).
+    pub(crate) fn own_bytes(&self, parts: &[&str]) -> usize {
+        match self.text_span(parts) {
+            Some(_) => 0,
+            None => parts.iter().map(|p| p.len()).sum(),
+        }
+    }
+
+    /// Adds the value written as the concatenation of `parts` (unless already present): a
+    /// span of the text when it is a slice of it, else a copy.
+    pub(crate) fn push(&mut self, parts: &[&str]) {
+        let span = match self.text_span(parts) {
+            Some(span) => span,
+            None => {
+                let start = self.own.len();
+                for p in parts {
+                    self.own.push_str(p);
+                }
+                (self.text.len() + start, self.own.len() - start)
+            }
+        };
+        self.commit(span);
     }
 
     /// Adds `v`, lower-cased when `fold_case` (unless already present).
     fn push_folded(&mut self, v: &str, fold_case: bool) {
-        let start = self.bytes.len();
-        self.bytes.push_str(v);
-        if fold_case {
-            self.bytes[start..].make_ascii_lowercase();
+        if !fold_case || !v.bytes().any(|b| b.is_ascii_uppercase()) {
+            return self.push(&[v]);
         }
-        self.commit(start);
+        let start = self.own.len();
+        self.own.push_str(v);
+        self.own[start..].make_ascii_lowercase();
+        self.commit((self.text.len() + start, v.len()));
     }
 
-    /// Keeps the value just written at `bytes[start..]`, or drops it if already present.
-    fn commit(&mut self, start: usize) {
-        self.grow_table(self.ends.len() + 1);
-        let value = &self.bytes[start..];
+    /// Keeps the value at `span`, or drops it (and its copy) if already present.
+    fn commit(&mut self, (start, len): (usize, usize)) {
+        self.grow_table(self.spans.len() + 1);
+        let value = self.span(start, len);
         let mut slot = self.home(value);
         loop {
             match self.slots[slot] {
                 0 => break,
                 n if self.get(n as usize - 1) == value => {
-                    self.bytes.truncate(start);
+                    if let Some(own) = start.checked_sub(self.text.len()) {
+                        self.own.truncate(own);
+                    }
                     return;
                 }
                 _ => slot = (slot + 1) & (self.slots.len() - 1),
             }
         }
-        self.ends.push(to_u32(self.bytes.len()));
-        self.slots[slot] = to_u32(self.ends.len());
+        self.spans.push((to_u32(start), to_u32(len)));
+        self.slots[slot] = to_u32(self.spans.len());
     }
 
     /// Resizes the table (rehashing) if it cannot hold `count` values at most half full.
@@ -401,7 +453,7 @@ impl ArenaSet {
             return;
         }
         self.slots = vec![0; want];
-        for i in 0..self.ends.len() {
+        for i in 0..self.spans.len() {
             let mut slot = self.home(self.get(i));
             while self.slots[slot] != 0 {
                 slot = (slot + 1) & (want - 1);
@@ -410,16 +462,20 @@ impl ArenaSet {
         }
     }
 
+    #[inline]
+    fn span(&self, start: usize, len: usize) -> &str {
+        let found = match start.checked_sub(self.text.len()) {
+            None => self.text.get(start..start + len),
+            Some(own) => self.own.get(own..own + len),
+        };
+        found.unwrap_or_default()
+    }
+
     /// Value `i`.
     #[inline]
     fn get(&self, i: usize) -> &str {
-        let start = match i {
-            0 => 0,
-            _ => self.ends[i - 1] as usize,
-        };
-        self.bytes
-            .get(start..self.ends[i] as usize)
-            .unwrap_or_default()
+        let (start, len) = self.spans[i];
+        self.span(start as usize, len as usize)
     }
 
     /// The slot a value's probe sequence starts at (the table must not be empty).
@@ -448,12 +504,12 @@ impl ArenaSet {
 
     /// The values, in the order first added.
     fn iter(&self) -> impl Iterator<Item = &str> + '_ {
-        (0..self.ends.len()).map(|i| self.get(i))
+        (0..self.spans.len()).map(|i| self.get(i))
     }
 
     fn shrink_to_fit(&mut self) {
-        self.bytes.shrink_to_fit();
-        self.ends.shrink_to_fit();
+        self.own.shrink_to_fit();
+        self.spans.shrink_to_fit();
     }
 }
 
@@ -504,6 +560,17 @@ pub(crate) struct StrMatcherBuilder {
 }
 
 impl StrMatcherBuilder {
+    /// A builder whose exact values may be spans of `text` (see [`ArenaSet`]), with room for
+    /// `count` of them.
+    pub(crate) fn new(text: &Arc<String>, count: usize) -> Self {
+        let mut exact = ArenaSet::new(text);
+        exact.reserve_exact(count, 0);
+        StrMatcherBuilder {
+            exact,
+            ..StrMatcherBuilder::default()
+        }
+    }
+
     pub(crate) fn add(&mut self, p: super::pattern::Pattern<'_>, fold_case: bool) {
         use super::pattern::Pattern;
         let norm = |s: &str| -> Box<str> {
@@ -541,12 +608,16 @@ pub(crate) struct StrMatcher {
 }
 
 impl StrMatcher {
-    /// Builds a matcher from written patterns (already validated).
+    /// Builds a matcher from written patterns (already validated); exact values may be spans
+    /// of `text`.
+    #[cfg(test)]
     pub(crate) fn from_patterns<'a>(
         values: impl IntoIterator<Item = super::pattern::Pattern<'a>>,
         fold_case: bool,
+        text: &Arc<String>,
     ) -> Self {
-        let mut b = StrMatcherBuilder::default();
+        let values = values.into_iter();
+        let mut b = StrMatcherBuilder::new(text, values.size_hint().0);
         for p in values {
             b.add(p, fold_case);
         }
@@ -714,7 +785,7 @@ mod tests {
             pats.extend(exact.iter().map(|s| Pattern::Exact(s)));
             pats.extend(prefix.iter().map(|s| Pattern::Prefix(s)));
             pats.extend(suffix.iter().map(|s| Pattern::Suffix(s)));
-            let m = StrMatcher::from_patterns(pats.iter().copied(), false);
+            let m = StrMatcher::from_patterns(pats.iter().copied(), false, &Arc::default());
             let last = n - 1;
             assert!(m.matches(&format!("e{last}")));
             assert!(!m.matches(&format!("e{n}")));
@@ -724,9 +795,10 @@ mod tests {
             assert!(!m.matches(&format!("x/s{n}")));
             assert!(!m.matches(""));
         }
-        let any = StrMatcher::from_patterns([Pattern::Any], false);
+        let any = StrMatcher::from_patterns([Pattern::Any], false, &Arc::default());
         assert!(any.matches(""));
-        let folded = StrMatcher::from_patterns([Pattern::Exact("Example.COM")], true);
+        let folded =
+            StrMatcher::from_patterns([Pattern::Exact("Example.COM")], true, &Arc::default());
         assert!(folded.matches("example.com"));
     }
 
@@ -776,11 +848,11 @@ mod tests {
         let mut reserved = ArenaSet::default();
         let bytes = values.iter().map(String::len).sum();
         reserved.reserve_exact(values.len(), bytes);
-        let cap = reserved.bytes.capacity();
+        let cap = reserved.own.capacity();
         for v in &values {
             reserved.push(&[v]);
         }
-        assert_eq!(reserved.bytes.capacity(), cap, "the buffer grew");
+        assert_eq!(reserved.own.capacity(), cap, "the buffer grew");
         let refs: Vec<&str> = values.iter().map(String::as_str).collect();
         for set in [arena(&refs), reserved] {
             assert_eq!(set.len(), 3001);
