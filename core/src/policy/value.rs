@@ -8,6 +8,7 @@
 //! and [`Json::to_json_string`] the compact JSON that `Value::to_string` writes.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::marker::PhantomData;
@@ -126,10 +127,15 @@ impl From<Json<'_>> for Value {
 }
 
 /// Reads JSON text into a [`Json`] borrowing its strings, duplicate keys rejected. The text's
-/// size and depth are checked before (see `shape`).
+/// size and depth are checked before (see `shape`). Every list is allocated at its final
+/// length (counted in the text first): no list is copied to grow, and none has slack.
 pub(crate) fn from_json_text(text: &str) -> Result<Json<'_>, serde_json::Error> {
+    let lengths = ListLengths {
+        lengths: list_lengths(text.as_bytes()),
+        next: Cell::new(0),
+    };
     let mut de = serde_json::Deserializer::from_str(text);
-    let value = ValueSeed(PhantomData).deserialize(&mut de)?;
+    let value = ValueSeed::new(&lengths).deserialize(&mut de)?;
     de.end()?;
     Ok(value)
 }
@@ -137,13 +143,96 @@ pub(crate) fn from_json_text(text: &str) -> Result<Json<'_>, serde_json::Error> 
 /// Reads YAML text into a [`Json`], duplicate keys rejected. The text's size, depth and
 /// aliases are checked before (see `shape`).
 pub(crate) fn from_yaml_text(text: &str) -> Result<Json<'_>, serde_yaml::Error> {
-    ValueSeed(PhantomData).deserialize(serde_yaml::Deserializer::from_str(text))
+    let lengths = ListLengths::default();
+    ValueSeed::new(&lengths).deserialize(serde_yaml::Deserializer::from_str(text))
+}
+
+/// The number of elements of every JSON list, in the order the lists open (which is the
+/// order a parser reads them in), counted by one scan of the text: the values that start
+/// after its `[` or a `,` of its own, set when the list closes. Only a capacity hint, never
+/// more than the values the text spells out: a text that is not JSON gets whatever its
+/// brackets and commas give and is then refused by the parser. Call it on text whose depth
+/// is checked (the stack of open lists is at most that deep).
+fn list_lengths(bytes: &[u8]) -> Vec<u32> {
+    let mut lengths = Vec::new();
+    // Open brackets; for a list: its index in `lengths`, the values so far and whether the
+    // next byte that is not a separator starts a value.
+    let mut open: Vec<Option<(usize, u32, bool)>> = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if let Some(Some((_, count, expect))) = open.last_mut() {
+            match b {
+                b',' => *expect = true,
+                b']' | b' ' | b'\t' | b'\n' | b'\r' => {}
+                _ if *expect => {
+                    *expect = false;
+                    *count = count.saturating_add(1);
+                }
+                _ => {}
+            }
+        }
+        match b {
+            b'"' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    if bytes[i] == b'\\' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+            }
+            b'[' => {
+                open.push(Some((lengths.len(), 0, true)));
+                lengths.push(0u32);
+            }
+            b'{' => open.push(None),
+            b']' | b'}' => {
+                if let Some(Some((at, count, _))) = open.pop() {
+                    if let Some(slot) = lengths.get_mut(at) {
+                        *slot = count;
+                    }
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    lengths
+}
+
+/// [`list_lengths`] handed out one by one as the parser opens the lists.
+#[derive(Default)]
+struct ListLengths {
+    lengths: Vec<u32>,
+    next: Cell<usize>,
+}
+
+impl ListLengths {
+    /// The length of the next list, 0 when unknown.
+    fn next(&self) -> usize {
+        let i = self.next.get();
+        self.next.set(i + 1);
+        self.lengths.get(i).map_or(0, |n| *n as usize)
+    }
 }
 
 /// Deserializes one value; strings the input lends for `'a` are borrowed.
-struct ValueSeed<'a>(PhantomData<&'a ()>);
+struct ValueSeed<'a, 'l> {
+    lengths: &'l ListLengths,
+    borrow: PhantomData<&'a ()>,
+}
 
-impl<'de: 'a, 'a> DeserializeSeed<'de> for ValueSeed<'a> {
+impl<'l> ValueSeed<'_, 'l> {
+    fn new(lengths: &'l ListLengths) -> Self {
+        ValueSeed {
+            lengths,
+            borrow: PhantomData,
+        }
+    }
+}
+
+impl<'de: 'a, 'a> DeserializeSeed<'de> for ValueSeed<'a, '_> {
     type Value = Json<'a>;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Json<'a>, D::Error> {
@@ -151,7 +240,7 @@ impl<'de: 'a, 'a> DeserializeSeed<'de> for ValueSeed<'a> {
     }
 }
 
-impl<'de: 'a, 'a> Visitor<'de> for ValueSeed<'a> {
+impl<'de: 'a, 'a> Visitor<'de> for ValueSeed<'a, '_> {
     type Value = Json<'a>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -188,13 +277,10 @@ impl<'de: 'a, 'a> Visitor<'de> for ValueSeed<'a> {
         self.deserialize(d)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json<'a>, A::Error> {
-        let mut out = Vec::new();
-        while let Some(v) = seq.next_element_seed(ValueSeed(PhantomData))? {
+        let mut out = Vec::with_capacity(self.lengths.next());
+        while let Some(v) = seq.next_element_seed(ValueSeed::new(self.lengths))? {
             out.push(v);
         }
-        // A list grown by doubling holds up to twice its length; the slack would stay in the
-        // tree (and in a Wasm VM's memory) until the document is typed.
-        out.shrink_to_fit();
         Ok(Json::Array(out))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json<'a>, A::Error> {
@@ -203,7 +289,7 @@ impl<'de: 'a, 'a> Visitor<'de> for ValueSeed<'a> {
             if out.contains_key(&key) {
                 return Err(de::Error::custom(format_args!("duplicate key `{key}`")));
             }
-            let v = map.next_value_seed(ValueSeed(PhantomData))?;
+            let v = map.next_value_seed(ValueSeed::new(self.lengths))?;
             out.insert(key, v);
         }
         Ok(Json::Object(out))
@@ -342,6 +428,56 @@ mod tests {
             borrowed(r#"{"a": 1, "a": 2}"#),
             Err("duplicate key `a` at line 1 column 12".into())
         );
+    }
+
+    #[test]
+    fn list_lengths_count_each_lists_own_values_in_opening_order() {
+        let cases: &[(&str, &[u32])] = &[
+            ("[]", &[0]),
+            ("[ ]", &[0]),
+            ("[1]", &[1]),
+            ("[1, 2, 3]", &[3]),
+            ("[[], [1, 2], [[3]]]", &[3, 0, 2, 1, 1]),
+            (r#"{"a": [1, {"b": [2, 3], "c": 4}], "d": []}"#, &[2, 2, 0]),
+            // Brackets, commas and escaped quotes inside strings are not structure.
+            (r#"["a,b", "[", "]", "\"]", "\\", "x\",y"]"#, &[6]),
+            (r#"["\u005d", ",,"]"#, &[2]),
+            (" \n\t[\n1\n,\r\n2\n]\n", &[2]),
+            // Not JSON: hints only, never more than the values spelled out.
+            ("[,,,]", &[0]),
+            ("[1,,2]", &[2]),
+            ("[1, 2", &[0]),
+            ("]]][1]", &[1]),
+            (r#"["open"#, &[0]),
+        ];
+        for (text, want) in cases {
+            assert_eq!(list_lengths(text.as_bytes()), *want, "{text}");
+        }
+        // Deep nesting: one length per level.
+        let deep = format!("{}1{}", "[".repeat(40), "]".repeat(40));
+        let mut want = vec![1u32; 40];
+        assert_eq!(list_lengths(deep.as_bytes()), want);
+        want.clear();
+        assert_eq!(list_lengths(b"{\"a\": 1}"), want);
+    }
+
+    #[test]
+    fn lists_are_allocated_at_their_length() {
+        let text = r#"{"a": [1, 2, 3, [4, 5]], "b": ["x", "y\"z", {"c": [[], [6]]}]}"#;
+        let Ok(v) = from_json_text(text) else {
+            panic!("does not parse");
+        };
+        fn check(v: &Json<'_>) -> usize {
+            match v {
+                Json::Array(items) => {
+                    assert_eq!(items.capacity(), items.len(), "{v}");
+                    1 + items.iter().map(check).sum::<usize>()
+                }
+                Json::Object(map) => map.values().map(check).sum(),
+                _ => 0,
+            }
+        }
+        assert_eq!(check(&v), 6);
     }
 
     #[test]
