@@ -17,29 +17,82 @@ use svidgate_core::plugin_config;
 static ALLOC: PeakAlloc = PeakAlloc;
 
 /// The bench's document (`scripts/bench_envoy.py`): N principals, the client's in the middle.
-fn document(n: usize) -> String {
+/// Written into one buffer of its final size (so generating it leaves no freed blocks behind
+/// for the parse to reuse).
+fn document(n: usize) -> Vec<u8> {
     const TD: &str = "bench.local";
-    let mut ids: Vec<String> = (0..n.saturating_sub(1))
-        .map(|i| format!("\"{TD}/ns/team-{}/sa/workload-{i}\"", i % 997))
-        .collect();
-    ids.insert(ids.len() / 2, format!("\"{TD}/ns/web/sa/client\""));
-    format!(
-        r#"{{"trustDomain": "{TD}", "filter": {{"mode": "http"}}, "policies": [{{"name": "allow-clients", "action": "ALLOW", "rules": [{{"from": [{{"source": {{"principals": [{}]}}}}]}}]}}]}}"#,
-        ids.join(", ")
-    )
+    let head = format!(
+        r#"{{"trustDomain": "{TD}", "filter": {{"mode": "http"}}, "policies": [{{"name": "allow-clients", "action": "ALLOW", "rules": [{{"from": [{{"source": {{"principals": ["#
+    );
+    let tail = "]}}]}]}]}";
+    let id = |i: usize| format!("\"{TD}/ns/team-{}/sa/workload-{i}\"", i % 997);
+    let client = format!("\"{TD}/ns/web/sa/client\"");
+    let others = n.saturating_sub(1);
+    let ids = (0..others).map(|i| id(i).len() + 2).sum::<usize>() + client.len();
+    let mut text = String::with_capacity(head.len() + ids + tail.len());
+    text.push_str(&head);
+    for i in 0..others {
+        if i == others / 2 {
+            text.push_str(&client);
+            text.push_str(", ");
+        }
+        text.push_str(&id(i));
+        if i + 1 < others {
+            text.push_str(", ");
+        }
+    }
+    if others == 0 {
+        text.push_str(&client);
+    }
+    text.push_str(tail);
+    text.into_bytes()
 }
 
 fn mib(n: usize) -> String {
     format!("{:.2} MiB", n as f64 / (1024.0 * 1024.0))
 }
 
+/// The linear memory of the Wasm instance (what a VM keeps), in bytes.
+#[cfg(target_arch = "wasm32")]
+fn memory() -> usize {
+    core::arch::wasm32::memory_size(0) * 65536
+}
+
+/// One configuration of `n` principals in a fresh instance (Wasm only: its memory never
+/// shrinks, so it is measured once per process): the linear memory before the text, with it,
+/// and after parsing and compiling.
+#[cfg(target_arch = "wasm32")]
+fn wasm_once(n: usize) {
+    let start = memory();
+    let text = document(n);
+    let size = text.len();
+    let with_text = memory();
+    let cfg = plugin_config::parse_owned(text);
+    let after = memory();
+    if let Err(e) = cfg {
+        panic!("the generated document is rejected: {e}");
+    }
+    println!(
+        "wasm32 N={n}: text {}, linear memory {} at start, {} with the text, {} configured (+{} for the configuration)",
+        mib(size),
+        mib(start),
+        mib(with_text),
+        mib(after),
+        mib(after - start)
+    );
+}
+
 fn main() {
+    #[cfg(target_arch = "wasm32")]
+    if let Some(n) = std::env::args().nth(1).and_then(|a| a.parse().ok()) {
+        return wasm_once(n);
+    }
     println!(
         "{:>8} {:>11} {:>11} {:>7} {:>11} {:>9}",
         "N", "text", "peak", "×text", "retained", "time"
     );
     for n in [1_000, 10_000, 100_000] {
-        let text = document(n).into_bytes();
+        let text = document(n);
         let size = text.len();
         let mut best = f64::MAX;
         let (mut peak, mut retained) = (0, 0);
