@@ -173,15 +173,7 @@ fn list_lengths(bytes: &[u8]) -> Vec<u32> {
             }
         }
         match b {
-            b'"' => {
-                i += 1;
-                while i < bytes.len() && bytes[i] != b'"' {
-                    if bytes[i] == b'\\' {
-                        i += 1;
-                    }
-                    i += 1;
-                }
-            }
+            b'"' => i = super::shape::string_end(bytes, i),
             b'[' => {
                 open.push(Some((lengths.len(), 0, true)));
                 lengths.push(0u32);
