@@ -291,7 +291,7 @@ pub fn parse_owned(bytes: Vec<u8>) -> Result<Config, ConfigError> {
 fn compile_text(text: &str, shared: &Arc<String>) -> Result<Config, ConfigError> {
     let (settings, document) = typed::<Cow<'_, str>>(json_tree(text)?)?;
     Ok(Config {
-        policy: CompiledPolicy::compile_in(&document, shared)?,
+        policy: CompiledPolicy::compile_parsed(&document, shared)?,
         policy_names: document
             .policies
             .iter()

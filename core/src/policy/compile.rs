@@ -354,19 +354,24 @@ impl Compiler<'_> {
 }
 
 /// Validates and compiles a document.
-///
-/// `text` is the configuration text the document's strings borrow from, if any (else
-/// empty): large exact sets keep the values found in it as spans of it, so the index holds
-/// the text instead of a copy of the allowlist.
-pub(crate) fn compile<S: AsRef<str>>(
-    doc: &PolicyDocument<S>,
-    text: &Arc<String>,
-) -> Result<Index, PolicyError> {
+pub(crate) fn compile<S: AsRef<str>>(doc: &PolicyDocument<S>) -> Result<Index, PolicyError> {
     let problems = validate(doc);
     if !problems.is_empty() {
         return Err(PolicyError::Invalid(problems));
     }
-    // Validated above: these parse. Normalise `spiffe://td` spellings to the bare name.
+    compile_validated(doc, &Arc::default())
+}
+
+/// Compiles a document [`validate`] found no problem in.
+///
+/// `text` is the configuration text the document's strings borrow from, if any (else
+/// empty): large exact sets keep the values found in it as spans of it, so the index holds
+/// the text instead of a copy of the allowlist.
+pub(crate) fn compile_validated<S: AsRef<str>>(
+    doc: &PolicyDocument<S>,
+    text: &Arc<String>,
+) -> Result<Index, PolicyError> {
+    // Validated: these parse. Normalise `spiffe://td` spellings to the bare name.
     let local = TrustDomain::new(doc.trust_domain.as_ref())
         .map_err(|e| PolicyError::Syntax(e.to_string()))?;
     let mut aliases: Vec<TrustDomain> = Vec::new();

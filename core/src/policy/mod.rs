@@ -392,17 +392,17 @@ pub struct CompiledPolicy {
 impl CompiledPolicy {
     /// Validates (again: a document may have been built in code) and compiles a document.
     pub fn compile<S: AsRef<str>>(doc: &PolicyDocument<S>) -> Result<Self, PolicyError> {
-        Self::compile_in(doc, &std::sync::Arc::default())
+        compile::compile(doc).map(|index| CompiledPolicy { index })
     }
 
-    /// [`CompiledPolicy::compile`] for a document whose strings borrow from `text`: the
-    /// index keeps the exact values of its large sets as spans of `text` (holding it) rather
-    /// than copies.
-    pub(crate) fn compile_in<S: AsRef<str>>(
+    /// Compiles a document [`document_from_json`] just returned (so validated: not again)
+    /// whose strings borrow from `text`: the index keeps the exact values of its large sets
+    /// as spans of `text` (holding it) rather than copies.
+    pub(crate) fn compile_parsed<S: AsRef<str>>(
         doc: &PolicyDocument<S>,
         text: &std::sync::Arc<String>,
     ) -> Result<Self, PolicyError> {
-        compile::compile(doc, text).map(|index| CompiledPolicy { index })
+        compile::compile_validated(doc, text).map(|index| CompiledPolicy { index })
     }
 
     /// Parses, validates and compiles a YAML document.
