@@ -6,6 +6,12 @@
 //! allocator hands out (not the allocator's own overhead, and with 64-bit pointers: a
 //! wasm32 VM's structures are smaller) for documents shaped like `make bench-envoy`'s: one
 //! ALLOW policy whose only rule lists N exact principals.
+//!
+//! Compiled for wasm32-wasip1 and given one N (`config_memory 100000`), it instead reports
+//! the instance's linear memory before and after, allocator overhead included: what a VM
+//! keeps. Core's dev-dependencies do not build for wasm32 (ring needs a C compiler), so build
+//! this file as the `main.rs` of a scratch crate depending on `svidgate-core` and
+//! `peak_alloc`, and run it under a WASI runtime, e.g. Node's `node:wasi`.
 
 use std::time::Instant;
 
