@@ -290,13 +290,17 @@ pub fn parse_owned(bytes: Vec<u8>) -> Result<Config, ConfigError> {
 /// from it; `shared` is `text` when the index may keep spans of it, else empty.
 fn compile_text(text: &str, shared: &Arc<String>) -> Result<Config, ConfigError> {
     let (settings, document) = typed::<Cow<'_, str>>(json_tree(text)?)?;
+    let policy = CompiledPolicy::compile_parsed(&document, shared)?;
+    let policy_names = document
+        .policies
+        .iter()
+        .map(|p| p.name.clone().into_owned())
+        .collect();
+    // The document's lists go before the index's hash tables come.
+    drop(document);
     Ok(Config {
-        policy: CompiledPolicy::compile_parsed(&document, shared)?,
-        policy_names: document
-            .policies
-            .iter()
-            .map(|p| p.name.clone().into_owned())
-            .collect(),
+        policy: policy.finish(),
+        policy_names,
         settings,
     })
 }

@@ -31,6 +31,11 @@ pub(crate) struct IdMatcher {
 }
 
 impl IdMatcher {
+    fn finish(&mut self) {
+        self.canonical.finish();
+        self.presented.finish();
+    }
+
     #[inline]
     pub(crate) fn matches(&self, canonical: &str, presented: &str) -> bool {
         self.canonical.matches(canonical) || self.presented.matches(presented)
@@ -119,7 +124,49 @@ pub(crate) struct Index {
     pub(crate) attributes: super::Attributes,
 }
 
+/// Finishes every matcher present.
+fn finish_all<'m>(matchers: impl IntoIterator<Item = &'m mut Option<StrMatcher>>) {
+    matchers.into_iter().flatten().for_each(StrMatcher::finish);
+}
+
+impl CompiledSource {
+    fn finish(&mut self) {
+        for m in [
+            &mut self.principals,
+            &mut self.not_principals,
+            &mut self.trust_domains,
+            &mut self.not_trust_domains,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            m.finish();
+        }
+        finish_all([&mut self.namespaces, &mut self.not_namespaces]);
+    }
+}
+
+impl<M> Cond<M> {
+    fn finish(&mut self, f: fn(&mut M)) {
+        self.values
+            .iter_mut()
+            .chain(&mut self.not_values)
+            .for_each(f);
+    }
+}
+
 impl CompiledOperation {
+    fn finish(&mut self) {
+        finish_all([
+            &mut self.methods,
+            &mut self.not_methods,
+            &mut self.paths,
+            &mut self.not_paths,
+            &mut self.hosts,
+            &mut self.not_hosts,
+        ]);
+    }
+
     fn add_attributes(&self, a: &mut super::Attributes) {
         a.method |= self.methods.is_some() || self.not_methods.is_some();
         a.path |= self.paths.is_some() || self.not_paths.is_some();
@@ -129,6 +176,16 @@ impl CompiledOperation {
 }
 
 impl CompiledCondition {
+    fn finish(&mut self) {
+        match self {
+            CompiledCondition::Header(_, c)
+            | CompiledCondition::SourceNamespace(c)
+            | CompiledCondition::ConnectionSni(c) => c.finish(StrMatcher::finish),
+            CompiledCondition::SourcePrincipal(c) => c.finish(IdMatcher::finish),
+            CompiledCondition::DestinationPort(_) => {}
+        }
+    }
+
     fn add_attributes(&self, a: &mut super::Attributes) {
         match self {
             CompiledCondition::Header(..) => a.headers = true,
@@ -359,7 +416,26 @@ pub(crate) fn compile<S: AsRef<str>>(doc: &PolicyDocument<S>) -> Result<Index, P
     if !problems.is_empty() {
         return Err(PolicyError::Invalid(problems));
     }
-    compile_validated(doc, &Arc::default())
+    compile_validated(doc, &Arc::default()).map(Unfinished::finish)
+}
+
+/// An index whose exact sets hold their values but no hash tables yet: the caller frees the
+/// document first, then calls [`Unfinished::finish`], so the document's lists and the
+/// tables are never in memory at once.
+#[derive(Debug)]
+pub(crate) struct Unfinished(Index);
+
+impl Unfinished {
+    pub(crate) fn finish(mut self) -> Index {
+        for p in self.0.deny.iter_mut().chain(&mut self.0.allow) {
+            for r in &mut p.rules {
+                r.from.iter_mut().for_each(CompiledSource::finish);
+                r.to.iter_mut().for_each(CompiledOperation::finish);
+                r.when.iter_mut().for_each(CompiledCondition::finish);
+            }
+        }
+        self.0
+    }
 }
 
 /// Compiles a document [`validate`] found no problem in.
@@ -370,7 +446,7 @@ pub(crate) fn compile<S: AsRef<str>>(doc: &PolicyDocument<S>) -> Result<Index, P
 pub(crate) fn compile_validated<S: AsRef<str>>(
     doc: &PolicyDocument<S>,
     text: &Arc<String>,
-) -> Result<Index, PolicyError> {
+) -> Result<Unfinished, PolicyError> {
     // Validated: these parse. Normalise `spiffe://td` spellings to the bare name.
     let local = TrustDomain::new(doc.trust_domain.as_ref())
         .map_err(|e| PolicyError::Syntax(e.to_string()))?;
@@ -437,7 +513,7 @@ pub(crate) fn compile_validated<S: AsRef<str>>(
     let has_dry_run = deny.iter().chain(&allow).any(|p| p.dry_run);
     let has_enforced_allow = allow.iter().any(|p| !p.dry_run);
     let attributes = attributes(deny.iter().chain(&allow));
-    Ok(Index {
+    Ok(Unfinished(Index {
         local_td: local.as_str().into(),
         aliases: aliases.iter().map(|a| a.as_str().into()).collect(),
         deny,
@@ -446,5 +522,5 @@ pub(crate) fn compile_validated<S: AsRef<str>>(
         has_enforced_allow,
         header_names: c.header_names,
         attributes,
-    })
+    }))
 }

@@ -306,17 +306,25 @@ impl Trie {
 pub(crate) enum ExactSet {
     Small(Vec<Box<str>>),
     Large(ArenaSet),
+    /// The values as collected, before [`ExactSet::finish`] (looked up by a scan).
+    Pending(ArenaSet),
 }
 
 impl ExactSet {
-    fn build(mut set: ArenaSet) -> Self {
-        if set.len() > SMALL {
-            set.shrink_to_fit();
-            return ExactSet::Large(set);
-        }
-        let mut values: Vec<Box<str>> = set.iter().map(Box::from).collect();
-        values.sort();
-        ExactSet::Small(values)
+    /// Drops duplicates and indexes the collected values: a short list, or a hashed set.
+    fn finish(&mut self) {
+        let ExactSet::Pending(set) = self else {
+            return;
+        };
+        let mut set = std::mem::take(set);
+        set.finish();
+        *self = if set.len() > SMALL {
+            ExactSet::Large(set)
+        } else {
+            let mut values: Vec<Box<str>> = set.iter().map(Box::from).collect();
+            values.sort();
+            ExactSet::Small(values)
+        };
     }
 
     #[inline]
@@ -324,6 +332,7 @@ impl ExactSet {
         match self {
             ExactSet::Small(list) => list.iter().any(|e| &**e == v),
             ExactSet::Large(set) => set.contains(v),
+            ExactSet::Pending(set) => set.iter().any(|e| e == v),
         }
     }
 }
@@ -333,10 +342,13 @@ impl ExactSet {
 /// ([`ArenaSet::new`]) is kept as a span of that text, shared by every set of the policy;
 /// any other value (rewritten, lower-cased, unescaped) is copied into one buffer of the
 /// set, back to back. About 16 bytes per value beyond the text itself, and three allocations
-/// in all instead of one per value. Adding a value already present adds nothing.
+/// in all instead of one per value.
 ///
-/// Reserve the sizes first when they are known ([`ArenaSet::reserve_exact`]): the buffers
-/// then never grow by copying themselves, which matters at the peak of a Wasm VM's memory.
+/// Values are collected first ([`ArenaSet::push`]; reserve their sizes first when they are
+/// known, so the buffers never grow by copying themselves) and the table is built last
+/// ([`ArenaSet::finish`], duplicates dropped): the policy compiler does that once the
+/// document the values came from is freed, so a Wasm VM, whose memory never shrinks, never
+/// holds the document's lists and the tables at once.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ArenaSet {
     /// The configuration text (empty when there is none to share).
@@ -346,8 +358,20 @@ pub(crate) struct ArenaSet {
     /// `(start, len)` of each value: `text[start..]` when `start < text.len()`, else
     /// `own[start - text.len()..]`.
     spans: Vec<(u32, u32)>,
-    /// `0`: empty; `i + 1`: value `i`. Empty, or a power of two at least twice `spans.len()`.
+    /// Once finished: `0` empty, `i + 1` value `i`; a power of two at least twice
+    /// `spans.len()` long. Empty before.
     slots: Vec<u32>,
+}
+
+/// The value at `(start, len)` (see [`ArenaSet::spans`]).
+#[inline]
+fn span_str<'s>(text: &'s str, own: &'s str, (start, len): (u32, u32)) -> &'s str {
+    let (start, len) = (start as usize, len as usize);
+    let found = match start.checked_sub(text.len()) {
+        None => text.get(start..start + len),
+        Some(at) => own.get(at..at + len),
+    };
+    found.unwrap_or_default()
 }
 
 impl ArenaSet {
@@ -364,10 +388,9 @@ impl ArenaSet {
     pub(crate) fn reserve_exact(&mut self, count: usize, own_bytes: usize) {
         self.spans.reserve_exact(count);
         self.own.reserve_exact(own_bytes);
-        self.grow_table(self.spans.len() + count);
     }
 
-    /// Number of distinct values.
+    /// Number of values (distinct once finished).
     pub(crate) fn len(&self) -> usize {
         self.spans.len()
     }
@@ -398,8 +421,8 @@ impl ArenaSet {
         }
     }
 
-    /// Adds the value written as the concatenation of `parts` (unless already present): a
-    /// span of the text when it is a slice of it, else a copy.
+    /// Adds the value written as the concatenation of `parts`: a span of the text when it is
+    /// a slice of it, else a copy.
     pub(crate) fn push(&mut self, parts: &[&str]) {
         let span = match self.text_span(parts) {
             Some(span) => span,
@@ -411,10 +434,10 @@ impl ArenaSet {
                 (self.text.len() + start, self.own.len() - start)
             }
         };
-        self.commit(span);
+        self.spans.push((to_u32(span.0), to_u32(span.1)));
     }
 
-    /// Adds `v`, lower-cased when `fold_case` (unless already present).
+    /// Adds `v`, lower-cased when `fold_case`.
     fn push_folded(&mut self, v: &str, fold_case: bool) {
         if !fold_case || !v.bytes().any(|b| b.is_ascii_uppercase()) {
             return self.push(&[v]);
@@ -422,95 +445,77 @@ impl ArenaSet {
         let start = self.own.len();
         self.own.push_str(v);
         self.own[start..].make_ascii_lowercase();
-        self.commit((self.text.len() + start, v.len()));
+        self.spans
+            .push((to_u32(self.text.len() + start), to_u32(v.len())));
     }
 
-    /// Keeps the value at `span`, or drops it (and its copy) if already present.
-    fn commit(&mut self, (start, len): (usize, usize)) {
-        self.grow_table(self.spans.len() + 1);
-        let value = self.span(start, len);
-        let mut slot = self.home(value);
-        loop {
-            match self.slots[slot] {
-                0 => break,
-                n if self.get(n as usize - 1) == value => {
-                    if let Some(own) = start.checked_sub(self.text.len()) {
-                        self.own.truncate(own);
-                    }
-                    return;
-                }
-                _ => slot = (slot + 1) & (self.slots.len() - 1),
-            }
-        }
-        self.spans.push((to_u32(start), to_u32(len)));
-        self.slots[slot] = to_u32(self.spans.len());
-    }
-
-    /// Resizes the table (rehashing) if it cannot hold `count` values at most half full.
-    fn grow_table(&mut self, count: usize) {
-        let want = count.saturating_mul(2).next_power_of_two();
-        if self.slots.len() >= want {
-            return;
-        }
-        self.slots = vec![0; want];
+    /// Builds the table, dropping repeated values (the first stays).
+    pub(crate) fn finish(&mut self) {
+        let size = self.spans.len().saturating_mul(2).next_power_of_two();
+        self.slots = vec![0; size];
+        let mask = size - 1;
+        let mut kept = 0;
         for i in 0..self.spans.len() {
-            let mut slot = self.home(self.get(i));
-            while self.slots[slot] != 0 {
-                slot = (slot + 1) & (want - 1);
+            let span = self.spans[i];
+            let value = span_str(&self.text, &self.own, span);
+            let mut slot = home(value, mask);
+            let repeated = loop {
+                match self.slots[slot] {
+                    0 => break false,
+                    n if span_str(&self.text, &self.own, self.spans[n as usize - 1]) == value => {
+                        break true
+                    }
+                    _ => slot = (slot + 1) & mask,
+                }
+            };
+            if !repeated {
+                self.spans[kept] = span;
+                kept += 1;
+                self.slots[slot] = to_u32(kept);
             }
-            self.slots[slot] = to_u32(i + 1);
         }
-    }
-
-    #[inline]
-    fn span(&self, start: usize, len: usize) -> &str {
-        let found = match start.checked_sub(self.text.len()) {
-            None => self.text.get(start..start + len),
-            Some(own) => self.own.get(own..own + len),
-        };
-        found.unwrap_or_default()
+        self.spans.truncate(kept);
+        self.spans.shrink_to_fit();
+        self.own.shrink_to_fit();
     }
 
     /// Value `i`.
     #[inline]
     fn get(&self, i: usize) -> &str {
-        let (start, len) = self.spans[i];
-        self.span(start as usize, len as usize)
+        span_str(&self.text, &self.own, self.spans[i])
     }
 
-    /// The slot a value's probe sequence starts at (the table must not be empty).
-    #[inline]
-    fn home(&self, v: &str) -> usize {
-        let mut h = FastHasher::default();
-        h.write(v.as_bytes());
-        // The table is at most 2^32 slots: the low bits of the hash pick the slot.
-        (h.finish() as usize) & (self.slots.len() - 1)
-    }
-
+    /// Is `v` in the set? (Once finished: before, nothing is.)
     #[inline]
     pub(crate) fn contains(&self, v: &str) -> bool {
-        if self.slots.is_empty() {
+        let Some(mask) = self.slots.len().checked_sub(1) else {
             return false;
-        }
-        let mut slot = self.home(v);
+        };
+        let mut slot = home(v, mask);
         loop {
             match self.slots.get(slot) {
                 None | Some(0) => return false,
                 Some(n) if self.get(*n as usize - 1) == v => return true,
-                Some(_) => slot = (slot + 1) & (self.slots.len() - 1),
+                Some(_) => slot = (slot + 1) & mask,
             }
         }
     }
 
     /// The values, in the order first added.
     fn iter(&self) -> impl Iterator<Item = &str> + '_ {
-        (0..self.spans.len()).map(|i| self.get(i))
+        self.spans
+            .iter()
+            .map(|span| span_str(&self.text, &self.own, *span))
     }
+}
 
-    fn shrink_to_fit(&mut self) {
-        self.own.shrink_to_fit();
-        self.spans.shrink_to_fit();
-    }
+/// The slot a value's probe sequence starts at in a table of `mask + 1` slots.
+#[inline]
+fn home(v: &str, mask: usize) -> usize {
+    let mut h = FastHasher::default();
+    h.write(v.as_bytes());
+    // The table is at most 2^32 slots: the low bits of the hash pick the slot.
+    (h.finish() as usize) & mask
 }
 
 /// A set of prefixes (or suffixes).
@@ -588,10 +593,11 @@ impl StrMatcherBuilder {
         }
     }
 
+    /// The matcher, its exact set still to be finished ([`StrMatcher::finish`]).
     pub(crate) fn build(self) -> StrMatcher {
         StrMatcher {
             any: self.any,
-            exact: ExactSet::build(self.exact),
+            exact: ExactSet::Pending(self.exact),
             prefix: AffixSet::build(self.prefix, false),
             suffix: AffixSet::build(self.suffix, true),
         }
@@ -621,7 +627,14 @@ impl StrMatcher {
         for p in values {
             b.add(p, fold_case);
         }
-        b.build()
+        let mut m = b.build();
+        m.finish();
+        m
+    }
+
+    /// Indexes the exact values collected (see [`ArenaSet::finish`]).
+    pub(crate) fn finish(&mut self) {
+        self.exact.finish();
     }
 
     #[inline]
@@ -824,59 +837,108 @@ mod tests {
         set
     }
 
+    fn exact_set(values: &[&str]) -> ExactSet {
+        let mut set = ExactSet::Pending(arena(values));
+        assert!(values.iter().all(|v| set.contains(v)), "pending set misses");
+        set.finish();
+        set
+    }
+
     #[test]
     fn exact_sets_deduplicate_large_lists_without_sorting() {
         // Twelve entries, five distinct: small once deduplicated.
         let few = ["e", "a", "c", "a", "b", "e", "d", "a", "c", "b", "e", "d"];
-        let set = ExactSet::build(arena(&few));
+        let set = exact_set(&few);
         assert!(matches!(&set, ExactSet::Small(list) if list.len() == 5));
         assert!(few.iter().all(|v| set.contains(v)) && !set.contains("f"));
         // A large list with duplicates: every value found once, nothing else.
         let many: Vec<String> = (0..1000).map(|i| format!("v{}", i % 300)).collect();
         let refs: Vec<&str> = many.iter().map(String::as_str).collect();
-        let set = ExactSet::build(arena(&refs));
+        let set = exact_set(&refs);
         assert!(matches!(&set, ExactSet::Large(s) if s.len() == 300));
         assert!(refs.iter().all(|v| set.contains(v)) && !set.contains("v300"));
     }
 
     #[test]
     fn arena_sets_hold_each_distinct_value_once() {
-        // Unreserved (the table grows and rehashes) and reserved give the same set.
         let values: Vec<String> = (0..5000)
             .map(|i| format!("td/ns/n{}/sa/s{}", i % 3001 % 7, i % 3001))
             .collect();
-        let mut reserved = ArenaSet::default();
-        let bytes = values.iter().map(String::len).sum();
-        reserved.reserve_exact(values.len(), bytes);
-        let cap = reserved.own.capacity();
-        for v in &values {
-            reserved.push(&[v]);
-        }
-        assert_eq!(reserved.own.capacity(), cap, "the buffer grew");
         let refs: Vec<&str> = values.iter().map(String::as_str).collect();
-        for set in [arena(&refs), reserved] {
-            assert_eq!(set.len(), 3001);
-            assert!(values.iter().all(|v| set.contains(v)));
-            let distinct: std::collections::HashSet<&str> = set.iter().collect();
-            assert_eq!(distinct.len(), 3001);
-            for probe in ["", "td/ns/n0/sa/s", "td/ns/n0/sa/s3001", "td/ns/n1/sa/s0x"] {
-                assert!(!set.contains(probe), "{probe}");
-            }
+        // Reserved: the buffers do not grow.
+        let mut set = ArenaSet::default();
+        let bytes = values.iter().map(String::len).sum();
+        set.reserve_exact(values.len(), bytes);
+        let (own, spans) = (set.own.capacity(), set.spans.capacity());
+        for v in &values {
+            set.push(&[v]);
         }
+        assert_eq!((set.own.capacity(), set.spans.capacity()), (own, spans));
+        // Nothing is found before the table is built.
+        assert!(!set.contains(refs[0]));
+        set.finish();
+        assert_eq!(set.len(), 3001);
+        assert_eq!(
+            set.len(),
+            arena(&refs)
+                .iter()
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+        );
+        assert!(values.iter().all(|v| set.contains(v)));
+        for probe in ["", "td/ns/n0/sa/s", "td/ns/n0/sa/s3001", "td/ns/n1/sa/s0x"] {
+            assert!(!set.contains(probe), "{probe}");
+        }
+        // The first of repeated values stays, in order.
+        assert_eq!(set.iter().take(3).collect::<Vec<_>>(), refs[..3]);
         // Parts are concatenated; the empty string is a value like any other.
         let mut set = ArenaSet::default();
-        assert!(!set.contains(""));
         set.push(&["a", "/", "b"]);
         set.push(&[]);
-        assert!(set.contains("a/b") && set.contains("") && !set.contains("a"));
         set.push(&["a/", "b"]);
+        set.finish();
+        assert!(set.contains("a/b") && set.contains("") && !set.contains("a"));
         assert_eq!(set.len(), 2);
         // Folded values are stored lower case.
         let mut set = ArenaSet::default();
         set.push_folded("Example.COM", true);
         set.push_folded("Example.COM", false);
+        set.finish();
         assert!(set.contains("example.com") && set.contains("Example.COM"));
         assert!(!set.contains("EXAMPLE.COM"));
+    }
+
+    #[test]
+    fn arena_sets_keep_slices_of_the_text_as_spans() {
+        let text = Arc::new(String::from(
+            r#"["td/ns/a/sa/x", "td/ns/b/sa/y", "td/ns/a/sa/x"]"#,
+        ));
+        let (x, y, x2) = (&text[2..14], &text[18..30], &text[34..46]);
+        assert_eq!((x, y, x2), ("td/ns/a/sa/x", "td/ns/b/sa/y", "td/ns/a/sa/x"));
+        let mut set = ArenaSet::new(&text);
+        for v in [x, y, x2] {
+            assert_eq!(set.own_bytes(&[v]), 0);
+            set.push(&[v]);
+        }
+        // Equal bytes elsewhere, a concatenation and a folded value are copied.
+        let elsewhere = String::from("td/ns/b/sa/y");
+        assert_eq!(set.own_bytes(&[&elsewhere]), 12);
+        set.push(&[&elsewhere]);
+        set.push(&["td/ns/", "c/sa/z"]);
+        set.push_folded("TD/ns/d/sa/w", true);
+        set.finish();
+        assert_eq!(set.own, "td/ns/b/sa/ytd/ns/c/sa/ztd/ns/d/sa/w");
+        assert_eq!(set.len(), 4);
+        for v in [
+            "td/ns/a/sa/x",
+            "td/ns/b/sa/y",
+            "td/ns/c/sa/z",
+            "td/ns/d/sa/w",
+        ] {
+            assert!(set.contains(v), "{v}");
+        }
+        assert!(!set.contains("TD/ns/d/sa/w") && !set.contains("td/ns/a/sa/"));
+        assert_eq!(set.spans[0], (2, 12));
     }
 
     #[test]

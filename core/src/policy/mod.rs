@@ -383,6 +383,19 @@ impl Decision<'_> {
     }
 }
 
+/// A [`CompiledPolicy`] whose hash tables are still to be built (see
+/// [`CompiledPolicy::compile_parsed`]).
+#[derive(Debug)]
+pub(crate) struct UnfinishedPolicy(compile::Unfinished);
+
+impl UnfinishedPolicy {
+    pub(crate) fn finish(self) -> CompiledPolicy {
+        CompiledPolicy {
+            index: self.0.finish(),
+        }
+    }
+}
+
 /// The compiled, immutable index. Built once; evaluated per request.
 #[derive(Debug, Clone)]
 pub struct CompiledPolicy {
@@ -397,12 +410,13 @@ impl CompiledPolicy {
 
     /// Compiles a document [`document_from_json`] just returned (so validated: not again)
     /// whose strings borrow from `text`: the index keeps the exact values of its large sets
-    /// as spans of `text` (holding it) rather than copies.
+    /// as spans of `text` (holding it) rather than copies. Free the document, then
+    /// [`UnfinishedPolicy::finish`] builds the hash tables.
     pub(crate) fn compile_parsed<S: AsRef<str>>(
         doc: &PolicyDocument<S>,
         text: &std::sync::Arc<String>,
-    ) -> Result<Self, PolicyError> {
-        compile::compile_validated(doc, text).map(|index| CompiledPolicy { index })
+    ) -> Result<UnfinishedPolicy, PolicyError> {
+        compile::compile_validated(doc, text).map(UnfinishedPolicy)
     }
 
     /// Parses, validates and compiles a YAML document.
