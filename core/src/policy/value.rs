@@ -22,7 +22,9 @@ use serde_json::{Number, Value};
 pub(crate) enum Json<'a> {
     Null,
     Bool(bool),
-    Number(Number),
+    /// Boxed: numbers are rare in a document, and unboxed they make every value 24 bytes
+    /// instead of 16 on wasm32 (100,000 principals are 100,000 values).
+    Number(Box<Number>),
     String(Cow<'a, str>),
     Array(Vec<Json<'a>>),
     Object(Object<'a>),
@@ -84,7 +86,7 @@ impl From<Value> for Json<'static> {
         match v {
             Value::Null => Json::Null,
             Value::Bool(b) => Json::Bool(b),
-            Value::Number(n) => Json::Number(n),
+            Value::Number(n) => Json::Number(Box::new(n)),
             Value::String(s) => Json::String(Cow::Owned(s)),
             Value::Array(items) => Json::Array(items.into_iter().map(Json::from).collect()),
             Value::Object(map) => Json::Object(
@@ -114,7 +116,7 @@ impl From<Json<'_>> for Value {
         match v {
             Json::Null => Value::Null,
             Json::Bool(b) => Value::Bool(b),
-            Json::Number(n) => Value::Number(n),
+            Json::Number(n) => Value::Number(*n),
             Json::String(s) => Value::String(s.into_owned()),
             Json::Array(items) => Value::Array(items.into_iter().map(Value::from).collect()),
             Json::Object(map) => Value::Object(
@@ -242,13 +244,13 @@ impl<'de: 'a, 'a> Visitor<'de> for ValueSeed<'a, '_> {
         Ok(Json::Bool(v))
     }
     fn visit_i64<E>(self, v: i64) -> Result<Json<'a>, E> {
-        Ok(Json::Number(v.into()))
+        Ok(Json::Number(Box::new(v.into())))
     }
     fn visit_u64<E>(self, v: u64) -> Result<Json<'a>, E> {
-        Ok(Json::Number(v.into()))
+        Ok(Json::Number(Box::new(v.into())))
     }
     fn visit_f64<E>(self, v: f64) -> Result<Json<'a>, E> {
-        Ok(Number::from_f64(v).map_or(Json::Null, Json::Number))
+        Ok(Number::from_f64(v).map_or(Json::Null, |n| Json::Number(Box::new(n))))
     }
     fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Json<'a>, E> {
         Ok(Json::String(Cow::Borrowed(v)))
