@@ -357,6 +357,12 @@ mod tests {
         fn visit_unit<E>(self) -> Result<Value, E> {
             Ok(Value::Null)
         }
+        fn visit_none<E>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+            de::Deserialize::deserialize(d).map(|r: Reference| r.0)
+        }
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
             let mut out = Vec::new();
             while let Some(Reference(v)) = seq.next_element()? {
@@ -472,6 +478,38 @@ mod tests {
             }
         }
         assert_eq!(check(&v), 6);
+    }
+
+    #[test]
+    fn reads_yaml_like_serde_json_value() {
+        let reference = |text: &str| {
+            serde_yaml::from_str::<Reference>(text)
+                .map(|v| v.0.to_string())
+                .map_err(|e| e.to_string())
+        };
+        let ours = |text: &str| {
+            from_yaml_text(text)
+                .map(|v| v.to_json_string())
+                .map_err(|e| e.to_string())
+        };
+        let cases = [
+            "a: 1\nb: [x, 'y', \"z\"]\nc: {d: ~, e: true, f: 1.5, g: -3}\n",
+            "a: &x [1, 2]\nb: *x\n",
+            "- 8080\n- '8080'\n- 0x10\n- 1e3\n- .inf\n",
+            "a: 1\na: 2\n",
+            "a:\n  b: 1\n  c: 2\n  b: 3\n",
+            "1: x\n",
+            "true: y\n",
+            "? [a]\n: b\n",
+            "a: !!str 1\n",
+            "--- 1\n--- 2\n",
+            "key: |\n  block\n  text\n",
+            "a: [1, 2\n",
+            "",
+        ];
+        for text in cases {
+            assert_eq!(ours(text), reference(text), "{text}");
+        }
     }
 
     #[test]
