@@ -277,12 +277,10 @@ impl Compiler<'_> {
         let (mut count, mut bytes) = (0, 0);
         for v in values {
             if let Ok(Pattern::Exact(s)) = Pattern::parse(v.as_ref()) {
-                let body = principal_body(s);
-                count += 1;
-                bytes += match self.canonical(body) {
-                    Some(parts) => canonical.exact.own_bytes(&parts),
-                    None => body.len(),
-                };
+                if let Some(parts) = self.canonical(principal_body(s)) {
+                    count += 1;
+                    bytes += canonical.exact.own_bytes(&parts);
+                }
             }
         }
         canonical.exact.reserve_exact(count, bytes);

@@ -1,8 +1,9 @@
 //! The lookup structures of the compiled policy.
 //!
 //! Cost model (per lookup of a value of length `L`, a field with `N` entries):
-//! - exact values: one hash of the value and one probe, O(L), independent of `N`
-//!   (a short list of at most [`SMALL`] entries is scanned instead: cheaper than hashing);
+//! - exact values: one hash of the value and a short probe of a table at most half full,
+//!   O(L), independent of `N` (a short list of at most [`SMALL`] entries is scanned instead:
+//!   cheaper than hashing);
 //! - prefix patterns: a walk down a compressed (radix) byte trie, O(L) byte compares plus one
 //!   binary search among at most 256 children per visited node, independent of `N`;
 //! - suffix patterns: the same trie over reversed bytes;
@@ -341,8 +342,8 @@ impl ExactSet {
 /// full) of their numbers. A value that lies in the configuration text the set was given
 /// ([`ArenaSet::new`]) is kept as a span of that text, shared by every set of the policy;
 /// any other value (rewritten, lower-cased, unescaped) is copied into one buffer of the
-/// set, back to back. About 16 bytes per value beyond the text itself, and three allocations
-/// in all instead of one per value.
+/// set, back to back. Per value: an 8-byte span and 8 to 16 bytes of table beyond the text
+/// itself, and three allocations in all instead of one per value.
 ///
 /// Values are collected first ([`ArenaSet::push`]; reserve their sizes first when they are
 /// known, so the buffers never grow by copying themselves) and the table is built last
