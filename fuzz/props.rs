@@ -8,7 +8,7 @@
 use svidgate_core::http::{
     check_method, check_path, collect_headers, normalize_host, path_part, RepeatedHeaders,
 };
-use svidgate_core::plugin_config::PluginConfig;
+use svidgate_core::plugin_config::{self, PluginConfig};
 use svidgate_core::policy::{
     self, CompiledPolicy, EvalMode, NoIdentity, Peer, PolicyDocument, Request, MAX_DEPTH,
 };
@@ -67,9 +67,25 @@ pub fn svid_leaf(data: &[u8]) {
     );
 }
 
-/// Policy documents (YAML and JSON) parse, compile and evaluate without panicking.
+/// Policy documents (YAML and JSON) parse, compile and evaluate without panicking, and the
+/// filter's path (`parse_owned`: strings borrowed from the text, the index sharing it)
+/// agrees with the owned one (`PluginConfig::from_json` then `compile`): the same error or
+/// the same decisions.
 pub fn policy_document(data: &[u8]) {
-    let _ = PluginConfig::from_json(data);
+    let owned = PluginConfig::from_json(data).and_then(|cfg| cfg.compile());
+    match (owned, plugin_config::parse_owned(data.to_vec())) {
+        (Ok(policy), Ok(cfg)) => assert_eq!(
+            decisions(&policy),
+            decisions(&cfg.policy),
+            "parse_owned decides differently"
+        ),
+        (Err(a), Err(b)) => assert_eq!(a, b, "parse_owned fails differently"),
+        (a, b) => panic!(
+            "from_json: {:?}, parse_owned: {:?}",
+            a.map(|_| ()),
+            b.map(|_| ())
+        ),
+    }
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
@@ -79,29 +95,44 @@ pub fn policy_document(data: &[u8]) {
         PolicyDocument::from_json(text),
     ] {
         let Ok(doc) = doc else { continue };
-        let Ok(policy) = CompiledPolicy::compile(&doc) else {
-            continue;
-        };
-        let peers = [
-            SpiffeId::parse("spiffe://cluster.local/ns/web/sa/frontend").map(Peer::Identity),
-            Ok(Peer::None(NoIdentity::NotMtls)),
-        ];
-        let headers = [("x-test", "1")];
-        for peer in peers.into_iter().flatten() {
+        if let Ok(policy) = CompiledPolicy::compile(&doc) {
+            decisions(&policy);
+        }
+    }
+}
+
+/// The decisions of `policy` on a few requests, HTTP and network, printed.
+fn decisions(policy: &CompiledPolicy) -> Vec<String> {
+    let peers = [
+        "spiffe://cluster.local/ns/web/sa/frontend",
+        "spiffe://prod.example/ns/team-3/sa/w3",
+        "spiffe://cluster.local/ns/test/sa/a",
+        "spiffe://other.td/ns/x/sa/y",
+    ]
+    .map(|id| SpiffeId::parse(id).map(Peer::Identity));
+    let headers = [("x-test", "1")];
+    let mut out = Vec::new();
+    for peer in peers
+        .into_iter()
+        .flatten()
+        .chain([Peer::None(NoIdentity::NotMtls)])
+    {
+        for (path, host) in [("/api/x", "example.org"), ("/admin/x", "A.Example.org")] {
             let req = Request {
-                peer,
+                peer: peer.clone(),
                 method: Some("GET"),
-                path: Some("/api/x"),
-                host: Some("example.org"),
+                path: Some(path),
+                host: Some(host),
                 port: Some(8080),
                 headers: &headers,
                 sni: Some("example.org"),
             };
             for mode in [EvalMode::Http, EvalMode::Network] {
-                let _ = policy.evaluate(&req, mode);
+                out.push(format!("{:?}", policy.evaluate(&req, mode)));
             }
         }
     }
+    out
 }
 
 /// The size and depth caps are exact: whatever YAML or JSON text gets past them parses into a

@@ -25,10 +25,13 @@
 //! policies, rules, values and distinct `request.headers[..]` names is bounded after parsing
 //! and before compiling ([`Limits`]).
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
 use serde_json::Value;
 
 use crate::http::RepeatedHeaders;
-use crate::policy::{self, CompiledPolicy, PolicyDocument, PolicyError, Rule};
+use crate::policy::{self, CompiledPolicy, DocStr, Json, PolicyDocument, PolicyError, Rule};
 
 /// Default name of the header that carries the verified peer ID to the upstream.
 pub const DEFAULT_IDENTITY_HEADER: &str = "x-spiffe-peer-id";
@@ -120,7 +123,7 @@ impl Default for Limits {
 impl Limits {
     /// Checks `doc` against the limits; the error names the count, the limit and the key
     /// that raises it.
-    pub fn check(&self, doc: &PolicyDocument) -> Result<(), ConfigError> {
+    pub fn check<S: AsRef<str>>(&self, doc: &PolicyDocument<S>) -> Result<(), ConfigError> {
         let over = |what, key, count: usize, max: usize| {
             if count > max {
                 Err(ConfigError::Limit {
@@ -142,6 +145,7 @@ impl Limits {
             .flat_map(|r| &r.when)
             .filter_map(|c| {
                 c.key
+                    .as_ref()
                     .strip_prefix("request.headers[")
                     .and_then(|k| k.strip_suffix(']'))
                     .map(str::to_ascii_lowercase)
@@ -187,27 +191,23 @@ impl PluginConfig {
         if text.trim().is_empty() {
             return Err(ConfigError::Empty);
         }
-        Self::from_value(policy::yaml_value(text)?)
+        Self::from_tree(policy::yaml_json(text)?)
     }
 
     /// Parses and validates a `pluginConfig` as JSON bytes (what Envoy hands the filter).
     /// Size and depth are bounded before parsing; duplicate keys are rejected.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
-        Self::from_value(json_value(bytes)?)
+        Self::from_tree(json_tree(config_text(bytes)?)?)
     }
 
     /// Validates an already parsed value: the `filter` settings first, then the document,
     /// then the limits.
     pub fn from_value(value: Value) -> Result<Self, ConfigError> {
-        let Value::Object(mut doc) = value else {
-            return Err(ConfigError::NotAnObject(json_kind(&value)));
-        };
-        let settings = match doc.remove("filter") {
-            None => Settings::default(),
-            Some(v) => parse_settings(&v)?,
-        };
-        let document = PolicyDocument::from_json_value(Value::Object(doc))?;
-        settings.limits.check(&document)?;
+        Self::from_tree(Json::from(value))
+    }
+
+    fn from_tree(value: Json<'_>) -> Result<Self, ConfigError> {
+        let (settings, document) = typed(value)?;
         Ok(PluginConfig { settings, document })
     }
 
@@ -235,72 +235,101 @@ pub struct Config {
     pub policy_names: Vec<String>,
 }
 
-/// The configuration text as a JSON value (caps checked first).
-fn json_value(bytes: &[u8]) -> Result<Value, ConfigError> {
+/// The configuration bytes as text (not empty, UTF-8).
+fn config_text(bytes: &[u8]) -> Result<&str, ConfigError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ConfigError::Empty);
     }
-    let text =
-        std::str::from_utf8(bytes).map_err(|e| ConfigError::Json(format!("not UTF-8: {e}")))?;
-    policy::json_value(text).map_err(|e| match e {
+    std::str::from_utf8(bytes).map_err(|e| ConfigError::Json(format!("not UTF-8: {e}")))
+}
+
+/// The configuration text as a JSON value whose strings borrow from it (caps checked first).
+fn json_tree(text: &str) -> Result<Json<'_>, ConfigError> {
+    policy::json_json(text).map_err(|e| match e {
         PolicyError::Syntax(m) => ConfigError::Json(m),
         other => ConfigError::Policy(other),
     })
 }
 
+/// The `filter` settings first, then the typed and validated document, then the limits.
+fn typed<'a, S: DocStr<'a>>(value: Json<'a>) -> Result<(Settings, PolicyDocument<S>), ConfigError> {
+    let Json::Object(mut doc) = value else {
+        return Err(ConfigError::NotAnObject(value.kind()));
+    };
+    let settings = match doc.remove("filter") {
+        None => Settings::default(),
+        Some(v) => settings(&v)?,
+    };
+    let document = policy::document_from_json(Json::Object(doc))?;
+    settings.limits.check(&document)?;
+    Ok((settings, document))
+}
+
 /// Parses the plugin configuration bytes (JSON) and compiles the policy.
+///
+/// The document is typed, validated and compiled with its strings borrowed from `bytes`:
+/// a large allowlist is copied once, into the index.
 pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
-    compile(PluginConfig::from_json(bytes)?)
+    compile_text(config_text(bytes)?, &Arc::default())
 }
 
-/// [`parse`], freeing the text as soon as it is parsed: the text, the parse tree, the typed
-/// document and the index are never all alive at once (a Wasm VM's memory never shrinks, so
-/// its peak during configuration is what the VM keeps).
+/// [`parse`] taking the text, which the index then shares: the exact values of a large
+/// allowlist stay where they are in the text instead of being copied (a Wasm VM's memory
+/// never shrinks, so its peak during configuration is what the VM keeps). The text is freed
+/// once compiled unless the index refers to it.
 pub fn parse_owned(bytes: Vec<u8>) -> Result<Config, ConfigError> {
-    let value = json_value(&bytes)?;
-    drop(bytes);
-    compile(PluginConfig::from_value(value)?)
+    config_text(&bytes)?;
+    let text = Arc::new(
+        String::from_utf8(bytes)
+            .map_err(|e| ConfigError::Json(format!("not UTF-8: {}", e.utf8_error())))?,
+    );
+    compile_text(&text, &text)
 }
 
-fn compile(cfg: PluginConfig) -> Result<Config, ConfigError> {
+/// Parses `text`, typing, validating and compiling the document with its strings borrowed
+/// from it; `shared` is `text` when the index may keep spans of it, else empty.
+fn compile_text(text: &str, shared: &Arc<String>) -> Result<Config, ConfigError> {
+    let (settings, document) = typed::<Cow<'_, str>>(json_tree(text)?)?;
+    let policy = CompiledPolicy::compile_parsed(&document, shared)?;
+    let policy_names = document
+        .policies
+        .iter()
+        .map(|p| p.name.clone().into_owned())
+        .collect();
+    // The document's lists go before the index's hash tables come.
+    drop(document);
     Ok(Config {
-        policy: cfg.compile()?,
-        policy_names: cfg.policy_names(),
-        settings: cfg.settings,
+        policy: policy.finish(),
+        policy_names,
+        settings,
     })
 }
 
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-fn field_err(field: &str, problem: &'static str, value: &Value) -> ConfigError {
+fn field_err(field: &str, problem: &'static str, value: &Json<'_>) -> ConfigError {
     ConfigError::Field {
         field: field.to_owned(),
         problem,
-        value: value.to_string(),
+        value: value.to_json_string(),
     }
 }
 
 /// Parses the `filter` object. Unknown keys are errors.
 pub fn parse_settings(v: &Value) -> Result<Settings, ConfigError> {
-    let Value::Object(map) = v else {
+    settings(&Json::from(v.clone()))
+}
+
+fn settings(v: &Json<'_>) -> Result<Settings, ConfigError> {
+    let Json::Object(map) = v else {
         return Err(ConfigError::Field {
             field: String::new(),
             problem: "must be an object",
-            value: v.to_string(),
+            value: v.to_json_string(),
         });
     };
     let mut s = Settings::default();
     for (key, value) in map {
-        match key.as_str() {
+        let key: &str = key;
+        match key {
             "identityHeader" => s.identity_header = parse_identity_header(value)?,
             "denyStatus" => {
                 s.deny_status = value
@@ -353,13 +382,14 @@ pub fn parse_settings(v: &Value) -> Result<Settings, ConfigError> {
     Ok(s)
 }
 
-fn parse_limits(value: &Value) -> Result<Limits, ConfigError> {
-    let Value::Object(map) = value else {
+fn parse_limits(value: &Json<'_>) -> Result<Limits, ConfigError> {
+    let Json::Object(map) = value else {
         return Err(field_err("limits", "must be an object", value));
     };
     let mut l = Limits::default();
     for (key, v) in map {
-        let slot = match key.as_str() {
+        let key: &str = key;
+        let slot = match key {
             "maxPolicies" => &mut l.policies,
             "maxRules" => &mut l.rules,
             "maxValues" => &mut l.values,
@@ -381,7 +411,7 @@ fn parse_limits(value: &Value) -> Result<Limits, ConfigError> {
     Ok(l)
 }
 
-fn parse_identity_header(value: &Value) -> Result<Option<String>, ConfigError> {
+fn parse_identity_header(value: &Json<'_>) -> Result<Option<String>, ConfigError> {
     const FIELD: &str = "identityHeader";
     let name = value
         .as_str()

@@ -144,6 +144,7 @@ fn policy_document_properties_hold_on_mutated_inputs() {
     let seeds: &[&[u8]] = &[
         seed!("policy_document/design.yaml"),
         seed!("policy_document/design.json"),
+        seed!("policy_document/allowlist.json"),
     ];
     let tokens: &[&[u8]] = &[
         b"\n  - ",

@@ -314,3 +314,59 @@ fn oversized_and_deeply_nested_input_is_refused_before_parsing() {
     );
     assert!(PluginConfig::from_json(quoted.as_bytes()).is_ok());
 }
+
+/// The filter's path keeps large exact sets as spans of the configuration text: values as
+/// written, rewritten (alias and `cluster.local` to the local trust domain), unescaped and
+/// duplicated all decide as the owned path does.
+#[test]
+fn parse_owned_decides_like_the_owned_path_on_a_large_allowlist() {
+    use crate::policy::{EvalMode, Peer, Request};
+    use crate::spiffe_id::SpiffeId;
+    let text = include_str!("../../../fuzz/seeds/policy_document/allowlist.json");
+    let owned = PluginConfig::from_json(text.as_bytes())
+        .and_then(|c| c.compile())
+        .unwrap();
+    let filter = parse_owned(text.as_bytes().to_vec()).unwrap();
+    let allowed = |policy: &CompiledPolicy, id: &str, path: &str| {
+        let peer = Peer::Identity(SpiffeId::parse(id).unwrap());
+        let mut req = Request::http(peer, "GET", path);
+        req.host = Some("example.org");
+        policy.evaluate(&req, EvalMode::Http).allowed()
+    };
+    for (id, want) in [
+        ("spiffe://prod.example/ns/team-3/sa/w3", true),
+        ("spiffe://cluster.local/ns/team-3/sa/w3", true),
+        ("spiffe://prod.example/ns/web/sa/frontend", true),
+        ("spiffe://cluster.local/ns/web/sa/frontend", true),
+        ("spiffe://prod.example/ns/test/sa/a", true),
+        ("spiffe://prod.example/ns/prefix/sa/any", true),
+        ("spiffe://prod.example/ns/web/sa/suffix", true),
+        // Listed, but not in the namespaces the rule also requires.
+        ("spiffe://other.td/ns/x/sa/y", false),
+        ("spiffe://prod.example/ns/team-3/sa/w4", false),
+        ("spiffe://prod.example/ns/team-10/sa/w10", false),
+    ] {
+        for policy in [&owned, &filter.policy] {
+            assert_eq!(allowed(policy, id, "/api"), want, "{id}");
+        }
+    }
+    // The DENY policy's notPrincipals leaves listed peers alone on /admin.
+    let peer = "spiffe://prod.example/ns/team-1/sa/w1";
+    assert!(allowed(&owned, peer, "/admin/x") && allowed(&filter.policy, peer, "/admin/x"));
+    let stranger = "spiffe://prod.example/ns/web/sa/stranger";
+    assert!(!allowed(&owned, stranger, "/admin/x"));
+    assert!(!allowed(&filter.policy, stranger, "/admin/x"));
+    // The same errors too.
+    for bad in [
+        &b""[..],
+        b"  ",
+        b"\xff",
+        b"[]",
+        b"{\"trustDomain\": 1}",
+        b"{\"a\": 1, \"a\": 2}",
+    ] {
+        let owned = PluginConfig::from_json(bad).and_then(|c| c.compile()).err();
+        assert_eq!(parse_owned(bad.to_vec()).err(), owned);
+        assert!(owned.is_some());
+    }
+}

@@ -9,6 +9,8 @@
 //! ID as presented. The allowlist thus stays one entry per written value whatever the number
 //! of aliases.
 
+use std::sync::Arc;
+
 use crate::spiffe_id::TrustDomain;
 
 use super::index::{PortSet, StrMatcher, StrMatcherBuilder};
@@ -29,6 +31,11 @@ pub(crate) struct IdMatcher {
 }
 
 impl IdMatcher {
+    fn finish(&mut self) {
+        self.canonical.finish();
+        self.presented.finish();
+    }
+
     #[inline]
     pub(crate) fn matches(&self, canonical: &str, presented: &str) -> bool {
         self.canonical.matches(canonical) || self.presented.matches(presented)
@@ -117,7 +124,49 @@ pub(crate) struct Index {
     pub(crate) attributes: super::Attributes,
 }
 
+/// Finishes every matcher present.
+fn finish_all<'m>(matchers: impl IntoIterator<Item = &'m mut Option<StrMatcher>>) {
+    matchers.into_iter().flatten().for_each(StrMatcher::finish);
+}
+
+impl CompiledSource {
+    fn finish(&mut self) {
+        for m in [
+            &mut self.principals,
+            &mut self.not_principals,
+            &mut self.trust_domains,
+            &mut self.not_trust_domains,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            m.finish();
+        }
+        finish_all([&mut self.namespaces, &mut self.not_namespaces]);
+    }
+}
+
+impl<M> Cond<M> {
+    fn finish(&mut self, f: fn(&mut M)) {
+        self.values
+            .iter_mut()
+            .chain(&mut self.not_values)
+            .for_each(f);
+    }
+}
+
 impl CompiledOperation {
+    fn finish(&mut self) {
+        finish_all([
+            &mut self.methods,
+            &mut self.not_methods,
+            &mut self.paths,
+            &mut self.not_paths,
+            &mut self.hosts,
+            &mut self.not_hosts,
+        ]);
+    }
+
     fn add_attributes(&self, a: &mut super::Attributes) {
         a.method |= self.methods.is_some() || self.not_methods.is_some();
         a.path |= self.paths.is_some() || self.not_paths.is_some();
@@ -127,6 +176,16 @@ impl CompiledOperation {
 }
 
 impl CompiledCondition {
+    fn finish(&mut self) {
+        match self {
+            CompiledCondition::Header(_, c)
+            | CompiledCondition::SourceNamespace(c)
+            | CompiledCondition::ConnectionSni(c) => c.finish(StrMatcher::finish),
+            CompiledCondition::SourcePrincipal(c) => c.finish(IdMatcher::finish),
+            CompiledCondition::DestinationPort(_) => {}
+        }
+    }
+
     fn add_attributes(&self, a: &mut super::Attributes) {
         match self {
             CompiledCondition::Header(..) => a.headers = true,
@@ -154,6 +213,9 @@ fn attributes<'a>(policies: impl Iterator<Item = &'a CompiledPolicyEntry>) -> su
 }
 
 struct Compiler<'d> {
+    /// The configuration text the document's strings borrow from (or empty): exact values
+    /// found in it are kept as spans of it (see [`super::index::ArenaSet`]).
+    text: Arc<String>,
     local: &'d str,
     aliases: Vec<&'d str>,
     header_names: Vec<String>,
@@ -163,6 +225,20 @@ impl Compiler<'_> {
     /// Is `td` the local trust domain or one of its aliases (as seen on a peer)?
     fn in_class(&self, td: &str) -> bool {
         td == self.local || self.aliases.contains(&td)
+    }
+
+    /// A principal body (`<td>/<path>`) in canonical form, as parts to concatenate: the
+    /// trust domain of the local class (or `cluster.local`) written as the local one. `None`
+    /// when the body has no `/` (it cannot spell out a whole trust domain).
+    fn canonical<'s>(&'s self, body: &'s str) -> Option<[&'s str; 3]> {
+        let (td, path) = body.split_once('/')?;
+        Some(
+            if td != self.local && (self.in_class(td) || td == CLUSTER_LOCAL) {
+                [self.local, "/", path]
+            } else {
+                [body, "", ""]
+            },
+        )
     }
 
     /// Adds a principal pattern to an [`IdMatcher`] under construction.
@@ -175,36 +251,41 @@ impl Compiler<'_> {
         let Ok(pattern) = Pattern::parse(value) else {
             return;
         };
-        let canon_body = |body: &str| -> Option<String> {
-            let (td, path) = body.split_once('/')?;
-            Some(if self.in_class(td) || td == CLUSTER_LOCAL {
-                format!("{}/{path}", self.local)
-            } else {
-                body.to_owned()
-            })
-        };
+        let joined = |parts: [&str; 3]| -> Box<str> { parts.concat().into() };
         match pattern {
             Pattern::Any => presented.any = true,
-            Pattern::Exact(s) => match canon_body(principal_body(s)) {
-                Some(c) => canonical.exact.push(c.into()),
-                None => presented.exact.push(principal_body(s).into()),
+            Pattern::Exact(s) => match self.canonical(principal_body(s)) {
+                Some(c) => canonical.exact.push(&c),
+                None => presented.exact.push(&[principal_body(s)]),
             },
-            Pattern::Prefix(s) => match canon_body(principal_body(s)) {
-                Some(c) => canonical.prefix.push(c.into()),
+            Pattern::Prefix(s) => match self.canonical(principal_body(s)) {
+                Some(c) => canonical.prefix.push(joined(c)),
                 None => presented.prefix.push(principal_body(s).into()),
             },
             Pattern::Suffix(s) => presented.suffix.push(s.into()),
         }
     }
 
-    fn principals(&self, values: &[String]) -> Option<IdMatcher> {
+    fn principals<S: AsRef<str>>(&self, values: &[S]) -> Option<IdMatcher> {
         if values.is_empty() {
             return None;
         }
-        let mut canonical = StrMatcherBuilder::default();
-        let mut presented = StrMatcherBuilder::default();
+        let mut canonical = StrMatcherBuilder::new(&self.text, 0);
+        let mut presented = StrMatcherBuilder::new(&self.text, 0);
+        // The exact values' sizes first, so their buffers are allocated once at their final
+        // size.
+        let (mut count, mut bytes) = (0, 0);
         for v in values {
-            self.principal(v, &mut canonical, &mut presented);
+            if let Ok(Pattern::Exact(s)) = Pattern::parse(v.as_ref()) {
+                if let Some(parts) = self.canonical(principal_body(s)) {
+                    count += 1;
+                    bytes += canonical.exact.own_bytes(&parts);
+                }
+            }
+        }
+        canonical.exact.reserve_exact(count, bytes);
+        for v in values {
+            self.principal(v.as_ref(), &mut canonical, &mut presented);
         }
         Some(IdMatcher {
             canonical: canonical.build(),
@@ -214,17 +295,17 @@ impl Compiler<'_> {
 
     /// Trust domains: an exact value of the class stands for the whole class (Istio's
     /// `ExpandTrustDomainAliases`); patterns match the presented trust domain.
-    fn trust_domains(&self, values: &[String]) -> Option<IdMatcher> {
+    fn trust_domains<S: AsRef<str>>(&self, values: &[S]) -> Option<IdMatcher> {
         if values.is_empty() {
             return None;
         }
-        let mut canonical = StrMatcherBuilder::default();
-        let mut presented = StrMatcherBuilder::default();
+        let mut canonical = StrMatcherBuilder::new(&self.text, values.len());
+        let mut presented = StrMatcherBuilder::new(&self.text, 0);
         for v in values {
-            match Pattern::parse(v) {
+            match Pattern::parse(v.as_ref()) {
                 Ok(Pattern::Exact(td)) => {
                     let td = if self.in_class(td) { self.local } else { td };
-                    canonical.exact.push(td.into());
+                    canonical.exact.push(&[td]);
                 }
                 Ok(p) => presented.add(p, false),
                 Err(_) => {}
@@ -236,48 +317,53 @@ impl Compiler<'_> {
         })
     }
 
-    fn strings(values: &[String], fold_case: bool) -> Option<StrMatcher> {
+    /// The matcher of a list of patterns; `spell` turns a written value into its pattern text.
+    fn matcher<S: AsRef<str>>(
+        &self,
+        values: &[S],
+        spell: fn(&str) -> &str,
+        fold_case: bool,
+    ) -> Option<StrMatcher> {
         if values.is_empty() {
             return None;
         }
-        Some(StrMatcher::from_patterns(
-            values.iter().filter_map(|v| Pattern::parse(v).ok()),
-            fold_case,
-        ))
+        let mut b = StrMatcherBuilder::new(&self.text, values.len());
+        for v in values {
+            if let Ok(p) = Pattern::parse(spell(v.as_ref())) {
+                b.add(p, fold_case);
+            }
+        }
+        Some(b.build())
     }
 
-    fn hosts(values: &[String]) -> Option<StrMatcher> {
-        if values.is_empty() {
-            return None;
-        }
-        Some(StrMatcher::from_patterns(
-            values
-                .iter()
-                .filter_map(|v| Pattern::parse(super::pattern::host_pattern(v)).ok()),
-            true,
-        ))
+    fn strings<S: AsRef<str>>(&self, values: &[S], fold_case: bool) -> Option<StrMatcher> {
+        self.matcher(values, |v| v, fold_case)
+    }
+
+    fn hosts<S: AsRef<str>>(&self, values: &[S]) -> Option<StrMatcher> {
+        self.matcher(values, super::pattern::host_pattern, true)
     }
 
     fn ports(values: &[u16]) -> Option<PortSet> {
         (!values.is_empty()).then(|| PortSet::new(values.to_vec()))
     }
 
-    fn source(&self, s: &Source) -> CompiledSource {
+    fn source<S: AsRef<str>>(&self, s: &Source<S>) -> CompiledSource {
         CompiledSource {
             principals: self.principals(&s.principals),
             not_principals: self.principals(&s.not_principals),
-            namespaces: Self::strings(&s.namespaces, false),
-            not_namespaces: Self::strings(&s.not_namespaces, false),
+            namespaces: self.strings(&s.namespaces, false),
+            not_namespaces: self.strings(&s.not_namespaces, false),
             trust_domains: self.trust_domains(&s.trust_domains),
             not_trust_domains: self.trust_domains(&s.not_trust_domains),
         }
     }
 
-    fn condition(
+    fn condition<S: AsRef<str>>(
         &mut self,
         key: &str,
-        values: &[String],
-        not_values: &[String],
+        values: &[S],
+        not_values: &[S],
     ) -> Option<CompiledCondition> {
         Some(match parse_when_key(key).ok()? {
             WhenKey::Header(name) => {
@@ -288,8 +374,8 @@ impl Compiler<'_> {
                 CompiledCondition::Header(
                     name.into(),
                     Cond {
-                        values: Self::strings(values, false),
-                        not_values: Self::strings(not_values, false),
+                        values: self.strings(values, false),
+                        not_values: self.strings(not_values, false),
                     },
                 )
             }
@@ -298,14 +384,14 @@ impl Compiler<'_> {
                 not_values: self.principals(not_values),
             })),
             WhenKey::SourceNamespace => CompiledCondition::SourceNamespace(Cond {
-                values: Self::strings(values, false),
-                not_values: Self::strings(not_values, false),
+                values: self.strings(values, false),
+                not_values: self.strings(not_values, false),
             }),
             WhenKey::DestinationPort => {
-                let ports = |v: &[String]| {
+                let ports = |v: &[S]| {
                     let p: Vec<u16> = v
                         .iter()
-                        .filter_map(|s| super::parse::parse_port(s))
+                        .filter_map(|s| super::parse::parse_port(s.as_ref()))
                         .collect();
                     Self::ports(&p)
                 };
@@ -315,30 +401,62 @@ impl Compiler<'_> {
                 })
             }
             WhenKey::ConnectionSni => CompiledCondition::ConnectionSni(Cond {
-                values: Self::strings(values, true),
-                not_values: Self::strings(not_values, true),
+                values: self.strings(values, true),
+                not_values: self.strings(not_values, true),
             }),
         })
     }
 }
 
 /// Validates and compiles a document.
-pub(crate) fn compile(doc: &PolicyDocument) -> Result<Index, PolicyError> {
+pub(crate) fn compile<S: AsRef<str>>(doc: &PolicyDocument<S>) -> Result<Index, PolicyError> {
     let problems = validate(doc);
     if !problems.is_empty() {
         return Err(PolicyError::Invalid(problems));
     }
-    // Validated above: these parse. Normalise `spiffe://td` spellings to the bare name.
-    let local =
-        TrustDomain::new(&doc.trust_domain).map_err(|e| PolicyError::Syntax(e.to_string()))?;
+    compile_validated(doc, &Arc::default()).map(Unfinished::finish)
+}
+
+/// An index whose exact sets hold their values but no hash tables yet: the caller frees the
+/// document first, then calls [`Unfinished::finish`], so the document's lists and the
+/// tables are never in memory at once.
+#[derive(Debug)]
+pub(crate) struct Unfinished(Index);
+
+impl Unfinished {
+    pub(crate) fn finish(mut self) -> Index {
+        for p in self.0.deny.iter_mut().chain(&mut self.0.allow) {
+            for r in &mut p.rules {
+                r.from.iter_mut().for_each(CompiledSource::finish);
+                r.to.iter_mut().for_each(CompiledOperation::finish);
+                r.when.iter_mut().for_each(CompiledCondition::finish);
+            }
+        }
+        self.0
+    }
+}
+
+/// Compiles a document [`validate`] found no problem in.
+///
+/// `text` is the configuration text the document's strings borrow from, if any (else
+/// empty): large exact sets keep the values found in it as spans of it, so the index holds
+/// the text instead of a copy of the allowlist.
+pub(crate) fn compile_validated<S: AsRef<str>>(
+    doc: &PolicyDocument<S>,
+    text: &Arc<String>,
+) -> Result<Unfinished, PolicyError> {
+    // Validated: these parse. Normalise `spiffe://td` spellings to the bare name.
+    let local = TrustDomain::new(doc.trust_domain.as_ref())
+        .map_err(|e| PolicyError::Syntax(e.to_string()))?;
     let mut aliases: Vec<TrustDomain> = Vec::new();
     for a in &doc.trust_domain_aliases {
-        let td = TrustDomain::new(a).map_err(|e| PolicyError::Syntax(e.to_string()))?;
+        let td = TrustDomain::new(a.as_ref()).map_err(|e| PolicyError::Syntax(e.to_string()))?;
         if td != local && !aliases.contains(&td) {
             aliases.push(td);
         }
     }
     let mut c = Compiler {
+        text: Arc::clone(text),
         local: local.as_str(),
         aliases: aliases.iter().map(TrustDomain::as_str).collect(),
         header_names: Vec::new(),
@@ -354,12 +472,12 @@ pub(crate) fn compile(doc: &PolicyDocument) -> Result<Index, PolicyError> {
                     .map(|t| {
                         let o = &t.operation;
                         CompiledOperation {
-                            methods: Compiler::strings(&o.methods, false),
-                            not_methods: Compiler::strings(&o.not_methods, false),
-                            paths: Compiler::strings(&o.paths, false),
-                            not_paths: Compiler::strings(&o.not_paths, false),
-                            hosts: Compiler::hosts(&o.hosts),
-                            not_hosts: Compiler::hosts(&o.not_hosts),
+                            methods: c.strings(&o.methods, false),
+                            not_methods: c.strings(&o.not_methods, false),
+                            paths: c.strings(&o.paths, false),
+                            not_paths: c.strings(&o.not_paths, false),
+                            hosts: c.hosts(&o.hosts),
+                            not_hosts: c.hosts(&o.not_hosts),
                             ports: Compiler::ports(&o.ports),
                             not_ports: Compiler::ports(&o.not_ports),
                         }
@@ -368,7 +486,7 @@ pub(crate) fn compile(doc: &PolicyDocument) -> Result<Index, PolicyError> {
             let when: Vec<CompiledCondition> = r
                 .when
                 .iter()
-                .filter_map(|w| c.condition(&w.key, &w.values, &w.not_values))
+                .filter_map(|w| c.condition(w.key.as_ref(), &w.values, &w.not_values))
                 .collect();
             let needs_http = r.to.iter().any(|t| t.operation.uses_http())
                 || when.iter().any(CompiledCondition::is_http);
@@ -380,7 +498,7 @@ pub(crate) fn compile(doc: &PolicyDocument) -> Result<Index, PolicyError> {
             });
         }
         let entry = CompiledPolicyEntry {
-            name: p.name.as_str().into(),
+            name: p.name.as_ref().into(),
             action: p.action,
             dry_run: p.dry_run || doc.mode == Mode::DryRun,
             rules,
@@ -393,7 +511,7 @@ pub(crate) fn compile(doc: &PolicyDocument) -> Result<Index, PolicyError> {
     let has_dry_run = deny.iter().chain(&allow).any(|p| p.dry_run);
     let has_enforced_allow = allow.iter().any(|p| !p.dry_run);
     let attributes = attributes(deny.iter().chain(&allow));
-    Ok(Index {
+    Ok(Unfinished(Index {
         local_td: local.as_str().into(),
         aliases: aliases.iter().map(|a| a.as_str().into()).collect(),
         deny,
@@ -402,5 +520,5 @@ pub(crate) fn compile(doc: &PolicyDocument) -> Result<Index, PolicyError> {
         has_enforced_allow,
         header_names: c.header_names,
         attributes,
-    })
+    }))
 }

@@ -1,8 +1,9 @@
 //! The lookup structures of the compiled policy.
 //!
 //! Cost model (per lookup of a value of length `L`, a field with `N` entries):
-//! - exact values: one hash of the value and one probe, O(L), independent of `N`
-//!   (a short list of at most [`SMALL`] entries is scanned instead: cheaper than hashing);
+//! - exact values: one hash of the value and a short probe of a table at most half full,
+//!   O(L), independent of `N` (a short list of at most [`SMALL`] entries is scanned instead:
+//!   cheaper than hashing);
 //! - prefix patterns: a walk down a compressed (radix) byte trie, O(L) byte compares plus one
 //!   binary search among at most 256 children per visited node, independent of `N`;
 //! - suffix patterns: the same trie over reversed bytes;
@@ -10,8 +11,8 @@
 //!
 //! Nothing allocates during a lookup.
 
-use std::collections::HashSet;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::Hasher;
+use std::sync::Arc;
 
 /// A fast, unkeyed hasher for the exact-value sets: FxHash's word-at-a-time mixing with a
 /// full 64-bit finaliser (so similar keys spread over the low bits that pick the bucket).
@@ -65,8 +66,6 @@ impl Hasher for FastHasher {
         h ^ (h >> 33)
     }
 }
-
-type FastSet<T> = HashSet<T, BuildHasherDefault<FastHasher>>;
 
 /// Up to this many entries a list is scanned linearly rather than hashed or put in a trie.
 pub(crate) const SMALL: usize = 8;
@@ -307,25 +306,26 @@ impl Trie {
 #[derive(Debug, Clone)]
 pub(crate) enum ExactSet {
     Small(Vec<Box<str>>),
-    Large(FastSet<Box<str>>),
+    Large(ArenaSet),
+    /// The values as collected, before [`ExactSet::finish`] (looked up by a scan).
+    Pending(ArenaSet),
 }
 
 impl ExactSet {
-    fn build(mut values: Vec<Box<str>>) -> Self {
-        if values.len() > SMALL {
-            // The set removes duplicates itself: no sort of a large list (compile time), and
-            // the table sized once (no rehash copies at the peak of a VM's memory).
-            let mut set = FastSet::with_capacity_and_hasher(values.len(), Default::default());
-            set.extend(values);
-            if set.len() > SMALL {
-                set.shrink_to_fit();
-                return ExactSet::Large(set);
-            }
-            values = set.into_iter().collect();
-        }
-        values.sort();
-        values.dedup();
-        ExactSet::Small(values)
+    /// Drops duplicates and indexes the collected values: a short list, or a hashed set.
+    fn finish(&mut self) {
+        let ExactSet::Pending(set) = self else {
+            return;
+        };
+        let mut set = std::mem::take(set);
+        set.finish();
+        *self = if set.len() > SMALL {
+            ExactSet::Large(set)
+        } else {
+            let mut values: Vec<Box<str>> = set.iter().map(Box::from).collect();
+            values.sort();
+            ExactSet::Small(values)
+        };
     }
 
     #[inline]
@@ -333,8 +333,190 @@ impl ExactSet {
         match self {
             ExactSet::Small(list) => list.iter().any(|e| &**e == v),
             ExactSet::Large(set) => set.contains(v),
+            ExactSet::Pending(set) => set.iter().any(|e| e == v),
         }
     }
+}
+
+/// A set of distinct strings with an open-addressing hash table (linear probing, at most half
+/// full) of their numbers. A value that lies in the configuration text the set was given
+/// ([`ArenaSet::new`]) is kept as a span of that text, shared by every set of the policy;
+/// any other value (rewritten, lower-cased, unescaped) is copied into one buffer of the
+/// set, back to back. Per value: an 8-byte span and 8 to 16 bytes of table beyond the text
+/// itself, and three allocations in all instead of one per value.
+///
+/// Values are collected first ([`ArenaSet::push`]; reserve their sizes first when they are
+/// known, so the buffers never grow by copying themselves) and the table is built last
+/// ([`ArenaSet::finish`], duplicates dropped): the policy compiler does that once the
+/// document the values came from is freed, so a Wasm VM, whose memory never shrinks, never
+/// holds the document's lists and the tables at once.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ArenaSet {
+    /// The configuration text (empty when there is none to share).
+    text: Arc<String>,
+    /// The values not found in `text`, back to back.
+    own: String,
+    /// `(start, len)` of each value: `text[start..]` when `start < text.len()`, else
+    /// `own[start - text.len()..]`.
+    spans: Vec<(u32, u32)>,
+    /// Once finished: `0` empty, `i + 1` value `i`; a power of two at least twice
+    /// `spans.len()` long. Empty before.
+    slots: Vec<u32>,
+}
+
+/// The value at `(start, len)` (see [`ArenaSet::spans`]).
+#[inline]
+fn span_str<'s>(text: &'s str, own: &'s str, (start, len): (u32, u32)) -> &'s str {
+    let (start, len) = (start as usize, len as usize);
+    let found = match start.checked_sub(text.len()) {
+        None => text.get(start..start + len),
+        Some(at) => own.get(at..at + len),
+    };
+    found.unwrap_or_default()
+}
+
+impl ArenaSet {
+    /// A set whose values may be spans of `text` (see [`ArenaSet::push`]).
+    pub(crate) fn new(text: &Arc<String>) -> Self {
+        ArenaSet {
+            text: Arc::clone(text),
+            ..ArenaSet::default()
+        }
+    }
+
+    /// Makes room for `count` more values, `own_bytes` of which are not in the text (see
+    /// [`ArenaSet::own_bytes`]).
+    pub(crate) fn reserve_exact(&mut self, count: usize, own_bytes: usize) {
+        self.spans.reserve_exact(count);
+        self.own.reserve_exact(own_bytes);
+    }
+
+    /// Number of values (distinct once finished).
+    pub(crate) fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// Where `s` lies in the text, if it is a slice of it.
+    fn in_text(&self, s: &str) -> Option<usize> {
+        // Only an offset: the bytes there are compared with `s` before the span is used.
+        let off = (s.as_ptr() as usize).wrapping_sub(self.text.as_ptr() as usize);
+        (!s.is_empty() && off < self.text.len() && self.text.get(off..off + s.len()) == Some(s))
+            .then_some(off)
+    }
+
+    /// The one non-empty part of `parts` when it lies in the text: `(start, len)`.
+    fn text_span(&self, parts: &[&str]) -> Option<(usize, usize)> {
+        let mut nonempty = parts.iter().filter(|p| !p.is_empty());
+        match (nonempty.next(), nonempty.next()) {
+            (Some(p), None) => self.in_text(p).map(|off| (off, p.len())),
+            _ => None,
+        }
+    }
+
+    /// The bytes [`ArenaSet::push`] copies for `parts` (none when they are a slice of the
+    /// text).
+    pub(crate) fn own_bytes(&self, parts: &[&str]) -> usize {
+        match self.text_span(parts) {
+            Some(_) => 0,
+            None => parts.iter().map(|p| p.len()).sum(),
+        }
+    }
+
+    /// Adds the value written as the concatenation of `parts`: a span of the text when it is
+    /// a slice of it, else a copy.
+    pub(crate) fn push(&mut self, parts: &[&str]) {
+        let span = match self.text_span(parts) {
+            Some(span) => span,
+            None => {
+                let start = self.own.len();
+                for p in parts {
+                    self.own.push_str(p);
+                }
+                (self.text.len() + start, self.own.len() - start)
+            }
+        };
+        self.spans.push((to_u32(span.0), to_u32(span.1)));
+    }
+
+    /// Adds `v`, lower-cased when `fold_case`.
+    fn push_folded(&mut self, v: &str, fold_case: bool) {
+        if !fold_case || !v.bytes().any(|b| b.is_ascii_uppercase()) {
+            return self.push(&[v]);
+        }
+        let start = self.own.len();
+        self.own.push_str(v);
+        self.own[start..].make_ascii_lowercase();
+        self.spans
+            .push((to_u32(self.text.len() + start), to_u32(v.len())));
+    }
+
+    /// Builds the table, dropping repeated values (the first stays).
+    pub(crate) fn finish(&mut self) {
+        let size = self.spans.len().saturating_mul(2).next_power_of_two();
+        self.slots = vec![0; size];
+        let mask = size - 1;
+        let mut kept = 0;
+        for i in 0..self.spans.len() {
+            let span = self.spans[i];
+            let value = span_str(&self.text, &self.own, span);
+            let mut slot = home(value, mask);
+            let repeated = loop {
+                match self.slots[slot] {
+                    0 => break false,
+                    n if span_str(&self.text, &self.own, self.spans[n as usize - 1]) == value => {
+                        break true
+                    }
+                    _ => slot = (slot + 1) & mask,
+                }
+            };
+            if !repeated {
+                self.spans[kept] = span;
+                kept += 1;
+                self.slots[slot] = to_u32(kept);
+            }
+        }
+        self.spans.truncate(kept);
+        self.spans.shrink_to_fit();
+        self.own.shrink_to_fit();
+    }
+
+    /// Value `i`.
+    #[inline]
+    fn get(&self, i: usize) -> &str {
+        span_str(&self.text, &self.own, self.spans[i])
+    }
+
+    /// Is `v` in the set? (Once finished: before, nothing is.)
+    #[inline]
+    pub(crate) fn contains(&self, v: &str) -> bool {
+        let Some(mask) = self.slots.len().checked_sub(1) else {
+            return false;
+        };
+        let mut slot = home(v, mask);
+        loop {
+            match self.slots.get(slot) {
+                None | Some(0) => return false,
+                Some(n) if self.get(*n as usize - 1) == v => return true,
+                Some(_) => slot = (slot + 1) & mask,
+            }
+        }
+    }
+
+    /// The values, in the order first added.
+    fn iter(&self) -> impl Iterator<Item = &str> + '_ {
+        self.spans
+            .iter()
+            .map(|span| span_str(&self.text, &self.own, *span))
+    }
+}
+
+/// The slot a value's probe sequence starts at in a table of `mask + 1` slots.
+#[inline]
+fn home(v: &str, mask: usize) -> usize {
+    let mut h = FastHasher::default();
+    h.write(v.as_bytes());
+    // The table is at most 2^32 slots: the low bits of the hash pick the slot.
+    (h.finish() as usize) & mask
 }
 
 /// A set of prefixes (or suffixes).
@@ -378,12 +560,23 @@ impl AffixSet {
 #[derive(Debug, Default)]
 pub(crate) struct StrMatcherBuilder {
     pub(crate) any: bool,
-    pub(crate) exact: Vec<Box<str>>,
+    pub(crate) exact: ArenaSet,
     pub(crate) prefix: Vec<Box<str>>,
     pub(crate) suffix: Vec<Box<str>>,
 }
 
 impl StrMatcherBuilder {
+    /// A builder whose exact values may be spans of `text` (see [`ArenaSet`]), with room for
+    /// `count` of them.
+    pub(crate) fn new(text: &Arc<String>, count: usize) -> Self {
+        let mut exact = ArenaSet::new(text);
+        exact.reserve_exact(count, 0);
+        StrMatcherBuilder {
+            exact,
+            ..StrMatcherBuilder::default()
+        }
+    }
+
     pub(crate) fn add(&mut self, p: super::pattern::Pattern<'_>, fold_case: bool) {
         use super::pattern::Pattern;
         let norm = |s: &str| -> Box<str> {
@@ -395,16 +588,17 @@ impl StrMatcherBuilder {
         };
         match p {
             Pattern::Any => self.any = true,
-            Pattern::Exact(s) => self.exact.push(norm(s)),
+            Pattern::Exact(s) => self.exact.push_folded(s, fold_case),
             Pattern::Prefix(s) => self.prefix.push(norm(s)),
             Pattern::Suffix(s) => self.suffix.push(norm(s)),
         }
     }
 
+    /// The matcher, its exact set still to be finished ([`StrMatcher::finish`]).
     pub(crate) fn build(self) -> StrMatcher {
         StrMatcher {
             any: self.any,
-            exact: ExactSet::build(self.exact),
+            exact: ExactSet::Pending(self.exact),
             prefix: AffixSet::build(self.prefix, false),
             suffix: AffixSet::build(self.suffix, true),
         }
@@ -421,16 +615,27 @@ pub(crate) struct StrMatcher {
 }
 
 impl StrMatcher {
-    /// Builds a matcher from written patterns (already validated).
+    /// Builds a matcher from written patterns (already validated); exact values may be spans
+    /// of `text`.
+    #[cfg(test)]
     pub(crate) fn from_patterns<'a>(
         values: impl IntoIterator<Item = super::pattern::Pattern<'a>>,
         fold_case: bool,
+        text: &Arc<String>,
     ) -> Self {
-        let mut b = StrMatcherBuilder::default();
+        let values = values.into_iter();
+        let mut b = StrMatcherBuilder::new(text, values.size_hint().0);
         for p in values {
             b.add(p, fold_case);
         }
-        b.build()
+        let mut m = b.build();
+        m.finish();
+        m
+    }
+
+    /// Indexes the exact values collected (see [`ArenaSet::finish`]).
+    pub(crate) fn finish(&mut self) {
+        self.exact.finish();
     }
 
     #[inline]
@@ -594,7 +799,7 @@ mod tests {
             pats.extend(exact.iter().map(|s| Pattern::Exact(s)));
             pats.extend(prefix.iter().map(|s| Pattern::Prefix(s)));
             pats.extend(suffix.iter().map(|s| Pattern::Suffix(s)));
-            let m = StrMatcher::from_patterns(pats.iter().copied(), false);
+            let m = StrMatcher::from_patterns(pats.iter().copied(), false, &Arc::default());
             let last = n - 1;
             assert!(m.matches(&format!("e{last}")));
             assert!(!m.matches(&format!("e{n}")));
@@ -604,9 +809,10 @@ mod tests {
             assert!(!m.matches(&format!("x/s{n}")));
             assert!(!m.matches(""));
         }
-        let any = StrMatcher::from_patterns([Pattern::Any], false);
+        let any = StrMatcher::from_patterns([Pattern::Any], false, &Arc::default());
         assert!(any.matches(""));
-        let folded = StrMatcher::from_patterns([Pattern::Exact("Example.COM")], true);
+        let folded =
+            StrMatcher::from_patterns([Pattern::Exact("Example.COM")], true, &Arc::default());
         assert!(folded.matches("example.com"));
     }
 
@@ -614,7 +820,7 @@ mod tests {
     fn fast_hasher_spreads_similar_keys_over_the_low_bits() {
         use std::hash::{BuildHasher, BuildHasherDefault};
         let b = BuildHasherDefault::<FastHasher>::default();
-        let mut low = HashSet::new();
+        let mut low = std::collections::HashSet::new();
         for i in 0..100_000 {
             let key = format!("cluster.local/ns/n{i}/sa/s{i}");
             low.insert(b.hash_one(key.as_str()) & 0xffff);
@@ -624,20 +830,116 @@ mod tests {
         assert_ne!(b.hash_one("ab"), b.hash_one("ab\0"));
     }
 
+    fn arena(values: &[&str]) -> ArenaSet {
+        let mut set = ArenaSet::default();
+        for v in values {
+            set.push(&[v]);
+        }
+        set
+    }
+
+    fn exact_set(values: &[&str]) -> ExactSet {
+        let mut set = ExactSet::Pending(arena(values));
+        assert!(values.iter().all(|v| set.contains(v)), "pending set misses");
+        set.finish();
+        set
+    }
+
     #[test]
     fn exact_sets_deduplicate_large_lists_without_sorting() {
-        let boxed = |v: &[&str]| v.iter().map(|s| Box::<str>::from(*s)).collect::<Vec<_>>();
         // Twelve entries, five distinct: small once deduplicated.
         let few = ["e", "a", "c", "a", "b", "e", "d", "a", "c", "b", "e", "d"];
-        let set = ExactSet::build(boxed(&few));
+        let set = exact_set(&few);
         assert!(matches!(&set, ExactSet::Small(list) if list.len() == 5));
         assert!(few.iter().all(|v| set.contains(v)) && !set.contains("f"));
         // A large list with duplicates: every value found once, nothing else.
         let many: Vec<String> = (0..1000).map(|i| format!("v{}", i % 300)).collect();
         let refs: Vec<&str> = many.iter().map(String::as_str).collect();
-        let set = ExactSet::build(boxed(&refs));
+        let set = exact_set(&refs);
         assert!(matches!(&set, ExactSet::Large(s) if s.len() == 300));
         assert!(refs.iter().all(|v| set.contains(v)) && !set.contains("v300"));
+    }
+
+    #[test]
+    fn arena_sets_hold_each_distinct_value_once() {
+        let values: Vec<String> = (0..5000)
+            .map(|i| format!("td/ns/n{}/sa/s{}", i % 3001 % 7, i % 3001))
+            .collect();
+        let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+        // Reserved: the buffers do not grow.
+        let mut set = ArenaSet::default();
+        let bytes = values.iter().map(String::len).sum();
+        set.reserve_exact(values.len(), bytes);
+        let (own, spans) = (set.own.capacity(), set.spans.capacity());
+        for v in &values {
+            set.push(&[v]);
+        }
+        assert_eq!((set.own.capacity(), set.spans.capacity()), (own, spans));
+        // Nothing is found before the table is built.
+        assert!(!set.contains(refs[0]));
+        set.finish();
+        assert_eq!(set.len(), 3001);
+        assert_eq!(
+            set.len(),
+            arena(&refs)
+                .iter()
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+        );
+        assert!(values.iter().all(|v| set.contains(v)));
+        for probe in ["", "td/ns/n0/sa/s", "td/ns/n0/sa/s3001", "td/ns/n1/sa/s0x"] {
+            assert!(!set.contains(probe), "{probe}");
+        }
+        // The first of repeated values stays, in order.
+        assert_eq!(set.iter().take(3).collect::<Vec<_>>(), refs[..3]);
+        // Parts are concatenated; the empty string is a value like any other.
+        let mut set = ArenaSet::default();
+        set.push(&["a", "/", "b"]);
+        set.push(&[]);
+        set.push(&["a/", "b"]);
+        set.finish();
+        assert!(set.contains("a/b") && set.contains("") && !set.contains("a"));
+        assert_eq!(set.len(), 2);
+        // Folded values are stored lower case.
+        let mut set = ArenaSet::default();
+        set.push_folded("Example.COM", true);
+        set.push_folded("Example.COM", false);
+        set.finish();
+        assert!(set.contains("example.com") && set.contains("Example.COM"));
+        assert!(!set.contains("EXAMPLE.COM"));
+    }
+
+    #[test]
+    fn arena_sets_keep_slices_of_the_text_as_spans() {
+        let text = Arc::new(String::from(
+            r#"["td/ns/a/sa/x", "td/ns/b/sa/y", "td/ns/a/sa/x"]"#,
+        ));
+        let (x, y, x2) = (&text[2..14], &text[18..30], &text[34..46]);
+        assert_eq!((x, y, x2), ("td/ns/a/sa/x", "td/ns/b/sa/y", "td/ns/a/sa/x"));
+        let mut set = ArenaSet::new(&text);
+        for v in [x, y, x2] {
+            assert_eq!(set.own_bytes(&[v]), 0);
+            set.push(&[v]);
+        }
+        // Equal bytes elsewhere, a concatenation and a folded value are copied.
+        let elsewhere = String::from("td/ns/b/sa/y");
+        assert_eq!(set.own_bytes(&[&elsewhere]), 12);
+        set.push(&[&elsewhere]);
+        set.push(&["td/ns/", "c/sa/z"]);
+        set.push_folded("TD/ns/d/sa/w", true);
+        set.finish();
+        assert_eq!(set.own, "td/ns/b/sa/ytd/ns/c/sa/ztd/ns/d/sa/w");
+        assert_eq!(set.len(), 4);
+        for v in [
+            "td/ns/a/sa/x",
+            "td/ns/b/sa/y",
+            "td/ns/c/sa/z",
+            "td/ns/d/sa/w",
+        ] {
+            assert!(set.contains(v), "{v}");
+        }
+        assert!(!set.contains("TD/ns/d/sa/w") && !set.contains("td/ns/a/sa/"));
+        assert_eq!(set.spans[0], (2, 12));
     }
 
     #[test]

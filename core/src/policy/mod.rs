@@ -28,10 +28,13 @@ mod pattern;
 pub mod request_line;
 mod shape;
 mod validate;
+mod value;
 
 pub use model::{
     Action, Condition, Mode, Operation, Policy, PolicyDocument, Rule, RuleFrom, RuleTo, Source,
 };
+pub(crate) use parse::DocStr;
+pub(crate) use value::Json;
 
 /// Is `path` equal to `parent` or below it (`parent.x`, `parent[i]`)?
 fn within(path: &str, parent: &str) -> bool {
@@ -89,13 +92,23 @@ pub const MAX_ALIAS_NODES: usize = 100_000;
 /// Parses YAML text into a JSON value with the size and depth caps and duplicate keys
 /// rejected (the first step of [`PolicyDocument::from_yaml`]).
 pub fn yaml_value(text: &str) -> Result<serde_json::Value, PolicyError> {
-    shape::check_shape(text, shape::Syntax::Yaml)?;
-    parse::yaml_to_value(text)
+    yaml_json(text).map(serde_json::Value::from)
 }
 
 /// Parses JSON text into a value with the size and depth caps and duplicate keys rejected
 /// (the first step of [`PolicyDocument::from_json`]).
 pub fn json_value(text: &str) -> Result<serde_json::Value, PolicyError> {
+    json_json(text).map(serde_json::Value::from)
+}
+
+/// [`yaml_value`] as a [`Json`].
+pub(crate) fn yaml_json(text: &str) -> Result<Json<'_>, PolicyError> {
+    shape::check_shape(text, shape::Syntax::Yaml)?;
+    parse::yaml_to_value(text)
+}
+
+/// [`json_value`] as a [`Json`] whose strings borrow from `text` where they can.
+pub(crate) fn json_json(text: &str) -> Result<Json<'_>, PolicyError> {
     shape::check_shape(text, shape::Syntax::Json)?;
     parse::json_to_value(text)
 }
@@ -103,44 +116,55 @@ pub fn json_value(text: &str) -> Result<serde_json::Value, PolicyError> {
 impl PolicyDocument {
     /// Parses and validates a YAML document.
     pub fn from_yaml(text: &str) -> Result<Self, PolicyError> {
-        Self::from_json_value(yaml_value(text)?)
+        document_from_json(yaml_json(text)?)
     }
 
     /// Parses and validates a JSON document. Duplicate keys are rejected.
     pub fn from_json(text: &str) -> Result<Self, PolicyError> {
-        Self::from_json_value(json_value(text)?)
+        document_from_json(json_json(text)?)
     }
 
     /// Parses and validates a `serde_json::Value` (the filter's `pluginConfig` minus its
     /// `filter` key). Every problem of the document is reported, in document order.
     pub fn from_json_value(value: serde_json::Value) -> Result<Self, PolicyError> {
-        let mut walker = parse::Walker::new();
-        let doc = walker.document(&value);
-        let mut problems = walker.problems;
-        // A field that failed structurally is left empty (or holds a placeholder) in `doc`;
-        // the validator's findings at, below or above it (e.g. "empty source" for a source
-        // whose only field is unknown) would repeat the same problem and are left out.
-        // A document that is not a mapping at all gets that one problem only.
-        let value_problems = if value.is_object() {
-            validate::validate(&doc)
-        } else {
-            Vec::new()
-        };
-        for p in value_problems {
-            if !problems
-                .iter()
-                .any(|q| within(&p.path, &q.path) || within(&q.path, &p.path))
-            {
-                problems.push(p);
-            }
-        }
-        if problems.is_empty() {
-            Ok(doc)
-        } else {
-            Err(PolicyError::Invalid(problems))
+        document_from_json(Json::from(value))
+    }
+}
+
+/// Types and validates a parsed value, consuming it (its strings move into the document).
+/// Every problem of the document is reported, in document order.
+pub(crate) fn document_from_json<'a, S: DocStr<'a>>(
+    value: Json<'a>,
+) -> Result<PolicyDocument<S>, PolicyError> {
+    let is_object = matches!(value, Json::Object(_));
+    let mut walker = parse::Walker::new();
+    let doc = walker.document(value);
+    let mut problems = walker.problems;
+    // A field that failed structurally is left empty (or holds a placeholder) in `doc`;
+    // the validator's findings at, below or above it (e.g. "empty source" for a source
+    // whose only field is unknown) would repeat the same problem and are left out.
+    // A document that is not a mapping at all gets that one problem only.
+    let value_problems = if is_object {
+        validate::validate(&doc)
+    } else {
+        Vec::new()
+    };
+    for p in value_problems {
+        if !problems
+            .iter()
+            .any(|q| within(&p.path, &q.path) || within(&q.path, &p.path))
+        {
+            problems.push(p);
         }
     }
+    if problems.is_empty() {
+        Ok(doc)
+    } else {
+        Err(PolicyError::Invalid(problems))
+    }
+}
 
+impl PolicyDocument {
     /// Validates a document built in code (e.g. by `svidgate policy import`).
     pub fn validate(&self) -> Result<(), PolicyError> {
         let problems = validate::validate(self);
@@ -359,6 +383,19 @@ impl Decision<'_> {
     }
 }
 
+/// A [`CompiledPolicy`] whose hash tables are still to be built (see
+/// [`CompiledPolicy::compile_parsed`]).
+#[derive(Debug)]
+pub(crate) struct UnfinishedPolicy(compile::Unfinished);
+
+impl UnfinishedPolicy {
+    pub(crate) fn finish(self) -> CompiledPolicy {
+        CompiledPolicy {
+            index: self.0.finish(),
+        }
+    }
+}
+
 /// The compiled, immutable index. Built once; evaluated per request.
 #[derive(Debug, Clone)]
 pub struct CompiledPolicy {
@@ -367,8 +404,19 @@ pub struct CompiledPolicy {
 
 impl CompiledPolicy {
     /// Validates (again: a document may have been built in code) and compiles a document.
-    pub fn compile(doc: &PolicyDocument) -> Result<Self, PolicyError> {
+    pub fn compile<S: AsRef<str>>(doc: &PolicyDocument<S>) -> Result<Self, PolicyError> {
         compile::compile(doc).map(|index| CompiledPolicy { index })
+    }
+
+    /// Compiles a document [`document_from_json`] just returned (so validated: not again)
+    /// whose strings borrow from `text`: the index keeps the exact values of its large sets
+    /// as spans of `text` (holding it) rather than copies. Free the document, then
+    /// [`UnfinishedPolicy::finish`] builds the hash tables.
+    pub(crate) fn compile_parsed<S: AsRef<str>>(
+        doc: &PolicyDocument<S>,
+        text: &std::sync::Arc<String>,
+    ) -> Result<UnfinishedPolicy, PolicyError> {
+        compile::compile_validated(doc, text).map(UnfinishedPolicy)
     }
 
     /// Parses, validates and compiles a YAML document.

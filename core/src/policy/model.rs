@@ -6,22 +6,26 @@
 //!
 //! In the typed model an empty list means "field absent". The parser rejects an explicitly
 //! empty list (`principals: []`) because its meaning is ambiguous to a reader.
+//!
+//! The types are generic over their string type `S`, `String` unless said otherwise: the
+//! filter validates and compiles a document whose strings borrow from the configuration
+//! text (`Cow<str>`), so a large allowlist is never copied string by string.
 
 use serde::Serialize;
 
 /// The whole document: trust domain settings and the list of policies.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct PolicyDocument {
+pub struct PolicyDocument<S = String> {
     /// The local trust domain, e.g. `cluster.local`.
-    pub trust_domain: String,
+    pub trust_domain: S,
     /// Trust domains whose peers count as the local trust domain.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub trust_domain_aliases: Vec<String>,
+    pub trust_domain_aliases: Vec<S>,
     /// `enforce` (default) or `dryRun` (every policy is dry-run).
     pub mode: Mode,
     /// The policies, in document order.
-    pub policies: Vec<Policy>,
+    pub policies: Vec<Policy<S>>,
 }
 
 /// Document mode.
@@ -65,30 +69,30 @@ fn is_false(b: &bool) -> bool {
 /// One AuthorizationPolicy-shaped entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Policy {
+pub struct Policy<S = String> {
     /// Unique, non-empty name; reported in decisions, logs and metrics.
-    pub name: String,
+    pub name: S,
     pub action: Action,
     /// Per-policy dry run (Istio's `istio.io/dry-run` annotation).
     #[serde(skip_serializing_if = "is_false")]
     pub dry_run: bool,
     /// No rules: the policy matches nothing.
-    pub rules: Vec<Rule>,
+    pub rules: Vec<Rule<S>>,
 }
 
 /// A rule: at least one `from`, at least one `to` and every `when` must match; an absent
 /// (empty) list matches.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Rule {
+pub struct Rule<S = String> {
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub from: Vec<RuleFrom>,
+    pub from: Vec<RuleFrom<S>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub to: Vec<RuleTo>,
+    pub to: Vec<RuleTo<S>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub when: Vec<Condition>,
+    pub when: Vec<Condition<S>>,
 }
 
-impl Rule {
+impl<S> Rule<S> {
     /// How many values the rule lists (every source, operation and `when` value, negated ones
     /// included): what `filter.limits.maxValues` counts and the playground reports.
     pub fn value_count(&self) -> usize {
@@ -131,35 +135,35 @@ impl Rule {
 
 /// `from[i]`: a source.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct RuleFrom {
-    pub source: Source,
+pub struct RuleFrom<S = String> {
+    pub source: Source<S>,
 }
 
 /// `to[i]`: an operation.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct RuleTo {
-    pub operation: Operation,
+pub struct RuleTo<S = String> {
+    pub operation: Operation<S>,
 }
 
 /// Who sends the request. Fields are ANDed, values inside a field ORed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Source {
+pub struct Source<S = String> {
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub principals: Vec<String>,
+    pub principals: Vec<S>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub not_principals: Vec<String>,
+    pub not_principals: Vec<S>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub namespaces: Vec<String>,
+    pub namespaces: Vec<S>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub not_namespaces: Vec<String>,
+    pub not_namespaces: Vec<S>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub trust_domains: Vec<String>,
+    pub trust_domains: Vec<S>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub not_trust_domains: Vec<String>,
+    pub not_trust_domains: Vec<S>,
 }
 
-impl Source {
+impl<S> Source<S> {
     /// No field set.
     pub fn is_empty(&self) -> bool {
         self.principals.is_empty()
@@ -174,26 +178,26 @@ impl Source {
 /// What the request does. Fields are ANDed, values inside a field ORed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Operation {
+pub struct Operation<S = String> {
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub methods: Vec<String>,
+    pub methods: Vec<S>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub not_methods: Vec<String>,
+    pub not_methods: Vec<S>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub paths: Vec<String>,
+    pub paths: Vec<S>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub not_paths: Vec<String>,
+    pub not_paths: Vec<S>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub hosts: Vec<String>,
+    pub hosts: Vec<S>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub not_hosts: Vec<String>,
+    pub not_hosts: Vec<S>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<u16>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub not_ports: Vec<u16>,
 }
 
-impl Operation {
+impl<S> Operation<S> {
     /// No field set.
     pub fn is_empty(&self) -> bool {
         self.methods.is_empty()
@@ -220,10 +224,10 @@ impl Operation {
 /// A `when` condition: `key` with `values` (one must match) and/or `notValues` (none may match).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Condition {
-    pub key: String,
+pub struct Condition<S = String> {
+    pub key: S,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub values: Vec<String>,
+    pub values: Vec<S>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub not_values: Vec<String>,
+    pub not_values: Vec<S>,
 }

@@ -1,103 +1,38 @@
-//! Text → `serde_json::Value` → typed document, reporting every structural problem with its
-//! field path (unknown field, wrong type, missing field, empty list, bad enum value).
+//! Text → [`Json`] → typed document, reporting every structural problem with its field path
+//! (unknown field, wrong type, missing field, empty list, bad enum value).
 //!
-//! YAML and JSON both go through a `serde_json::Value` so they get the same treatment; the
-//! value is read with a visitor that rejects duplicate mapping keys (serde_json would silently
-//! keep the last one, which could hide a rule from a reviewer).
+//! YAML and JSON both go through a [`Json`] value so they get the same treatment; it is read
+//! with duplicate mapping keys rejected (serde_json would silently keep the last one, which
+//! could hide a rule from a reviewer). The walker consumes the value: its strings are moved
+//! into the document (or, borrowed from the text, stay borrowed in a `Cow` document).
 
-use std::fmt;
-
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Value};
+use std::borrow::Cow;
 
 use super::model::{
     Action, Condition, Mode, Operation, Policy, PolicyDocument, Rule, RuleFrom, RuleTo, Source,
 };
+use super::value::{self, Json, Object};
 use super::{PolicyError, Problem};
 
-/// A JSON value read with duplicate keys rejected.
-struct StrictValue(Value);
+/// A string type a document can hold: `String`, or `Cow<str>` borrowing from the text.
+pub(crate) trait DocStr<'a>: From<Cow<'a, str>> + AsRef<str> + Default {}
 
-impl<'de> Deserialize<'de> for StrictValue {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(StrictVisitor).map(StrictValue)
-    }
+impl<'a, S: From<Cow<'a, str>> + AsRef<str> + Default> DocStr<'a> for S {}
+
+pub(super) fn yaml_to_value(text: &str) -> Result<Json<'_>, PolicyError> {
+    value::from_yaml_text(text).map_err(|e| PolicyError::Syntax(e.to_string()))
 }
 
-struct StrictVisitor;
-
-impl<'de> Visitor<'de> for StrictVisitor {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a YAML/JSON value")
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_owned()))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
-    }
-    fn visit_none<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        StrictValue::deserialize(d).map(|v| v.0)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut out = Vec::new();
-        while let Some(StrictValue(v)) = seq.next_element()? {
-            out.push(v);
-        }
-        Ok(Value::Array(out))
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut out = Map::new();
-        while let Some(key) = map.next_key::<String>()? {
-            if out.contains_key(&key) {
-                return Err(de::Error::custom(format_args!("duplicate key `{key}`")));
-            }
-            let StrictValue(v) = map.next_value()?;
-            out.insert(key, v);
-        }
-        Ok(Value::Object(out))
-    }
-}
-
-pub(super) fn yaml_to_value(text: &str) -> Result<Value, PolicyError> {
-    serde_yaml::from_str::<StrictValue>(text)
-        .map(|v| v.0)
-        .map_err(|e| PolicyError::Syntax(e.to_string()))
-}
-
-pub(super) fn json_to_value(text: &str) -> Result<Value, PolicyError> {
-    serde_json::from_str::<StrictValue>(text)
-        .map(|v| v.0)
-        .map_err(|e| PolicyError::Syntax(e.to_string()))
+pub(super) fn json_to_value(text: &str) -> Result<Json<'_>, PolicyError> {
+    value::from_json_text(text).map_err(|e| PolicyError::Syntax(e.to_string()))
 }
 
 /// Renders a value for a problem message, shortened.
-pub(super) fn show(v: &Value) -> String {
-    let s = match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    shorten(&s)
+pub(super) fn show(v: &Json<'_>) -> String {
+    match v {
+        Json::String(s) => shorten(s),
+        other => shorten(&other.to_json_string()),
+    }
 }
 
 pub(super) fn shorten(s: &str) -> String {
@@ -165,43 +100,38 @@ impl Walker {
     }
 
     /// Checks `v` is a mapping and reports its keys that are not in `known`.
-    fn object<'v>(
-        &mut self,
-        v: &'v Value,
-        path: &str,
-        known: &[&str],
-    ) -> Option<&'v Map<String, Value>> {
-        let Value::Object(map) = v else {
+    fn object<'a>(&mut self, v: Json<'a>, path: &str, known: &[&str]) -> Option<Object<'a>> {
+        let Json::Object(map) = v else {
             let p = if path.is_empty() { "(document)" } else { path };
-            self.problem(p.to_owned(), "expected a mapping", show(v));
+            self.problem(p.to_owned(), "expected a mapping", show(&v));
             return None;
         };
         for key in map.keys() {
-            if known.contains(&key.as_str()) {
+            if known.contains(&key.as_ref()) {
                 continue;
             }
             let msg = match unsupported(key) {
                 Some(why) => why.to_owned(),
                 None => format!("unknown field, expected one of: {}", known.join(", ")),
             };
-            self.problem(child(path, key), msg, key.clone());
+            self.problem(child(path, key), msg, key.as_ref());
         }
         Some(map)
     }
 
-    fn string(&mut self, v: &Value, path: String) -> Option<String> {
+    fn string<'a, S: DocStr<'a>>(&mut self, v: Json<'a>, path: String) -> Option<S> {
         match v {
-            Value::String(s) => Some(s.clone()),
+            Json::String(s) => Some(S::from(s)),
             other => {
-                self.problem(path, "expected a string", show(other));
+                self.problem(path, "expected a string", show(&other));
                 None
             }
         }
     }
 
-    fn bool(&mut self, v: &Value, path: String) -> bool {
+    fn bool(&mut self, v: &Json<'_>, path: String) -> bool {
         match v {
-            Value::Bool(b) => *b,
+            Json::Bool(b) => *b,
             other => {
                 self.problem(path, "expected true or false", show(other));
                 false
@@ -209,9 +139,9 @@ impl Walker {
         }
     }
 
-    fn array<'v>(&mut self, v: &'v Value, path: &str, allow_empty: bool) -> &'v [Value] {
+    fn array<'a>(&mut self, v: Json<'a>, path: &str, allow_empty: bool) -> Vec<Json<'a>> {
         match v {
-            Value::Array(items) => {
+            Json::Array(items) => {
                 if items.is_empty() && !allow_empty {
                     self.problem(
                         path.to_owned(),
@@ -222,25 +152,28 @@ impl Walker {
                 items
             }
             other => {
-                self.problem(path.to_owned(), "expected a list", show(other));
-                &[]
+                self.problem(path.to_owned(), "expected a list", show(&other));
+                Vec::new()
             }
         }
     }
 
     /// A non-empty list of strings; integers are accepted and written as decimal strings
     /// (YAML authors write `values: [8080]`).
-    fn strings(&mut self, v: &Value, path: &str) -> Vec<String> {
-        let mut out = Vec::new();
-        for (i, item) in self.array(v, path, false).iter().enumerate() {
+    fn strings<'a, S: DocStr<'a>>(&mut self, v: Json<'a>, path: &str) -> Vec<S> {
+        let items = self.array(v, path, false);
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.into_iter().enumerate() {
             match item {
-                Value::String(s) => out.push(s.clone()),
-                Value::Number(n) if n.is_u64() || n.is_i64() => out.push(n.to_string()),
+                Json::String(s) => out.push(S::from(s)),
+                Json::Number(n) if n.is_u64() || n.is_i64() => {
+                    out.push(S::from(Cow::Owned(n.to_string())));
+                }
                 other => {
-                    self.problem(index(path, i), "expected a string", show(other));
+                    self.problem(index(path, i), "expected a string", show(&other));
                     // Keeps later indices aligned for the value validator; the document is
                     // rejected anyway.
-                    out.push("*".into());
+                    out.push(S::from(Cow::Borrowed("*")));
                 }
             }
         }
@@ -248,12 +181,13 @@ impl Walker {
     }
 
     /// A non-empty list of ports: integers or decimal strings (Istio writes `"8080"`), 1-65535.
-    fn ports(&mut self, v: &Value, path: &str) -> Vec<u16> {
-        let mut out = Vec::new();
-        for (i, item) in self.array(v, path, false).iter().enumerate() {
+    fn ports(&mut self, v: Json<'_>, path: &str) -> Vec<u16> {
+        let items = self.array(v, path, false);
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
             let port = match item {
-                Value::Number(n) => n.as_u64(),
-                Value::String(s) => parse_port(s).map(u64::from),
+                Json::Number(n) => n.as_u64(),
+                Json::String(s) => parse_port(s).map(u64::from),
                 _ => None,
             };
             match port.and_then(|p| u16::try_from(p).ok()).filter(|p| *p != 0) {
@@ -271,20 +205,22 @@ impl Walker {
         out
     }
 
-    pub(super) fn document(&mut self, v: &Value) -> PolicyDocument {
+    pub(super) fn document<'a, S: DocStr<'a>>(&mut self, v: Json<'a>) -> PolicyDocument<S> {
         let mut doc = PolicyDocument {
-            trust_domain: String::new(),
+            trust_domain: S::default(),
             trust_domain_aliases: Vec::new(),
             mode: Mode::Enforce,
             policies: Vec::new(),
         };
         let known = ["trustDomain", "trustDomainAliases", "mode", "policies"];
-        let Some(map) = self.object(v, "", &known) else {
+        let Some(mut map) = self.object(v, "", &known) else {
             return doc;
         };
-        match map.get("trustDomain") {
+        match map.remove("trustDomain") {
             Some(td) => {
-                doc.trust_domain = self.string(td, "trustDomain".into()).unwrap_or_default();
+                if let Some(td) = self.string(td, "trustDomain".into()) {
+                    doc.trust_domain = td;
+                }
             }
             None => self.problem(
                 "trustDomain".into(),
@@ -292,13 +228,16 @@ impl Walker {
                 "",
             ),
         }
-        if let Some(a) = map.get("trustDomainAliases") {
-            for (i, item) in self.array(a, "trustDomainAliases", true).iter().enumerate() {
+        if let Some(a) = map.remove("trustDomainAliases") {
+            let items = self.array(a, "trustDomainAliases", true);
+            doc.trust_domain_aliases.reserve_exact(items.len());
+            for (i, item) in items.into_iter().enumerate() {
                 let alias = self.string(item, index("trustDomainAliases", i));
-                doc.trust_domain_aliases.push(alias.unwrap_or_default());
+                doc.trust_domain_aliases
+                    .push(alias.unwrap_or_else(|| S::default()));
             }
         }
-        if let Some(m) = map.get("mode") {
+        if let Some(m) = map.remove("mode") {
             doc.mode = match m.as_str() {
                 Some("enforce") => Mode::Enforce,
                 Some("dryRun") => Mode::DryRun,
@@ -306,39 +245,46 @@ impl Walker {
                     self.problem(
                         "mode".into(),
                         "invalid mode: expected enforce or dryRun",
-                        show(m),
+                        show(&m),
                     );
                     Mode::Enforce
                 }
             };
         }
-        if let Some(p) = map.get("policies") {
-            for (i, item) in self.array(p, "policies", true).iter().enumerate() {
-                doc.policies.push(self.policy(item, &index("policies", i)));
+        if let Some(p) = map.remove("policies") {
+            let items = self.array(p, "policies", true);
+            doc.policies.reserve_exact(items.len());
+            for (i, item) in items.into_iter().enumerate() {
+                let policy = self.policy(item, &index("policies", i));
+                doc.policies.push(policy);
             }
         }
         doc
     }
 
-    fn policy(&mut self, v: &Value, path: &str) -> Policy {
+    fn policy<'a, S: DocStr<'a>>(&mut self, v: Json<'a>, path: &str) -> Policy<S> {
         let mut policy = Policy {
-            name: String::new(),
+            name: S::default(),
             action: Action::Allow,
             dry_run: false,
             rules: Vec::new(),
         };
-        let Some(map) = self.object(v, path, &["name", "action", "dryRun", "rules"]) else {
+        let Some(mut map) = self.object(v, path, &["name", "action", "dryRun", "rules"]) else {
             return policy;
         };
-        match map.get("name") {
-            Some(n) => policy.name = self.string(n, child(path, "name")).unwrap_or_default(),
+        match map.remove("name") {
+            Some(n) => {
+                if let Some(name) = self.string(n, child(path, "name")) {
+                    policy.name = name;
+                }
+            }
             None => self.problem(
                 child(path, "name"),
                 "missing required field: every policy has a unique name",
                 "",
             ),
         }
-        if let Some(a) = map.get("action") {
+        if let Some(a) = map.remove("action") {
             policy.action = match a.as_str() {
                 Some("ALLOW") => Action::Allow,
                 Some("DENY") => Action::Deny,
@@ -354,84 +300,92 @@ impl Walker {
                     self.problem(
                         child(path, "action"),
                         "unknown action: expected ALLOW or DENY",
-                        show(a),
+                        show(&a),
                     );
                     Action::Deny
                 }
             };
         }
-        if let Some(d) = map.get("dryRun") {
-            policy.dry_run = self.bool(d, child(path, "dryRun"));
+        if let Some(d) = map.remove("dryRun") {
+            policy.dry_run = self.bool(&d, child(path, "dryRun"));
         }
-        if let Some(r) = map.get("rules") {
+        if let Some(r) = map.remove("rules") {
             let rpath = child(path, "rules");
-            for (i, item) in self.array(r, &rpath, true).iter().enumerate() {
-                policy.rules.push(self.rule(item, &index(&rpath, i)));
+            let items = self.array(r, &rpath, true);
+            policy.rules.reserve_exact(items.len());
+            for (i, item) in items.into_iter().enumerate() {
+                let rule = self.rule(item, &index(&rpath, i));
+                policy.rules.push(rule);
             }
         }
         policy
     }
 
-    fn rule(&mut self, v: &Value, path: &str) -> Rule {
+    /// The one required field `key` of the mapping at `path` (`from[i].source`,
+    /// `to[i].operation`), or `None` after reporting the problem.
+    fn only_field<'a>(&mut self, v: Json<'a>, path: &str, key: &str) -> Option<Json<'a>> {
+        let mut map = self.object(v, path, &[key])?;
+        let field = map.remove(key);
+        if field.is_none() {
+            self.problem(child(path, key), "missing required field", "");
+        }
+        field
+    }
+
+    fn rule<'a, S: DocStr<'a>>(&mut self, v: Json<'a>, path: &str) -> Rule<S> {
         let mut rule = Rule::default();
-        let Some(map) = self.object(v, path, &["from", "to", "when"]) else {
+        let Some(mut map) = self.object(v, path, &["from", "to", "when"]) else {
             return rule;
         };
-        if let Some(f) = map.get("from") {
+        if let Some(f) = map.remove("from") {
             let fpath = child(path, "from");
-            for (i, item) in self.array(f, &fpath, false).iter().enumerate() {
+            let items = self.array(f, &fpath, false);
+            rule.from.reserve_exact(items.len());
+            for (i, item) in items.into_iter().enumerate() {
                 let ipath = index(&fpath, i);
-                let Some(m) = self.object(item, &ipath, &["source"]) else {
-                    rule.from.push(RuleFrom::default());
-                    continue;
+                let source = match self.only_field(item, &ipath, "source") {
+                    Some(s) => self.source(s, &child(&ipath, "source")),
+                    None => Source::default(),
                 };
-                match m.get("source") {
-                    Some(s) => rule.from.push(RuleFrom {
-                        source: self.source(s, &child(&ipath, "source")),
-                    }),
-                    None => {
-                        self.problem(child(&ipath, "source"), "missing required field", "");
-                        rule.from.push(RuleFrom::default());
-                    }
-                }
+                rule.from.push(RuleFrom { source });
             }
         }
-        if let Some(t) = map.get("to") {
+        if let Some(t) = map.remove("to") {
             let tpath = child(path, "to");
-            for (i, item) in self.array(t, &tpath, false).iter().enumerate() {
+            let items = self.array(t, &tpath, false);
+            rule.to.reserve_exact(items.len());
+            for (i, item) in items.into_iter().enumerate() {
                 let ipath = index(&tpath, i);
-                let Some(m) = self.object(item, &ipath, &["operation"]) else {
-                    rule.to.push(RuleTo::default());
-                    continue;
+                let operation = match self.only_field(item, &ipath, "operation") {
+                    Some(o) => self.operation(o, &child(&ipath, "operation")),
+                    None => Operation::default(),
                 };
-                match m.get("operation") {
-                    Some(o) => rule.to.push(RuleTo {
-                        operation: self.operation(o, &child(&ipath, "operation")),
-                    }),
-                    None => {
-                        self.problem(child(&ipath, "operation"), "missing required field", "");
-                        rule.to.push(RuleTo::default());
-                    }
-                }
+                rule.to.push(RuleTo { operation });
             }
         }
-        if let Some(w) = map.get("when") {
+        if let Some(w) = map.remove("when") {
             let wpath = child(path, "when");
-            for (i, item) in self.array(w, &wpath, false).iter().enumerate() {
+            let items = self.array(w, &wpath, false);
+            rule.when.reserve_exact(items.len());
+            for (i, item) in items.into_iter().enumerate() {
                 let ipath = index(&wpath, i);
-                let Some(m) = self.object(item, &ipath, &["key", "values", "notValues"]) else {
+                let Some(mut m) = self.object(item, &ipath, &["key", "values", "notValues"]) else {
                     rule.when.push(Condition::default());
                     continue;
                 };
                 let mut cond = Condition::default();
-                match m.get("key") {
-                    Some(k) => cond.key = self.string(k, child(&ipath, "key")).unwrap_or_default(),
+                match m.remove("key") {
+                    Some(k) => {
+                        if let Some(key) = self.string(k, child(&ipath, "key")) {
+                            cond.key = key;
+                        }
+                    }
                     None => self.problem(child(&ipath, "key"), "missing required field", ""),
                 }
-                if let Some(vals) = m.get("values") {
+                if let Some(vals) = m.remove("values") {
                     cond.values = self.strings(vals, &child(&ipath, "values"));
                 }
-                if let Some(vals) = m.get("notValues") {
+                if let Some(vals) = m.remove("notValues") {
                     cond.not_values = self.strings(vals, &child(&ipath, "notValues"));
                 }
                 rule.when.push(cond);
@@ -440,7 +394,7 @@ impl Walker {
         rule
     }
 
-    fn source(&mut self, v: &Value, path: &str) -> Source {
+    fn source<'a, S: DocStr<'a>>(&mut self, v: Json<'a>, path: &str) -> Source<S> {
         let mut s = Source::default();
         let known = [
             "principals",
@@ -450,7 +404,7 @@ impl Walker {
             "trustDomains",
             "notTrustDomains",
         ];
-        let Some(map) = self.object(v, path, &known) else {
+        let Some(mut map) = self.object(v, path, &known) else {
             return s;
         };
         for (key, field) in [
@@ -461,14 +415,14 @@ impl Walker {
             ("trustDomains", &mut s.trust_domains),
             ("notTrustDomains", &mut s.not_trust_domains),
         ] {
-            if let Some(val) = map.get(key) {
+            if let Some(val) = map.remove(key) {
                 *field = self.strings(val, &child(path, key));
             }
         }
         s
     }
 
-    fn operation(&mut self, v: &Value, path: &str) -> Operation {
+    fn operation<'a, S: DocStr<'a>>(&mut self, v: Json<'a>, path: &str) -> Operation<S> {
         let mut o = Operation::default();
         let known = [
             "methods",
@@ -480,7 +434,7 @@ impl Walker {
             "ports",
             "notPorts",
         ];
-        let Some(map) = self.object(v, path, &known) else {
+        let Some(mut map) = self.object(v, path, &known) else {
             return o;
         };
         for (key, field) in [
@@ -491,14 +445,14 @@ impl Walker {
             ("hosts", &mut o.hosts),
             ("notHosts", &mut o.not_hosts),
         ] {
-            if let Some(val) = map.get(key) {
+            if let Some(val) = map.remove(key) {
                 *field = self.strings(val, &child(path, key));
             }
         }
-        if let Some(val) = map.get("ports") {
+        if let Some(val) = map.remove("ports") {
             o.ports = self.ports(val, &child(path, "ports"));
         }
-        if let Some(val) = map.get("notPorts") {
+        if let Some(val) = map.remove("notPorts") {
             o.not_ports = self.ports(val, &child(path, "notPorts"));
         }
         o

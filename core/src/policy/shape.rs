@@ -46,6 +46,19 @@ fn too_deep() -> PolicyError {
     PolicyError::TooLarge(format!("nested more than {MAX_DEPTH} levels deep"))
 }
 
+/// Where the JSON string opened by the quote at `open` ends: the index of its closing quote
+/// (escaped quotes skipped), or the length of the text if it never closes.
+pub(super) fn string_end(bytes: &[u8], open: usize) -> usize {
+    let mut i = open + 1;
+    while i < bytes.len() && bytes[i] != b'"' {
+        if bytes[i] == b'\\' {
+            i += 1;
+        }
+        i += 1;
+    }
+    i
+}
+
 /// The deepest bracket nesting of a JSON text, outside strings (stops counting once past the
 /// cap). Exact for JSON; text that is not JSON is refused by the parser afterwards.
 fn json_depth(bytes: &[u8]) -> usize {
@@ -53,15 +66,7 @@ fn json_depth(bytes: &[u8]) -> usize {
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
-            b'"' => {
-                i += 1;
-                while i < bytes.len() && bytes[i] != b'"' {
-                    if bytes[i] == b'\\' {
-                        i += 1;
-                    }
-                    i += 1;
-                }
-            }
+            b'"' => i = string_end(bytes, i),
             b'[' | b'{' => {
                 depth += 1;
                 max = max.max(depth);

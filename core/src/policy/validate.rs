@@ -69,8 +69,14 @@ impl Validator {
         });
     }
 
-    fn values(&mut self, path: &str, values: &[String], check: fn(&str) -> Result<(), String>) {
+    fn values<S: AsRef<str>>(
+        &mut self,
+        path: &str,
+        values: &[S],
+        check: fn(&str) -> Result<(), String>,
+    ) {
         for (i, v) in values.iter().enumerate() {
+            let v = v.as_ref();
             if let Err(e) = check(v) {
                 self.problem(index(path, i), e, v);
             }
@@ -89,7 +95,7 @@ impl Validator {
         }
     }
 
-    fn source(&mut self, path: &str, s: &Source) {
+    fn source<S: AsRef<str>>(&mut self, path: &str, s: &Source<S>) {
         if s.is_empty() {
             self.problem(
                 path.to_owned(),
@@ -121,7 +127,7 @@ impl Validator {
         );
     }
 
-    fn operation(&mut self, path: &str, o: &Operation) {
+    fn operation<S: AsRef<str>>(&mut self, path: &str, o: &Operation<S>) {
         if o.is_empty() {
             self.problem(
                 path.to_owned(),
@@ -139,18 +145,19 @@ impl Validator {
         self.ports(&child(path, "notPorts"), &o.not_ports);
     }
 
-    fn condition(&mut self, path: &str, c: &Condition) {
+    fn condition<S: AsRef<str>>(&mut self, path: &str, c: &Condition<S>) {
+        let key = c.key.as_ref();
         if c.values.is_empty() && c.not_values.is_empty() {
             self.problem(
                 path.to_owned(),
                 "condition needs `values` or `notValues`",
-                &c.key,
+                key,
             );
         }
-        let key = match parse_when_key(&c.key) {
+        let key = match parse_when_key(key) {
             Ok(k) => k,
             Err(e) => {
-                self.problem(child(path, "key"), e, &c.key);
+                self.problem(child(path, "key"), e, key);
                 return;
             }
         };
@@ -170,18 +177,20 @@ impl Validator {
 }
 
 /// Validates the values of a typed document; empty when it is valid.
-pub(crate) fn validate(doc: &PolicyDocument) -> Vec<Problem> {
+pub(crate) fn validate<S: AsRef<str>>(doc: &PolicyDocument<S>) -> Vec<Problem> {
     let mut v = Validator {
         problems: Vec::new(),
     };
-    if let Err(e) = TrustDomain::new(&doc.trust_domain) {
+    let td = doc.trust_domain.as_ref();
+    if let Err(e) = TrustDomain::new(td) {
         v.problem(
             "trustDomain".into(),
             format!("invalid trust domain: {e}"),
-            &doc.trust_domain,
+            td,
         );
     }
     for (i, alias) in doc.trust_domain_aliases.iter().enumerate() {
+        let alias = alias.as_ref();
         if let Err(e) = TrustDomain::new(alias) {
             v.problem(
                 index("trustDomainAliases", i),
@@ -193,16 +202,17 @@ pub(crate) fn validate(doc: &PolicyDocument) -> Vec<Problem> {
     let mut names: HashMap<&str, usize> = HashMap::new();
     for (i, p) in doc.policies.iter().enumerate() {
         let ppath = index("policies", i);
-        if p.name.trim().is_empty() {
-            v.problem(child(&ppath, "name"), "empty policy name", &p.name);
-        } else if let Some(first) = names.get(p.name.as_str()) {
+        let name = p.name.as_ref();
+        if name.trim().is_empty() {
+            v.problem(child(&ppath, "name"), "empty policy name", name);
+        } else if let Some(first) = names.get(name) {
             v.problem(
                 child(&ppath, "name"),
                 format!("duplicate policy name, first used at policies[{first}]"),
-                &p.name,
+                name,
             );
         } else {
-            names.insert(&p.name, i);
+            names.insert(name, i);
         }
         for (j, rule) in p.rules.iter().enumerate() {
             let rpath = index(&child(&ppath, "rules"), j);
