@@ -20,7 +20,9 @@ Ctrl-C or an error):
                              URI SAN (`envoy.matching.inputs.uri_san`), the best native form
     for N in --sizes (default 1, 1k, 10k, 100k; the client's ID in the middle of the list).
     Diagnostics, with --bisect: svidgate_stop0..3 (modules built to return after each step of
-    the per-request path) and wasm_probe10 (10 `get_property` host calls per request).
+    the per-request path), svidgate_noheader (the identity header off: its cost in Envoy) and
+    wasm_probe10 (10 `get_property` host calls per request). --compare LABEL=MODULE adds
+    svidgate_1@LABEL, the same configuration on another build of the module (A/B in one run).
   - One client Envoy with a plain-HTTP listener per variant that originates mTLS (the client's
     SVID) to that variant's server Envoy over kept-alive connections.
   - `h2load` (HTTP/1.1, a few connections) sends the load to the client Envoy; each run is
@@ -475,6 +477,11 @@ def variant_specs(sizes, bisect_modules, compare=()):
             "filters": lambda m=module: [wasm_filter(svidgate_policy(one), m)],
             "check": "svidgate"}
     if bisect_modules:
+        specs["svidgate_noheader"] = {
+            "description": "svidgate 1 principal, identity header off (identityHeader: \"\")",
+            "filters": lambda: [wasm_filter({**svidgate_policy(one),
+                                             "filter": {"mode": "http", "identityHeader": ""}})],
+            "check": "svidgate"}
         specs["wasm_probe10"] = {"description": "proxy-wasm module, 10 get_property calls",
                                  "filters": lambda: [wasm_filter("10", PROBE_WASM)],
                                  "check": None}
@@ -543,7 +550,8 @@ RATIOS = [("svidgate_1", "wasm_noop"), ("svidgate_1", "none"), ("wasm_noop", "no
           ("svidgate_100k", "svidgate_1"), ("rbac_1", "none"), ("rbac_100k", "rbac_1"),
           ("rbac_matcher_1", "none"), ("rbac_matcher_100k", "rbac_matcher_1"),
           ("svidgate_1", "rbac_1"), ("rbac_100k", "svidgate_100k"),
-          ("rbac_matcher_100k", "svidgate_100k"), ("wasm_probe10", "wasm_noop")] + [
+          ("rbac_matcher_100k", "svidgate_100k"), ("wasm_probe10", "wasm_noop"),
+          ("svidgate_noheader", "wasm_noop")] + [
           (f"svidgate_stop{k}", "wasm_noop") for k in BISECT_STEPS]
 
 
@@ -553,7 +561,7 @@ def add_arguments(ap):
     ap.add_argument("--sizes", default=DEFAULT_SIZES,
                     help=f"allowlist sizes of the sweep (default {DEFAULT_SIZES})")
     ap.add_argument("--bisect", action="store_true",
-                    help="add the bisection variants svidgate_stop0..3 and wasm_probe10")
+                    help="add the bisection variants svidgate_stop0..3, svidgate_noheader and wasm_probe10")
     ap.add_argument("--compare", action="append", default=[], metavar="LABEL=MODULE",
                     help="add variant svidgate_1@LABEL: the 1-principal configuration on another "
                          "build of the module (A/B within one run); repeatable")
