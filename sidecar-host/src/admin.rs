@@ -47,6 +47,16 @@ pub fn encode_registry(registry: &prometheus_client::registry::Registry) -> Stri
     out
 }
 
+/// Registers a clone of each metric handle into a registry, one line per metric:
+/// `register_metrics! { registry; "name" => handle, "help"; ... }` (the registry's prefix and,
+/// for counters, `_total` are added by `prometheus_client`).
+macro_rules! register_metrics {
+    ($registry:expr; $($name:literal => $metric:expr, $help:literal;)+) => {
+        $( $registry.register($name, $help, $metric.clone()); )+
+    };
+}
+pub(crate) use register_metrics;
+
 /// The admin routes.
 pub fn router<M: Exposition>(metrics: Arc<M>) -> Router {
     Router::new()

@@ -63,52 +63,18 @@ impl Metrics {
             not_after_unix: std::sync::atomic::AtomicI64::new(0),
             registry: Registry::default(),
         };
-        registry.register(
-            "cert_not_before_seconds",
-            "Not-before of the served certificate, Unix seconds",
-            m.cert_not_before.clone(),
-        );
-        registry.register(
-            "cert_not_after_seconds",
-            "Not-after of the served certificate, Unix seconds",
-            m.cert_not_after.clone(),
-        );
-        registry.register(
-            "cert_expiry_seconds",
-            "Seconds until the served certificate expires (negative once expired)",
-            m.cert_expiry_seconds.clone(),
-        );
-        registry.register(
-            "rotations",
-            "Certificate rotations by result (ok, failed)",
-            m.rotations.clone(),
-        );
-        registry.register(
-            "ca_request_duration_seconds",
-            "Latency of CA signing requests (successful or not)",
-            m.ca_latency.clone(),
-        );
-        registry.register(
-            "cert_expired",
-            "Times the served certificate expired before it could be replaced",
-            m.expired.clone(),
-        );
-        registry.register(
-            "sds_streams_open",
-            "Open SDS streams",
-            m.sds_streams.clone(),
-        );
-        registry.register("sds_pushes", "SDS responses sent", m.sds_pushes.clone());
-        registry.register(
-            "sds_nacks",
-            "SDS responses rejected by Envoy (NACK)",
-            m.sds_nacks.clone(),
-        );
-        registry.register(
-            "ready",
-            "1 when a currently valid certificate is served",
-            m.ready_gauge.clone(),
-        );
+        crate::admin::register_metrics! { registry;
+            "cert_not_before_seconds" => m.cert_not_before, "Not-before of the served certificate, Unix seconds";
+            "cert_not_after_seconds" => m.cert_not_after, "Not-after of the served certificate, Unix seconds";
+            "cert_expiry_seconds" => m.cert_expiry_seconds, "Seconds until the served certificate expires (negative once expired)";
+            "rotations" => m.rotations, "Certificate rotations by result (ok, failed)";
+            "ca_request_duration_seconds" => m.ca_latency, "Latency of CA signing requests (successful or not)";
+            "cert_expired" => m.expired, "Times the served certificate expired before it could be replaced";
+            "sds_streams_open" => m.sds_streams, "Open SDS streams";
+            "sds_pushes" => m.sds_pushes, "SDS responses sent";
+            "sds_nacks" => m.sds_nacks, "SDS responses rejected by Envoy (NACK)";
+            "ready" => m.ready_gauge, "1 when a currently valid certificate is served";
+        }
         m.workload_api.register(&mut registry);
         // Both results exist from the start (0), so "no failure yet" is a 0 series, not none.
         for result in ["ok", "failed"] {

@@ -41,30 +41,36 @@ fn bundle(pems: &[&str]) -> BTreeMap<TrustDomain, Vec<String>> {
     .into()
 }
 
-struct Harness {
+/// A gRPC server on a Unix socket in a tempdir, serving a fresh [`SecretStore`] (shared with the
+/// Workload API tests; `M` is the server's metrics handle).
+pub(crate) struct Harness<M> {
     _dir: tempfile::TempDir,
-    path: PathBuf,
-    store: Arc<SecretStore>,
-    metrics: Arc<Metrics>,
-    shutdown: watch::Sender<bool>,
-    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    pub(crate) path: PathBuf,
+    pub(crate) store: Arc<SecretStore>,
+    pub(crate) metrics: M,
+    pub(crate) shutdown: watch::Sender<bool>,
+    pub(crate) server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
 }
 
-async fn start() -> Harness {
+/// Binds `socket` (below a new tempdir, with `mode`) and spawns `serve(store, metrics, shutdown,
+/// listener)` on it.
+pub(crate) async fn start_server<M, F, Fut>(
+    socket: &str,
+    mode: u32,
+    metrics: M,
+    serve: F,
+) -> Harness<M>
+where
+    M: Clone,
+    F: FnOnce(&SecretStore, M, watch::Receiver<bool>, tokio::net::UnixListener) -> Fut,
+    Fut: std::future::Future<Output = Result<(), tonic::transport::Error>> + Send + 'static,
+{
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("sds/socket");
+    let path = dir.path().join(socket);
     let store = Arc::new(SecretStore::new());
-    let metrics = Arc::new(Metrics::new());
     let (shutdown, sd_rx) = watch::channel(false);
-    let svc = SdsService::new(
-        store.subscribe(),
-        SpiffeId::parse(WID).unwrap(),
-        BTreeSet::from([TrustDomain::new("fed.example").unwrap()]),
-        metrics.clone(),
-        sd_rx,
-    );
-    let listener = bind_socket(&path, 0o660).await.unwrap();
-    let server = tokio::spawn(svc.serve(listener));
+    let listener = bind_socket(&path, mode).await.unwrap();
+    let server = tokio::spawn(serve(&store, metrics.clone(), sd_rx, listener));
     Harness {
         _dir: dir,
         path,
@@ -73,6 +79,25 @@ async fn start() -> Harness {
         shutdown,
         server,
     }
+}
+
+async fn start() -> Harness<Arc<Metrics>> {
+    start_server(
+        "sds/socket",
+        0o660,
+        Arc::new(Metrics::new()),
+        |store, metrics, sd_rx, listener| {
+            SdsService::new(
+                store.subscribe(),
+                SpiffeId::parse(WID).unwrap(),
+                BTreeSet::from([TrustDomain::new("fed.example").unwrap()]),
+                metrics,
+                sd_rx,
+            )
+            .serve(listener)
+        },
+    )
+    .await
 }
 
 /// A gRPC channel to the server on the Unix socket at `path` (shared with the Workload API

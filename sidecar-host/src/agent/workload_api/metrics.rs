@@ -56,21 +56,11 @@ pub struct WorkloadApiMetrics {
 impl WorkloadApiMetrics {
     /// Adds the metrics to `registry` (call once).
     pub fn register(&self, registry: &mut Registry) {
-        registry.register(
-            "workload_api_streams_open",
-            "Open SPIFFE Workload API streams (FetchX509SVID, FetchX509Bundles)",
-            self.streams.clone(),
-        );
-        registry.register(
-            "workload_api_pushes",
-            "SPIFFE Workload API messages sent, by RPC",
-            self.pushes.clone(),
-        );
-        registry.register(
-            "workload_api_refused",
-            "SPIFFE Workload API calls refused, by reason",
-            self.refused.clone(),
-        );
+        crate::admin::register_metrics! { registry;
+            "workload_api_streams_open" => self.streams, "Open SPIFFE Workload API streams (FetchX509SVID, FetchX509Bundles)";
+            "workload_api_pushes" => self.pushes, "SPIFFE Workload API messages sent, by RPC";
+            "workload_api_refused" => self.refused, "SPIFFE Workload API calls refused, by reason";
+        }
     }
 
     pub fn stream_opened(&self) {

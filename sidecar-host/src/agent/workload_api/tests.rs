@@ -3,14 +3,13 @@
 //! refusals, shutdown). Independent clients (rust-spiffe) are in the e2e tests.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use svidgate_core::TrustDomain;
 use svidgate_pki::testing::TestPki;
 use svidgate_pki::WorkloadCert;
-use tokio::sync::watch;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Streaming};
 
@@ -20,8 +19,8 @@ use super::pb::{
     X509BundlesResponse, X509svidRequest, X509svidResponse,
 };
 use super::*;
-use crate::agent::sds::tests::uds_channel;
-use crate::agent::sds::{bind_socket, SecretState, SecretStore};
+use crate::agent::sds::tests::{start_server, uds_channel, Harness};
+use crate::agent::sds::SecretState;
 
 const WID: &str = "spiffe://example.org/ns/app/sa/web";
 const LOCAL: &str = "spiffe://example.org";
@@ -218,32 +217,18 @@ fn security_header_must_be_exactly_true() {
 // ---------------------------------------------------------------------------------------------
 // The service over a real Unix socket
 
-struct Harness {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-    store: Arc<SecretStore>,
-    metrics: WorkloadApiMetrics,
-    shutdown: watch::Sender<bool>,
-    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
-}
-
-async fn start() -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("wapi/socket");
-    let store = Arc::new(SecretStore::new());
+async fn start() -> Harness<WorkloadApiMetrics> {
     let metrics = WorkloadApiMetrics::default();
-    let (shutdown, sd_rx) = watch::channel(false);
-    let svc = WorkloadApiService::new(store.subscribe(), td("example.org"), metrics.clone(), sd_rx);
-    let listener = bind_socket(&path, 0o600).await.unwrap();
-    let server = tokio::spawn(svc.serve(listener));
-    Harness {
-        _dir: dir,
-        path,
-        store,
+    start_server(
+        "wapi/socket",
+        0o600,
         metrics,
-        shutdown,
-        server,
-    }
+        |store, metrics, sd_rx, listener| {
+            WorkloadApiService::new(store.subscribe(), td("example.org"), metrics, sd_rx)
+                .serve(listener)
+        },
+    )
+    .await
 }
 
 async fn client(path: &Path) -> SpiffeWorkloadApiClient<Channel> {
