@@ -44,35 +44,43 @@ fn opt_text(name: &str, v: Option<&str>) -> String {
 
 /// The first failing field of a source, if any.
 fn source_miss(s: &CompiledSource, ctx: &Ctx<'_>, peer: &Peer) -> Option<String> {
-    if let Some(m) = &s.principals {
-        if !principal_matches(m, ctx) {
-            return Some(format!("principals: {} matches none", peer_text(ctx, peer)));
-        }
+    field_pair_miss(
+        ["principals", "notPrincipals"],
+        [&s.principals, &s.not_principals],
+        |m| principal_matches(m, ctx),
+        || peer_text(ctx, peer),
+    )
+    .or_else(|| {
+        field_pair_miss(
+            ["namespaces", "notNamespaces"],
+            [&s.namespaces, &s.not_namespaces],
+            |m| namespace_matches(m, ctx),
+            || ns_text(ctx),
+        )
+    })
+    .or_else(|| {
+        field_pair_miss(
+            ["trustDomains", "notTrustDomains"],
+            [&s.trust_domains, &s.not_trust_domains],
+            |m| trust_domain_matches(m, ctx),
+            || td_text(ctx),
+        )
+    })
+}
+
+/// The miss of a field and its negation: the value (`text`) matches none of the field's
+/// entries, or one of the negation's.
+fn field_pair_miss<M>(
+    [field, not_field]: [&str; 2],
+    [m, not_m]: [&Option<M>; 2],
+    matches: impl Fn(&M) -> bool,
+    text: impl Fn() -> String,
+) -> Option<String> {
+    if m.as_ref().is_some_and(|m| !matches(m)) {
+        return Some(format!("{field}: {} matches none", text()));
     }
-    if let Some(m) = &s.not_principals {
-        if principal_matches(m, ctx) {
-            return Some(format!("notPrincipals: {} is listed", peer_text(ctx, peer)));
-        }
-    }
-    if let Some(m) = &s.namespaces {
-        if !namespace_matches(m, ctx) {
-            return Some(format!("namespaces: {} matches none", ns_text(ctx)));
-        }
-    }
-    if let Some(m) = &s.not_namespaces {
-        if namespace_matches(m, ctx) {
-            return Some(format!("notNamespaces: {} is listed", ns_text(ctx)));
-        }
-    }
-    if let Some(m) = &s.trust_domains {
-        if !trust_domain_matches(m, ctx) {
-            return Some(format!("trustDomains: {} matches none", td_text(ctx)));
-        }
-    }
-    if let Some(m) = &s.not_trust_domains {
-        if trust_domain_matches(m, ctx) {
-            return Some(format!("notTrustDomains: {} is listed", td_text(ctx)));
-        }
+    if not_m.as_ref().is_some_and(&matches) {
+        return Some(format!("{not_field}: {} is listed", text()));
     }
     None
 }

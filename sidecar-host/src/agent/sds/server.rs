@@ -398,6 +398,19 @@ async fn drive<P: StreamProto>(
     }
 }
 
+/// Spawns the driver of one SDS stream of protocol `P`; the response streams what it sends.
+fn open_stream<P: StreamProto>(
+    inner: &Arc<Inner>,
+    request: Request<Streaming<P::Req>>,
+) -> Response<ReceiverStream<Result<P::Resp, Status>>>
+where
+    P::Req: prost::Message + Default,
+{
+    let (tx, rx) = mpsc::channel(4);
+    tokio::spawn(drive::<P>(inner.clone(), request.into_inner(), tx));
+    Response::new(ReceiverStream::new(rx))
+}
+
 #[tonic::async_trait]
 impl SecretDiscoveryService for SdsService {
     type DeltaSecretsStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
@@ -407,18 +420,14 @@ impl SecretDiscoveryService for SdsService {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamSecretsStream>, Status> {
-        let (tx, rx) = mpsc::channel(4);
-        tokio::spawn(drive::<Sotw>(self.inner.clone(), request.into_inner(), tx));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(open_stream::<Sotw>(&self.inner, request))
     }
 
     async fn delta_secrets(
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaSecretsStream>, Status> {
-        let (tx, rx) = mpsc::channel(4);
-        tokio::spawn(drive::<Delta>(self.inner.clone(), request.into_inner(), tx));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(open_stream::<Delta>(&self.inner, request))
     }
 
     async fn fetch_secrets(
