@@ -18,6 +18,15 @@ impl Run {
     fn err_lines(&self) -> Vec<&str> {
         self.stderr.lines().collect()
     }
+    /// Asserts the exit code and the whole stdout (stderr in the message).
+    fn assert_out(&self, code: i32, stdout: &str) {
+        assert_eq!(
+            (self.code, self.stdout.as_str()),
+            (code, stdout),
+            "{}",
+            self.stderr
+        );
+    }
 }
 
 /// Runs `svidgate <args>` in `dir` with `stdin`.
@@ -203,7 +212,7 @@ fn import_reports_unsupported_features_and_exits_3() {
         &["policy", "import", "--skip-unsupported", "istio.yaml"],
         "",
     );
-    assert_eq!((run.code, run.stdout.as_str()), (3, ""), "{}", run.stderr);
+    run.assert_out(3, "");
     assert_eq!(
         run.err_lines(),
         [
@@ -243,38 +252,7 @@ fn import_rejects_invalid_resources_with_exit_1() {
 
 // ---- Tests that run the real policy engine. ----
 
-const POLICY: &str = r#"trustDomain: cluster.local
-policies:
-  - name: deny-legacy
-    action: DENY
-    rules:
-      - from:
-          - source:
-              namespaces: ["legacy"]
-  - name: api-readers
-    action: ALLOW
-    rules:
-      - from:
-          - source:
-              principals: ["cluster.local/ns/web/sa/frontend", "spiffe://cluster.local/ns/batch/*"]
-        to:
-          - operation:
-              methods: ["GET", "HEAD"]
-              paths: ["/api/*"]
-      - to:
-          - operation:
-              paths: ["/tenant/*"]
-        when:
-          - key: request.headers[x-tenant]
-            values: ["acme"]
-  - name: lock-admin
-    action: DENY
-    dryRun: true
-    rules:
-      - to:
-          - operation:
-              paths: ["/api/admin/*"]
-"#;
+const POLICY: &str = include_str!("fixtures/policy.yaml");
 
 /// The same without the dry-run policy.
 fn policy_without_dry_run() -> String {
@@ -574,10 +552,7 @@ fn eval_decides_each_line() {
             json!({"peer": FRONTEND, "method": "GET", "path": "/api/x"})
         ),
     );
-    assert_eq!(
-        (run.code, run.stdout.as_str()),
-        (0, "{\"decision\":\"allow\",\"policy\":\"api-readers\",\"rule\":0,\"reason\":\"matched ALLOW policy\"}\n")
-    );
+    run.assert_out(0, "{\"decision\":\"allow\",\"policy\":\"api-readers\",\"rule\":0,\"reason\":\"matched ALLOW policy\"}\n");
 }
 
 #[test]
@@ -726,7 +701,7 @@ fn import_round_trips_through_check() {
         let mut args = vec!["policy", "import", "istio.yaml"];
         args.extend(extra);
         let run = svidgate(dir.path(), &args, "");
-        assert_eq!((run.code, run.stdout.as_str()), (3, ""), "{}", run.stderr);
+        run.assert_out(3, "");
     }
     let without_custom = &fixture[..fixture.rfind("---").expect("documents")];
     std::fs::write(dir.path().join("istio-ok.yaml"), without_custom).expect("write");
@@ -752,59 +727,11 @@ fn import_round_trips_through_check() {
             r#"istio-ok.yaml: warning: AuthorizationPolicy shop/api-readers (document 2): spec.rules[1].from[0].source.ipBlocks: IP blocks are not supported: svidgate authorizes by SPIFFE identity, not address (["10.0.0.0/8"]); rule 1 dropped: an ALLOW rule svidgate cannot fully check allows nothing"#,
         ]
     );
-    assert_eq!(
-        run.stdout,
-        r#"# svidgate policy imported from Istio AuthorizationPolicy resources (istio-ok.yaml).
-trustDomain: example.org
-trustDomainAliases:
-- old.example
-mode: enforce
-policies:
-- name: shop.deny-legacy
-  action: DENY
-  rules:
-  - from:
-    - source:
-        namespaces:
-        - legacy
-- name: shop.api-readers
-  action: ALLOW
-  rules:
-  - from:
-    - source:
-        principals:
-        - cluster.local/ns/web/sa/frontend
-        - cluster.local/ns/batch/*
-    to:
-    - operation:
-        methods:
-        - GET
-        - HEAD
-        paths:
-        - /api/*
-        ports:
-        - 8080
-    when:
-    - key: request.headers[X-Tenant]
-      values:
-      - acme
-- name: shop.lock-admin
-  action: DENY
-  dryRun: true
-  rules:
-  - to:
-    - operation:
-        paths:
-        - /api/admin/*
-"#
-    );
+    assert_eq!(run.stdout, include_str!("fixtures/istio-ok-imported.yaml"));
 
     std::fs::write(dir.path().join("imported.yaml"), &run.stdout).expect("write");
     let run = svidgate(dir.path(), &["policy", "check", "imported.yaml"], "");
-    assert_eq!(
-        (run.code, run.stdout.as_str()),
-        (0, "imported.yaml: ok: 3 policies (2 DENY, 1 ALLOW, 1 dry-run), trust domain example.org (aliases: old.example)\n")
-    );
+    run.assert_out(0, "imported.yaml: ok: 3 policies (2 DENY, 1 ALLOW, 1 dry-run), trust domain example.org (aliases: old.example)\n");
 
     // The imported policy decides like Istio would: the frontend may GET the API, under the
     // alias too.
@@ -825,7 +752,7 @@ fn import_stdin_and_output_the_engine_rejects() {
     let dir = tempdir_with(&[]);
     let text = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: a, namespace: n}\nspec:\n  rules:\n  - from:\n    - source: {principals: [\"cluster.local/ns/*/sa/x\"]}\n";
     let run = svidgate(dir.path(), &["policy", "import", "-"], text);
-    assert_eq!((run.code, run.stdout.as_str()), (1, ""));
+    run.assert_out(1, "");
     assert_eq!(
         run.err_lines(),
         [
@@ -915,10 +842,7 @@ fn lint_human_json_fail_on_and_network() {
     );
 
     let run = svidgate(dir.path(), &["policy", "lint", "clean.yaml"], "");
-    assert_eq!(
-        (run.code, run.stdout.as_str()),
-        (0, "clean.yaml: no findings\n")
-    );
+    run.assert_out(0, "clean.yaml: no findings\n");
     // Warnings fail only when asked to; network mode sees HTTP-only rules.
     let run = svidgate(
         dir.path(),
@@ -987,7 +911,7 @@ fn diff_prints_requests_that_decide_differently() {
 
     // Reordered, split and respelled: equivalent, exit 0, nothing on stdout.
     let run = svidgate(dir.path(), &["policy", "diff", "old.yaml", "same.yaml"], "");
-    assert_eq!((run.code, run.stdout.as_str()), (0, ""), "{}", run.stderr);
+    run.assert_out(0, "");
     assert!(
         run.stderr.starts_with("old.yaml same.yaml: equivalent ("),
         "{}",
