@@ -37,41 +37,45 @@ pub fn envoy_bin() -> Result<PathBuf> {
     bail!("envoy not found under {} (run `make setup`)", lib.display())
 }
 
-/// The `svidgate` binary built by cargo for these tests (`target/<profile>/svidgate`).
-/// `SVIDGATE_BIN` overrides it.
-pub fn svidgate_bin() -> Result<PathBuf> {
-    if let Ok(p) = std::env::var("SVIDGATE_BIN") {
+/// A build output: `$env` if set, else the first of `candidates` (relative to the cargo target
+/// directory) that exists; `hint` says how to build it.
+fn built(env: &str, candidates: &[&str], hint: &str) -> Result<PathBuf> {
+    if let Ok(p) = std::env::var(env) {
         return Ok(PathBuf::from(p));
     }
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| repo_root().join("target"));
-    for profile in ["debug", "release"] {
-        let bin = target.join(profile).join("svidgate");
-        if bin.exists() {
-            return Ok(bin);
-        }
-    }
-    bail!(
-        "svidgate binary not found under {} (run `cargo build -p sidecar-host`)",
-        target.display()
+    candidates
+        .iter()
+        .map(|c| target.join(c))
+        .find(|p| p.exists())
+        .with_context(|| {
+            format!(
+                "{} not found under {} ({hint})",
+                candidates.join(" or "),
+                target.display()
+            )
+        })
+}
+
+/// The `svidgate` binary built by cargo for these tests (`target/<profile>/svidgate`).
+/// `SVIDGATE_BIN` overrides it.
+pub fn svidgate_bin() -> Result<PathBuf> {
+    built(
+        "SVIDGATE_BIN",
+        &["debug/svidgate", "release/svidgate"],
+        "run `cargo build -p sidecar-host`",
     )
 }
 
 /// The wasm filter built by `make wasm`. `SVIDGATE_WASM` overrides it.
 pub fn filter_wasm() -> Result<PathBuf> {
-    if let Ok(p) = std::env::var("SVIDGATE_WASM") {
-        return Ok(PathBuf::from(p));
-    }
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| repo_root().join("target"));
-    let wasm = target.join("wasm32-wasip1/release/svidgate_filter.wasm");
-    if wasm.exists() {
-        Ok(wasm)
-    } else {
-        bail!("{} not found (run `make wasm`)", wasm.display())
-    }
+    built(
+        "SVIDGATE_WASM",
+        &["wasm32-wasip1/release/svidgate_filter.wasm"],
+        "run `make wasm`",
+    )
 }
 
 /// A free TCP port on 127.0.0.1. (Bind to :0, read the port, release it.)
