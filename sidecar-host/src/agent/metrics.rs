@@ -11,6 +11,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use super::workload_api::WorkloadApiMetrics;
+use crate::admin::{OpenStreams, StreamGuard};
 
 /// Label of `svidgate_rotations_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -28,7 +29,7 @@ pub struct Metrics {
     rotations: Family<ResultLabel, Counter>,
     ca_latency: Histogram,
     expired: Counter,
-    sds_streams: Gauge,
+    sds_streams: OpenStreams,
     sds_pushes: Counter,
     sds_nacks: Counter,
     ready_gauge: Gauge,
@@ -54,7 +55,7 @@ impl Metrics {
             rotations: Family::default(),
             ca_latency: Histogram::new(exponential_buckets(0.005, 2.0, 12)),
             expired: Counter::default(),
-            sds_streams: Gauge::default(),
+            sds_streams: OpenStreams::default(),
             sds_pushes: Counter::default(),
             sds_nacks: Counter::default(),
             ready_gauge: Gauge::default(),
@@ -70,7 +71,7 @@ impl Metrics {
             "rotations" => m.rotations, "Certificate rotations by result (ok, failed)";
             "ca_request_duration_seconds" => m.ca_latency, "Latency of CA signing requests (successful or not)";
             "cert_expired" => m.expired, "Times the served certificate expired before it could be replaced";
-            "sds_streams_open" => m.sds_streams, "Open SDS streams";
+            "sds_streams_open" => m.sds_streams.gauge(), "Open SDS streams";
             "sds_pushes" => m.sds_pushes, "SDS responses sent";
             "sds_nacks" => m.sds_nacks, "SDS responses rejected by Envoy (NACK)";
             "ready" => m.ready_gauge, "1 when a currently valid certificate is served";
@@ -124,14 +125,12 @@ impl Metrics {
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
     }
-    pub fn stream_opened(&self) {
-        self.sds_streams.inc();
-    }
-    pub fn stream_closed(&self) {
-        self.sds_streams.dec();
+    /// Counts an SDS stream as open while the guard lives.
+    pub fn open_stream(&self) -> StreamGuard {
+        self.sds_streams.open()
     }
     pub fn streams_open(&self) -> i64 {
-        self.sds_streams.get()
+        self.sds_streams.count()
     }
     pub fn pushed(&self) {
         self.sds_pushes.inc();

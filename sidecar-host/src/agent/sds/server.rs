@@ -71,20 +71,6 @@ impl Inner {
     }
 }
 
-/// A stream counted in `svidgate_sds_streams_open` for as long as it lives.
-struct StreamGuard(Arc<Metrics>);
-impl StreamGuard {
-    fn new(m: &Arc<Metrics>) -> StreamGuard {
-        m.stream_opened();
-        StreamGuard(m.clone())
-    }
-}
-impl Drop for StreamGuard {
-    fn drop(&mut self) {
-        self.0.stream_closed();
-    }
-}
-
 impl SdsService {
     /// `known_tds`: the trust domains that may be asked for as `spiffe://<td>` (the local one is
     /// always known). Streams end cleanly when `shutdown` becomes true.
@@ -357,7 +343,7 @@ async fn drive<P: StreamProto>(
 ) where
     P::Req: prost::Message + Default,
 {
-    let _guard = StreamGuard::new(&inner.metrics);
+    let _guard = inner.metrics.open_stream();
     let mut state_rx = inner.state.clone();
     let mut shutdown = inner.shutdown.clone();
     let mut proto = P::default();

@@ -179,14 +179,6 @@ impl LastSent {
     }
 }
 
-/// A stream counted in `svidgate_workload_api_streams_open` for as long as it lives.
-struct StreamGuard(WorkloadApiMetrics);
-impl Drop for StreamGuard {
-    fn drop(&mut self) {
-        self.0.stream_closed();
-    }
-}
-
 async fn drive<T, F>(
     inner: Arc<Inner>,
     _permit: OwnedSemaphorePermit,
@@ -197,8 +189,7 @@ async fn drive<T, F>(
     T: Message,
     F: Fn(&SecretState, SystemTime) -> Result<Option<T>, ContentError>,
 {
-    inner.metrics.stream_opened();
-    let _guard = StreamGuard(inner.metrics.clone());
+    let _guard = inner.metrics.open_stream();
     let mut state = inner.state.clone();
     let mut shutdown = inner.shutdown.clone();
     let mut last = LastSent::default();
