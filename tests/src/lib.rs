@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 
 /// The repository root (the workspace directory).
 pub fn repo_root() -> PathBuf {
@@ -76,6 +76,35 @@ pub fn filter_wasm() -> Result<PathBuf> {
         &["wasm32-wasip1/release/svidgate_filter.wasm"],
         "run `make wasm`",
     )
+}
+
+/// The Python of the repository's venv (`make setup` creates it).
+pub fn venv_python() -> Result<PathBuf> {
+    let py = repo_root().join(".venv/bin/python");
+    ensure!(py.exists(), "{} not found (run `make setup`)", py.display());
+    Ok(py)
+}
+
+/// A finished command's stdout, then its stderr, as text.
+pub fn output_text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Runs `cmd` to its end; an error naming `what`, the exit status and the output unless it
+/// exits 0.
+pub fn run_ok(cmd: &mut Command, what: &str) -> Result<std::process::Output> {
+    let out = cmd.output().with_context(|| format!("running {what}"))?;
+    ensure!(
+        out.status.success(),
+        "{what}: {}\n{}",
+        out.status,
+        output_text(&out)
+    );
+    Ok(out)
 }
 
 /// A free TCP port on 127.0.0.1. (Bind to :0, read the port, release it.)

@@ -32,8 +32,8 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::{json, Value};
 use svidgate_e2e::{
-    dev_ca_command, filter_wasm, free_port, http_get, http_request, repo_root, sds_api,
-    sds_cluster, svidgate_bin, wait_until, Envoy, Proc,
+    dev_ca_command, filter_wasm, free_port, http_get, http_request, repo_root, run_ok, sds_api,
+    sds_cluster, svidgate_bin, venv_python, wait_until, Envoy, Proc,
 };
 
 const TD: &str = "cluster.local";
@@ -49,13 +49,10 @@ fn request(port: u16, method: &str, path: &str) -> Result<(u16, String)> {
 }
 
 fn svidgate(args: &[&str]) -> Result<()> {
-    let out = Command::new(svidgate_bin()?).args(args).output()?;
-    ensure!(
-        out.status.success(),
-        "svidgate {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(
+        Command::new(svidgate_bin()?).args(args),
+        &format!("svidgate {args:?}"),
+    )?;
     Ok(())
 }
 
@@ -402,17 +399,12 @@ fn query(prom: u16, expr: &str) -> Result<Vec<Value>> {
 
 /// Dashboard and alert queries, from the single source.
 fn observability_queries() -> Result<Value> {
-    let py = repo_root().join(".venv/bin/python");
-    let out = Command::new(&py)
-        .arg(repo_root().join("scripts/observability.py"))
-        .arg("queries")
-        .output()
-        .with_context(|| format!("{} (run `make setup`)", py.display()))?;
-    ensure!(
-        out.status.success(),
-        "observability.py queries: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_ok(
+        Command::new(venv_python()?)
+            .arg(repo_root().join("scripts/observability.py"))
+            .arg("queries"),
+        "observability.py queries",
+    )?;
     Ok(serde_json::from_slice(&out.stdout)?)
 }
 

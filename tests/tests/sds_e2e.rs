@@ -100,6 +100,23 @@ struct Agent {
     starts: u32,
 }
 
+/// Starts the agents, then waits (15 s at most each) until each is ready (`what` names them in
+/// the error).
+fn start_ready(mut agents: [&mut Agent; 2], what: &str) -> Result<()> {
+    for a in agents.iter_mut() {
+        a.start()?;
+    }
+    for a in agents {
+        wait_until(
+            &format!("{what} {} ready", a.id),
+            Duration::from_secs(15),
+            || a.ready(),
+        )
+        .with_context(|| a.output())?;
+    }
+    Ok(())
+}
+
 impl Agent {
     fn new(
         name: &str,
@@ -431,16 +448,7 @@ fn sds_rotation_restart_outage_and_root_rotation_under_load() -> Result<()> {
 
     let mut client_agent = Agent::new("client", CLIENT_ID, &work, ca.port, &anchors)?;
     let mut server_agent = Agent::new("server", SERVER_ID, &work, ca.port, &anchors)?;
-    client_agent.start()?;
-    server_agent.start()?;
-    for a in [&client_agent, &server_agent] {
-        wait_until(
-            &format!("agent {} ready", a.id),
-            Duration::from_secs(15),
-            || a.ready(),
-        )
-        .with_context(|| a.output())?;
-    }
+    start_ready([&mut client_agent, &mut server_agent], "agent")?;
 
     let (s_admin, s_port, c_admin, c_port) =
         (free_port()?, free_port()?, free_port()?, free_port()?);
@@ -545,16 +553,7 @@ fn sds_rotation_restart_outage_and_root_rotation_under_load() -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(500));
         let t_restart = Instant::now();
-        client_agent.start()?;
-        server_agent.start()?;
-        for a in [&client_agent, &server_agent] {
-            wait_until(
-                &format!("restarted agent {} ready", a.id),
-                Duration::from_secs(15),
-                || a.ready(),
-            )
-            .with_context(|| a.output())?;
-        }
+        start_ready([&mut client_agent, &mut server_agent], "restarted agent")?;
         // 3 (starts here). CA outage: stopped while the restarted agents' certificates are fresh,
         // for longer than one refresh period (5 s) and shorter than their remaining life (~10 s).
         ca.stop();
