@@ -107,6 +107,16 @@ pub fn run_ok(cmd: &mut Command, what: &str) -> Result<std::process::Output> {
     Ok(out)
 }
 
+/// `<svidgate> ca init`: a new CA for trust domain `td` in `dir`.
+pub fn ca_init(svidgate: &Path, dir: &Path, td: &str) -> Result<()> {
+    let dir = dir.to_str().context("CA dir path")?;
+    run_ok(
+        Command::new(svidgate).args(["ca", "init", "--ca-dir", dir, "--trust-domain", td]),
+        &format!("svidgate ca init --ca-dir {dir}"),
+    )?;
+    Ok(())
+}
+
 /// A free TCP port on 127.0.0.1. (Bind to :0, read the port, release it.)
 pub fn free_port() -> Result<u16> {
     let l = TcpListener::bind("127.0.0.1:0")?;

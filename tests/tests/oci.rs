@@ -9,7 +9,7 @@ use std::process::Command;
 
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
-use svidgate_e2e::{filter_wasm, repo_root, run_ok};
+use svidgate_e2e::{filter_wasm, output_text, repo_root, run_ok};
 
 const WASM_CONFIG: &str = "application/vnd.module.wasm.config.v1+json";
 const WASM_LAYER: &str = "application/vnd.module.wasm.content.layer.v1+wasm";
@@ -27,23 +27,16 @@ fn python() -> PathBuf {
 
 fn oci_py(args: &[&str], out: &Path) -> Result<String> {
     let wasm = filter_wasm()?;
-    let o = Command::new(python())
-        .arg(repo_root().join("scripts/oci.py"))
-        .arg("--wasm")
-        .arg(&wasm)
-        .args(args)
-        .arg(out)
-        .output()
-        .context("running scripts/oci.py")?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    if !o.status.success() {
-        bail!("scripts/oci.py {args:?} failed:\n{text}");
-    }
-    Ok(text)
+    let o = run_ok(
+        Command::new(python())
+            .arg(repo_root().join("scripts/oci.py"))
+            .arg("--wasm")
+            .arg(&wasm)
+            .args(args)
+            .arg(out),
+        &format!("scripts/oci.py {args:?}"),
+    )?;
+    Ok(output_text(&o))
 }
 
 fn build(out: &Path) -> Result<String> {
@@ -474,29 +467,24 @@ fn static_svidgate() -> Result<PathBuf> {
 }
 
 fn build_image(out: &Path) -> Result<String> {
-    let o = Command::new(python())
-        .arg(repo_root().join("scripts/oci.py"))
-        .arg("--image")
-        .arg(static_svidgate()?)
-        .args([
-            "--tag",
-            TAG,
-            "--source",
-            IMAGE_SOURCE,
-            "--revision",
-            "0123abc",
-        ])
-        .arg("--out")
-        .arg(out)
-        .output()
-        .context("running scripts/oci.py --image")?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    ensure!(o.status.success(), "scripts/oci.py --image failed:\n{text}");
-    Ok(text)
+    let o = run_ok(
+        Command::new(python())
+            .arg(repo_root().join("scripts/oci.py"))
+            .arg("--image")
+            .arg(static_svidgate()?)
+            .args([
+                "--tag",
+                TAG,
+                "--source",
+                IMAGE_SOURCE,
+                "--revision",
+                "0123abc",
+            ])
+            .arg("--out")
+            .arg(out),
+        "scripts/oci.py --image",
+    )?;
+    Ok(output_text(&o))
 }
 
 /// The program headers of a 64-bit little-endian ELF file hold no PT_INTERP (no dynamic loader).

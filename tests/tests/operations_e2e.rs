@@ -32,8 +32,8 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::{json, Value};
 use svidgate_e2e::{
-    dev_ca_command, filter_wasm, free_port, http_get, http_request, repo_root, run_ok, sds_api,
-    sds_cluster, svidgate_bin, venv_python, wait_until, Envoy, Proc,
+    ca_init, dev_ca_command, filter_wasm, free_port, http_get, http_request, repo_root, run_ok,
+    sds_api, sds_cluster, svidgate_bin, venv_python, wait_until, Envoy, Proc,
 };
 
 const TD: &str = "cluster.local";
@@ -46,14 +46,6 @@ const BACKEND: &str = "spiffe://cluster.local/ns/shop/sa/backend";
 /// HTTP/1.1 request to 127.0.0.1:port: (status, body).
 fn request(port: u16, method: &str, path: &str) -> Result<(u16, String)> {
     http_request(port, method, path).map(|(code, _, body)| (code, body))
-}
-
-fn svidgate(args: &[&str]) -> Result<()> {
-    run_ok(
-        Command::new(svidgate_bin()?).args(args),
-        &format!("svidgate {args:?}"),
-    )?;
-    Ok(())
 }
 
 fn prometheus_bin() -> Result<PathBuf> {
@@ -426,14 +418,7 @@ fn prometheus_scrapes_agent_ca_and_envoy_every_query_returns_data() -> Result<()
 
     // CA, agents.
     let ca_dir = work.join("ca");
-    svidgate(&[
-        "ca",
-        "init",
-        "--ca-dir",
-        ca_dir.to_str().context("path")?,
-        "--trust-domain",
-        TD,
-    ])?;
+    ca_init(&svidgate_bin()?, &ca_dir, TD)?;
     let root = ca_dir.join("root-cert.pem");
     let (ca_port, ca_admin) = (free_port()?, free_port()?);
     let mut ca_cmd = dev_ca_command(&svidgate_bin()?, ca_port, &ca_dir, TD);

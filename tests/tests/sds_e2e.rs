@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
-use svidgate_e2e::{free_port, sds_api, sds_cluster, svidgate_bin, wait_until, Envoy, Proc};
+use svidgate_e2e::{
+    ca_init, free_port, sds_api, sds_cluster, svidgate_bin, wait_until, Envoy, Proc,
+};
 
 const TD: &str = "example.org";
 const CLIENT_ID: &str = "spiffe://example.org/ns/client/sa/curl";
@@ -42,18 +44,6 @@ fn ca_bin() -> Result<PathBuf> {
         Some(p) => Ok(PathBuf::from(p)),
         None => svidgate_bin(),
     }
-}
-
-fn svidgate(args: &[&str]) -> Result<()> {
-    let out = Command::new(ca_bin()?).args(args).output()?;
-    if !out.status.success() {
-        bail!(
-            "svidgate {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(())
 }
 
 /// Writes a file atomically (tmp + rename), as a ConfigMap/secret update would appear.
@@ -388,22 +378,8 @@ fn sds_rotation_restart_outage_and_root_rotation_under_load() -> Result<()> {
         std::mem::forget(tmp);
     }
     let (dir_a, dir_b, ca_dir) = (work.join("ca-a"), work.join("ca-b"), work.join("ca"));
-    svidgate(&[
-        "ca",
-        "init",
-        "--ca-dir",
-        dir_a.to_str().context("path")?,
-        "--trust-domain",
-        TD,
-    ])?;
-    svidgate(&[
-        "ca",
-        "init",
-        "--ca-dir",
-        dir_b.to_str().context("path")?,
-        "--trust-domain",
-        TD,
-    ])?;
+    ca_init(&ca_bin()?, &dir_a, TD)?;
+    ca_init(&ca_bin()?, &dir_b, TD)?;
     std::fs::create_dir_all(&ca_dir)?;
     for f in [
         "ca-cert.pem",
