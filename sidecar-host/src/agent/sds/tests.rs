@@ -100,6 +100,12 @@ async fn start() -> Harness<Arc<Metrics>> {
     .await
 }
 
+/// The gRPC error has this code and its message contains `part`.
+pub(crate) fn assert_status(e: &tonic::Status, code: Code, part: &str) {
+    assert_eq!(e.code(), code, "{e:?}");
+    assert!(e.message().contains(part), "{}", e.message());
+}
+
 /// A gRPC channel to the server on the Unix socket at `path` (shared with the Workload API
 /// tests).
 pub(crate) async fn uds_channel(path: &Path) -> Channel {
@@ -183,6 +189,14 @@ async fn wait_for(f: impl Fn() -> bool) {
     panic!("condition not reached in 5 s");
 }
 
+/// Serves a fresh workload certificate and opens a SotW stream asking for `default`.
+async fn default_stream(h: &Harness<Arc<Metrics>>) -> Sotw {
+    h.store.set_cert(test_cert(WID, 3600));
+    let s = Sotw::open(&h.path).await;
+    s.send(&["default"], "", "", None).await;
+    s
+}
+
 fn secret_of(any: &envoy_types::pb::google::protobuf::Any) -> Secret {
     assert_eq!(any.type_url, SECRET_TYPE_URL);
     Secret::decode(any.value.as_slice()).unwrap()
@@ -191,9 +205,7 @@ fn secret_of(any: &envoy_types::pb::google::protobuf::Any) -> Secret {
 #[tokio::test]
 async fn ack_nack_stale_and_push() {
     let h = start().await;
-    h.store.set_cert(test_cert(WID, 3600));
-    let mut s = Sotw::open(&h.path).await;
-    s.send(&["default"], "", "", None).await;
+    let mut s = default_stream(&h).await;
     let r1 = s.recv().await;
     assert!(!r1.version_info.is_empty() && !r1.nonce.is_empty());
     let sec = secret_of(&r1.resources[0]);
@@ -265,12 +277,7 @@ async fn unknown_resource_is_a_clear_error() {
         .await
         .unwrap()
         .unwrap_err();
-    assert_eq!(err.code(), Code::NotFound);
-    assert!(
-        err.message().contains("\"spiffe://other.example\""),
-        "{}",
-        err.message()
-    );
+    assert_status(&err, Code::NotFound, "\"spiffe://other.example\"");
 
     let mut c = client(&h.path).await;
     let err = c
@@ -280,8 +287,7 @@ async fn unknown_resource_is_a_clear_error() {
         })
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::NotFound);
-    assert!(err.message().contains("\"nope\""));
+    assert_status(&err, Code::NotFound, "\"nope\"");
 }
 
 #[tokio::test]
@@ -394,16 +400,13 @@ async fn delta_subscribe_unsubscribe() {
         .await
         .unwrap()
         .unwrap_err();
-    assert_eq!(err.code(), Code::NotFound);
-    assert!(err.message().contains("bogus"));
+    assert_status(&err, Code::NotFound, "bogus");
 }
 
 #[tokio::test]
 async fn shutdown_ends_streams_and_server() {
     let h = start().await;
-    h.store.set_cert(test_cert(WID, 3600));
-    let mut s = Sotw::open(&h.path).await;
-    s.send(&["default"], "", "", None).await;
+    let mut s = default_stream(&h).await;
     let _ = s.recv().await;
     h.shutdown.send(true).unwrap();
     let end = tokio::time::timeout(Duration::from_secs(5), s.rx.message())
