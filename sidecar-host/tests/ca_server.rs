@@ -224,9 +224,7 @@ async fn wrong_or_missing_credentials_and_foreign_identities_are_refused() {
 #[tokio::test]
 async fn ttl_is_capped_by_max_ttl() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = ca_dir(tmp.path(), "cacerts");
-    let mut cfg = config(&dir);
-    cfg.insecure_trust_csr = true;
+    let (dir, mut cfg) = trusting_csrs(tmp.path());
     cfg.max_ttl = Duration::from_secs(600);
     let ca = start(cfg).await;
     let root = dir.join("root-cert.pem");
@@ -311,10 +309,8 @@ async fn a_client_certificate_and_a_token_for_another_identity_are_refused() {
 #[tokio::test]
 async fn reload_switches_to_a_new_root() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = ca_dir(tmp.path(), "cacerts");
+    let (dir, cfg) = trusting_csrs(tmp.path());
     let new_dir = ca_dir(tmp.path(), "cacerts-new");
-    let mut cfg = config(&dir);
-    cfg.insecure_trust_csr = true;
     let ca = start(cfg).await;
     let old_root = std::fs::read_to_string(dir.join("root-cert.pem")).unwrap();
     let new_root = std::fs::read_to_string(new_dir.join("root-cert.pem")).unwrap();
@@ -369,10 +365,8 @@ async fn reload_switches_to_a_new_root() {
 #[tokio::test]
 async fn a_watched_directory_is_reloaded_when_its_files_change() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = ca_dir(tmp.path(), "cacerts");
+    let (dir, mut cfg) = trusting_csrs(tmp.path());
     let new_dir = ca_dir(tmp.path(), "cacerts-new");
-    let mut cfg = config(&dir);
-    cfg.insecure_trust_csr = true;
     cfg.watch_interval = Some(Duration::from_millis(100));
     let ca = start(cfg).await;
     let new_root = std::fs::read_to_string(new_dir.join("root-cert.pem")).unwrap();
@@ -552,9 +546,7 @@ async fn first_web_svid(
 #[tokio::test]
 async fn connections_beyond_the_limit_are_closed_until_one_ends() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = ca_dir(tmp.path(), "cacerts");
-    let mut cfg = config(&dir);
-    cfg.insecure_trust_csr = true;
+    let (dir, mut cfg) = trusting_csrs(tmp.path());
     cfg.limits.max_connections = 1;
     let ca = start(cfg).await;
     let root = dir.join("root-cert.pem");
