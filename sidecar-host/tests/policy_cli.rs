@@ -913,22 +913,17 @@ fn diff_prints_requests_that_decide_differently() {
         "{}",
         run.stderr
     );
-    // In network mode no HTTP attribute exists: the two versions are the same.
-    let run = svidgate(
-        dir.path(),
-        &["policy", "diff", "--network", "old.yaml", "new.yaml"],
-        "",
-    );
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    // In network mode no HTTP attribute exists: the two versions are the same (exit 0).
     // Errors: exit 2.
-    let run = svidgate(
-        dir.path(),
-        &["policy", "diff", "old.yaml", "missing.yaml"],
-        "",
-    );
-    assert_eq!(run.code, 2);
-    let run = svidgate(dir.path(), &["policy", "diff", "-", "-"], "");
-    assert_eq!(run.code, 2);
+    let exits: [(&[&str], i32); 3] = [
+        (&["policy", "diff", "--network", "old.yaml", "new.yaml"], 0),
+        (&["policy", "diff", "old.yaml", "missing.yaml"], 2),
+        (&["policy", "diff", "-", "-"], 2),
+    ];
+    for (args, code) in exits {
+        let run = svidgate(dir.path(), args, "");
+        assert_eq!(run.code, code, "{args:?}: {}", run.stderr);
+    }
 }
 
 #[test]
@@ -944,13 +939,13 @@ fn import_one_namespace_and_warn_about_several() {
         "",
     );
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(run.stdout.contains("- name: web.b\n"), "{}", run.stdout);
-    assert!(!run.stdout.contains("shop.a"), "{}", run.stdout);
-    assert!(
-        run.stdout.contains("- cluster.local/ns/web/sa/frontend\n"),
-        "{}",
-        run.stdout
-    );
+    for (part, present) in [
+        ("- name: web.b\n", true),
+        ("shop.a", false),
+        ("- cluster.local/ns/web/sa/frontend\n", true),
+    ] {
+        assert_eq!(run.stdout.contains(part), present, "{part}: {}", run.stdout);
+    }
     let run = svidgate(
         dir.path(),
         &[
