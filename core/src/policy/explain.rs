@@ -43,6 +43,9 @@ fn opt_text(name: &str, v: Option<&str>) -> String {
     }
 }
 
+/// The value a field is checked against, as text (made only to explain a miss).
+type Text<'a> = dyn Fn() -> String + 'a;
+
 /// The first failing field of a source, if any.
 fn source_miss(s: &CompiledSource, ctx: &Ctx<'_>, peer: &Peer) -> Option<String> {
     let principal = |m: &Option<IdMatcher>| m.as_ref().map(|m| principal_matches(m, ctx));
@@ -50,7 +53,7 @@ fn source_miss(s: &CompiledSource, ctx: &Ctx<'_>, peer: &Peer) -> Option<String>
     let trust_domain = |m: &Option<IdMatcher>| m.as_ref().map(|m| trust_domain_matches(m, ctx));
     let (peer, ns, td) = (|| peer_text(ctx, peer), || ns_text(ctx), || td_text(ctx));
     // (field, negated, whether the value is in the field when it is set, the value as text)
-    let fields: [(&str, bool, Option<bool>, &dyn Fn() -> String); 6] = [
+    let fields: [(&str, bool, Option<bool>, &Text<'_>); 6] = [
         ("principals", false, principal(&s.principals), &peer),
         ("notPrincipals", true, principal(&s.not_principals), &peer),
         ("namespaces", false, namespace(&s.namespaces), &ns),
