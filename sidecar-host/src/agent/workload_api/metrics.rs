@@ -71,25 +71,14 @@ impl WorkloadApiMetrics {
     pub fn streams_open(&self) -> i64 {
         self.streams.count()
     }
-    pub fn pushed(&self, rpc: &'static str) {
-        self.pushes.get_or_create(&RpcLabel { rpc }).inc();
+    /// Messages sent on `rpc` streams (a shared handle: `.inc()` counts one).
+    pub fn pushes(&self, rpc: &'static str) -> Counter {
+        self.pushes.get_or_create(&RpcLabel { rpc }).clone()
     }
-    pub fn pushes(&self, rpc: &'static str) -> u64 {
-        self.pushes.get_or_create(&RpcLabel { rpc }).get()
-    }
-    pub fn refused(&self, why: Refusal) {
-        self.refused
-            .get_or_create(&ReasonLabel {
-                reason: why.as_str(),
-            })
-            .inc();
-    }
-    pub fn refusals(&self, why: Refusal) -> u64 {
-        self.refused
-            .get_or_create(&ReasonLabel {
-                reason: why.as_str(),
-            })
-            .get()
+    /// Calls refused for `why` (a shared handle: `.inc()` counts one).
+    pub fn refusals(&self, why: Refusal) -> Counter {
+        let reason = why.as_str();
+        self.refused.get_or_create(&ReasonLabel { reason }).clone()
     }
 }
 
@@ -103,9 +92,9 @@ mod tests {
         let mut registry = Registry::with_prefix("svidgate");
         m.register(&mut registry);
         let _stream = m.open_stream();
-        m.pushed("FetchX509SVID");
-        m.refused(Refusal::MissingSecurityHeader);
-        m.refused(Refusal::JwtUnsupported);
+        m.pushes("FetchX509SVID").inc();
+        m.refusals(Refusal::MissingSecurityHeader).inc();
+        m.refusals(Refusal::JwtUnsupported).inc();
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         for line in [

@@ -99,7 +99,7 @@ impl WorkloadApiService {
     fn admit<T>(&self, request: &Request<T>) -> Result<OwnedSemaphorePermit, Status> {
         self.check_header(request)?;
         self.inner.streams.clone().try_acquire_owned().map_err(|_| {
-            self.inner.metrics.refused(Refusal::TooManyStreams);
+            self.inner.metrics.refusals(Refusal::TooManyStreams).inc();
             warn!(
                 limit = MAX_STREAMS,
                 "Workload API stream refused: too many open streams"
@@ -114,7 +114,10 @@ impl WorkloadApiService {
         if has_security_header(request.metadata()) {
             return Ok(());
         }
-        self.inner.metrics.refused(Refusal::MissingSecurityHeader);
+        self.inner
+            .metrics
+            .refusals(Refusal::MissingSecurityHeader)
+            .inc();
         debug!("Workload API call without the security header refused");
         Err(Status::invalid_argument(format!(
             "security header missing: every SPIFFE Workload API call must carry the gRPC \
@@ -126,7 +129,7 @@ impl WorkloadApiService {
         if let Err(status) = self.check_header(request) {
             return status;
         }
-        self.inner.metrics.refused(Refusal::JwtUnsupported);
+        self.inner.metrics.refusals(Refusal::JwtUnsupported).inc();
         Status::unimplemented(JWT_UNSUPPORTED)
     }
 
@@ -205,7 +208,7 @@ async fn drive<T, F>(
                     if tx.send(Ok(msg)).await.is_err() {
                         break;
                     }
-                    inner.metrics.pushed(rpc);
+                    inner.metrics.pushes(rpc).inc();
                     debug!(rpc, "Workload API message sent");
                 }
             }

@@ -284,8 +284,8 @@ fn carries(r: &X509svidResponse, cert: &WorkloadCert) -> bool {
 fn assert_pushes(h: &Harness<WorkloadApiMetrics>, svids: u64, bundles: u64) {
     assert_eq!(
         [
-            h.metrics.pushes("FetchX509SVID"),
-            h.metrics.pushes("FetchX509Bundles")
+            h.metrics.pushes("FetchX509SVID").get(),
+            h.metrics.pushes("FetchX509Bundles").get()
         ],
         [svids, bundles]
     );
@@ -413,7 +413,7 @@ async fn refusals_missing_header_and_jwt() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
-    assert_eq!(h.metrics.refusals(Refusal::MissingSecurityHeader), 3);
+    assert_eq!(h.metrics.refusals(Refusal::MissingSecurityHeader).get(), 3);
 
     let e = c
         .fetch_jwtsvid(with_header(JwtsvidRequest {
@@ -433,7 +433,7 @@ async fn refusals_missing_header_and_jwt() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::Unimplemented);
-    assert_eq!(h.metrics.refusals(Refusal::JwtUnsupported), 3);
+    assert_eq!(h.metrics.refusals(Refusal::JwtUnsupported).get(), 3);
     assert_eq!(h.metrics.streams_open(), 0);
 }
 
@@ -450,7 +450,7 @@ async fn the_stream_limit_refuses_with_unavailable() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::Unavailable);
-    assert_eq!(h.metrics.refusals(Refusal::TooManyStreams), 1);
+    assert_eq!(h.metrics.refusals(Refusal::TooManyStreams).get(), 1);
     // A slot frees up when a client goes away.
     drop(open.pop());
     wait_for("a free slot", || {
