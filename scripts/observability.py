@@ -257,6 +257,12 @@ def t(expr, legend):
     return {"expr": expr, "legendFormat": legend}
 
 
+def quantiles(buckets):
+    """The median and p99 of a histogram (its `_bucket` series), over the rate interval."""
+    return [t(f"histogram_quantile({q}, sum by (le) (rate({buckets}[{RI}])))", legend)
+            for q, legend in (("0.5", "p50"), ("0.99", "p99"))]
+
+
 # (row title, [(panel title, unit, [targets])])
 ROWS = [
     ("Certificates", [
@@ -267,9 +273,7 @@ ROWS = [
         ("Rotations", "short", [t(f"sum by (result) (increase(svidgate_rotations_total[{RI}]))", "{{result}}")]),
         ("Agents ready / total", "short", [
             t("sum(svidgate_ready)", "ready"), t("count(svidgate_ready)", "agents")]),
-        ("Agent → CA latency", "s", [
-            t(f"histogram_quantile(0.5, sum by (le) (rate(svidgate_ca_request_duration_seconds_bucket[{RI}])))", "p50"),
-            t(f"histogram_quantile(0.99, sum by (le) (rate(svidgate_ca_request_duration_seconds_bucket[{RI}])))", "p99")]),
+        ("Agent → CA latency", "s", quantiles("svidgate_ca_request_duration_seconds_bucket")),
         ("Certificates expired before renewal", "short", [
             t(f"sum(increase(svidgate_cert_expired_total[{RI}]))", "expired")]),
     ]),
@@ -292,9 +296,7 @@ ROWS = [
             t(f"sum by (key_type) (rate(svidgate_ca_issued_total[{RI}]))", "{{key_type}}")]),
         ("Refused by reason", "ops", [
             t(f"sum by (reason) (rate(svidgate_ca_refused_total[{RI}]))", "{{reason}}")]),
-        ("CreateCertificate latency", "s", [
-            t(f"histogram_quantile(0.5, sum by (le) (rate(svidgate_ca_create_certificate_duration_seconds_bucket[{RI}])))", "p50"),
-            t(f"histogram_quantile(0.99, sum by (le) (rate(svidgate_ca_create_certificate_duration_seconds_bucket[{RI}])))", "p99")]),
+        ("CreateCertificate latency", "s", quantiles("svidgate_ca_create_certificate_duration_seconds_bucket")),
         ("cacerts and tokens reloads", "short", [
             t(f"sum by (source, result) (increase(svidgate_ca_reloads_total[{RI}]))", "{{source}} {{result}}")]),
         ("CA certificate expiry", "s", [

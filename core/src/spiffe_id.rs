@@ -151,60 +151,60 @@ impl Clone for TrustDomain {
     }
 }
 
-impl fmt::Debug for TrustDomain {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("TrustDomain").field(&self.as_str()).finish()
-    }
+/// The traits of a type that is a validated view of text: Debug, equality, ordering, hashing,
+/// borrowing and Display are those of `as_str()`, and `FromStr` is `$parse`.
+macro_rules! str_view_impls {
+    ($t:ident, $parse:path) => {
+        impl fmt::Debug for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_tuple(stringify!($t)).field(&self.as_str()).finish()
+            }
+        }
+        impl PartialEq for $t {
+            fn eq(&self, other: &Self) -> bool {
+                self.as_str() == other.as_str()
+            }
+        }
+        impl Eq for $t {}
+        impl PartialOrd for $t {
+            fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+                Some(self.cmp(other))
+            }
+        }
+        impl Ord for $t {
+            fn cmp(&self, other: &Self) -> Ordering {
+                self.as_str().cmp(other.as_str())
+            }
+        }
+        impl Hash for $t {
+            fn hash<H: Hasher>(&self, state: &mut H) {
+                self.as_str().hash(state)
+            }
+        }
+        impl AsRef<str> for $t {
+            fn as_ref(&self) -> &str {
+                self.as_str()
+            }
+        }
+        impl Borrow<str> for $t {
+            fn borrow(&self) -> &str {
+                self.as_str()
+            }
+        }
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+        impl FromStr for $t {
+            type Err = SpiffeIdError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                $parse(s)
+            }
+        }
+    };
 }
-
-impl PartialEq for TrustDomain {
-    fn eq(&self, other: &Self) -> bool {
-        self.as_str() == other.as_str()
-    }
-}
-impl Eq for TrustDomain {}
-
-impl PartialOrd for TrustDomain {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for TrustDomain {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.as_str().cmp(other.as_str())
-    }
-}
-
-impl Hash for TrustDomain {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.as_str().hash(state)
-    }
-}
-
-impl AsRef<str> for TrustDomain {
-    fn as_ref(&self) -> &str {
-        self.as_str()
-    }
-}
-
-impl Borrow<str> for TrustDomain {
-    fn borrow(&self) -> &str {
-        self.as_str()
-    }
-}
-
-impl fmt::Display for TrustDomain {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for TrustDomain {
-    type Err = SpiffeIdError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        TrustDomain::new(s)
-    }
-}
+str_view_impls!(TrustDomain, TrustDomain::new);
 
 /// A workload SPIFFE ID: `spiffe://<trust-domain>/<path>` with a non-empty path.
 ///
@@ -304,60 +304,7 @@ impl Clone for SpiffeId {
     }
 }
 
-impl fmt::Debug for SpiffeId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("SpiffeId").field(&self.as_str()).finish()
-    }
-}
-
-impl PartialEq for SpiffeId {
-    fn eq(&self, other: &Self) -> bool {
-        self.as_str() == other.as_str()
-    }
-}
-impl Eq for SpiffeId {}
-
-impl PartialOrd for SpiffeId {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for SpiffeId {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.as_str().cmp(other.as_str())
-    }
-}
-
-impl Hash for SpiffeId {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.as_str().hash(state)
-    }
-}
-
-impl AsRef<str> for SpiffeId {
-    fn as_ref(&self) -> &str {
-        self.as_str()
-    }
-}
-
-impl Borrow<str> for SpiffeId {
-    fn borrow(&self) -> &str {
-        self.as_str()
-    }
-}
-
-impl fmt::Display for SpiffeId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for SpiffeId {
-    type Err = SpiffeIdError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        SpiffeId::parse(s)
-    }
-}
+str_view_impls!(SpiffeId, SpiffeId::parse);
 
 /// Is `b` allowed in a trust domain name? (`[a-z0-9._-]`)
 pub fn is_trust_domain_byte(b: u8) -> bool {

@@ -185,33 +185,23 @@ fn skip_unsupported_only_ever_makes_the_result_stricter() {
             "{spec}"
         );
     }
-    // The DENY whose only condition was dropped now denies every request (stricter).
-    let text = format!("{AP}metadata: {{name: p, namespace: n}}\nspec: {{action: DENY, rules: [{{from: [{{source: {{ipBlocks: [1.2.3.4]}}}}], to: [{{operation: {{methods: [POST]}}}}]}}]}}\n");
-    let imp = import(&text, &opts(true));
-    assert_eq!(
-        decision(
-            &imp,
-            r#"{"peer": "spiffe://cluster.local/ns/x/sa/y", "method": "POST", "path": "/"}"#
-        ),
-        "deny"
-    );
-    assert_eq!(
-        decision(
-            &imp,
-            r#"{"peer": "spiffe://cluster.local/ns/x/sa/y", "method": "GET", "path": "/"}"#
-        ),
-        "allow"
-    );
-    // The ALLOW policy whose only rule was dropped allows nothing.
-    let text = format!("{AP}metadata: {{name: p, namespace: n}}\nspec: {{rules: [{{from: [{{source: {{ipBlocks: [1.2.3.4]}}}}]}}]}}\n");
-    let imp = import(&text, &opts(true));
-    assert_eq!(
-        decision(
-            &imp,
-            r#"{"peer": "spiffe://cluster.local/ns/x/sa/y", "method": "GET", "path": "/"}"#
-        ),
-        "deny"
-    );
+    // What the dropped parts leave, by request method: the DENY whose only condition was
+    // dropped now denies every request (stricter); the ALLOW policy whose only rule was dropped
+    // allows nothing.
+    let stricter: [(&str, &[(&str, &str)]); 2] = [
+        ("{action: DENY, rules: [{from: [{source: {ipBlocks: [1.2.3.4]}}], to: [{operation: {methods: [POST]}}]}]}", &[("POST", "deny"), ("GET", "allow")]),
+        ("{rules: [{from: [{source: {ipBlocks: [1.2.3.4]}}]}]}", &[("GET", "deny")]),
+    ];
+    for (spec, decisions) in stricter {
+        let text = format!("{AP}metadata: {{name: p, namespace: n}}\nspec: {spec}\n");
+        let imp = import(&text, &opts(true));
+        for (method, want) in decisions {
+            let line = format!(
+                r#"{{"peer": "spiffe://cluster.local/ns/x/sa/y", "method": "{method}", "path": "/"}}"#
+            );
+            assert_eq!(decision(&imp, &line), *want, "{spec}: {method}");
+        }
+    }
 }
 
 #[test]
@@ -264,29 +254,24 @@ fn trust_domain_aliases_make_a_deny_catch_every_alias() {
     };
     let imp = import(&text, &o);
     assert_eq!(imp.document.trust_domain_aliases, ["old.example"]);
-    for td in ["new.example", "old.example"] {
-        assert_eq!(
-            decision(&imp, &format!(r#"{{"peer": "spiffe://{td}/ns/a/sa/bad"}}"#)),
-            "deny",
-            "{td}"
-        );
-    }
-    assert_eq!(
-        decision(&imp, r#"{"peer": "spiffe://other.example/ns/a/sa/bad"}"#),
-        "allow"
-    );
     // Without the alias the new trust domain's peer is not caught (what the option fixes).
-    let imp = import(
+    let without_alias = import(
         &text,
         &ImportOptions {
             trust_domain: "new.example".into(),
             ..opts(false)
         },
     );
-    assert_eq!(
-        decision(&imp, r#"{"peer": "spiffe://new.example/ns/a/sa/bad"}"#),
-        "allow"
-    );
+    let cases = [
+        (&imp, "new.example", "deny"),
+        (&imp, "old.example", "deny"),
+        (&imp, "other.example", "allow"),
+        (&without_alias, "new.example", "allow"),
+    ];
+    for (imp, td, want) in cases {
+        let line = format!(r#"{{"peer": "spiffe://{td}/ns/a/sa/bad"}}"#);
+        assert_eq!(decision(imp, &line), want, "{td}");
+    }
     let bad = convert(
         &text,
         &ImportOptions {

@@ -47,6 +47,47 @@ pub fn encode_registry(registry: &prometheus_client::registry::Registry) -> Stri
     out
 }
 
+/// Registers a clone of each metric handle into a registry, one line per metric:
+/// `register_metrics! { registry; "name" => handle, "help"; ... }` (the registry's prefix and,
+/// for counters, `_total` are added by `prometheus_client`).
+macro_rules! register_metrics {
+    ($registry:expr; $($name:literal => $metric:expr, $help:literal;)+) => {
+        $( $registry.register($name, $help, $metric.clone()); )+
+    };
+}
+pub(crate) use register_metrics;
+
+/// A gauge of open streams (`*_streams_open`): [`OpenStreams::open`] counts a stream for as
+/// long as the returned guard lives. Cheap to clone (a shared handle).
+#[derive(Clone, Debug, Default)]
+pub struct OpenStreams(prometheus_client::metrics::gauge::Gauge);
+
+impl OpenStreams {
+    /// Counts one more open stream until the guard is dropped.
+    pub fn open(&self) -> StreamGuard {
+        self.0.inc();
+        StreamGuard(self.0.clone())
+    }
+    /// Streams open now.
+    pub fn count(&self) -> i64 {
+        self.0.get()
+    }
+    /// The gauge, to register.
+    pub fn gauge(&self) -> &prometheus_client::metrics::gauge::Gauge {
+        &self.0
+    }
+}
+
+/// One stream counted in an [`OpenStreams`] gauge.
+#[derive(Debug)]
+pub struct StreamGuard(prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// The admin routes.
 pub fn router<M: Exposition>(metrics: Arc<M>) -> Router {
     Router::new()

@@ -167,15 +167,7 @@ async fn unauthenticated_4mib_requests_do_not_grow_memory_and_agents_are_served_
 
     // A legitimate agent right after.
     let token = write(tmp.path(), "token", "web-token");
-    let svid = fetch(
-        &client(ca.addr, &root, Some(&token)),
-        &id(WEB),
-        Duration::from_secs(3600),
-        &bundle(&root),
-    )
-    .await
-    .unwrap();
-    assert_eq!(*svid.spiffe_id(), id(WEB));
+    fetch_web(ca.addr, &root, &token, 3600).await;
 }
 
 #[test]
@@ -286,15 +278,7 @@ async fn kube_flags_accept_a_projected_token_and_bad_combinations_are_named() {
             issuer, "istio-ca", "web", "frontend", now, 3600,
         )),
     );
-    let svid = fetch(
-        &client(ca.addr, &root, Some(&token)),
-        &id(WEB),
-        Duration::from_secs(600),
-        &bundle(&root),
-    )
-    .await
-    .unwrap();
-    assert_eq!(*svid.spiffe_id(), id(WEB));
+    fetch_web(ca.addr, &root, &token, 600).await;
     assert!(
         ca.log().contains("auth=\"kubernetes-token\""),
         "{}",
@@ -325,4 +309,17 @@ async fn kube_flags_accept_a_projected_token_and_bad_combinations_are_named() {
         assert!(!out.status.success(), "{args:?}");
         assert!(err.contains(expect), "{args:?}: {err}");
     }
+}
+
+/// A certificate for WEB fetched with `token`, valid `secs`: it names WEB.
+async fn fetch_web(addr: std::net::SocketAddr, root: &Path, token: &Path, secs: u64) {
+    let svid = fetch(
+        &client(addr, root, Some(token)),
+        &id(WEB),
+        Duration::from_secs(secs),
+        &bundle(root),
+    )
+    .await
+    .unwrap();
+    assert_eq!(*svid.spiffe_id(), id(WEB));
 }

@@ -18,6 +18,19 @@ use tonic::Code;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::FromDer;
 
+/// The lifetime the tests ask for.
+const TTL: Duration = Duration::from_secs(3600);
+
+/// A certificate for `want` asked of `ca` with `token` (`None`: no credential), trusting `root`.
+async fn fetch_as(
+    ca: &sidecar_host::ca::RunningCa,
+    root: &std::path::Path,
+    token: Option<&std::path::Path>,
+    want: &str,
+) -> Result<svidgate_pki::WorkloadCert, FetchError> {
+    fetch(&client(ca.addr, root, token), &id(want), TTL, &bundle(root)).await
+}
+
 fn rejected(e: &FetchError) -> Option<Code> {
     match e {
         FetchError::Ca(CaError::Rejected { code, .. }) => Some(*code),
@@ -129,31 +142,19 @@ async fn wrong_or_missing_credentials_and_foreign_identities_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let (ca, root) = start_with_tokens(tmp.path(), &format!("web-token {WEB}\n")).await;
     let anchors = bundle(&root);
-    let ttl = Duration::from_secs(3600);
 
     // Unknown token: PERMISSION_DENIED, not retried.
     let bad = write(tmp.path(), "bad-token", "nope");
-    let e = fetch(&client(ca.addr, &root, Some(&bad)), &id(WEB), ttl, &anchors)
-        .await
-        .unwrap_err();
+    let e = fetch_as(&ca, &root, Some(&bad), WEB).await.unwrap_err();
     assert_eq!(rejected(&e), Some(Code::PermissionDenied), "{e}");
 
     // No credentials at all: UNAUTHENTICATED.
-    let e = fetch(&client(ca.addr, &root, None), &id(WEB), ttl, &anchors)
-        .await
-        .unwrap_err();
+    let e = fetch_as(&ca, &root, None, WEB).await.unwrap_err();
     assert_eq!(rejected(&e), Some(Code::Unauthenticated), "{e}");
 
     // A valid token asking for another identity: PERMISSION_DENIED.
     let good = write(tmp.path(), "good-token", "web-token");
-    let e = fetch(
-        &client(ca.addr, &root, Some(&good)),
-        &id(API),
-        ttl,
-        &anchors,
-    )
-    .await
-    .unwrap_err();
+    let e = fetch_as(&ca, &root, Some(&good), API).await.unwrap_err();
     assert_eq!(rejected(&e), Some(Code::PermissionDenied), "{e}");
 
     // A CSR for our identity that also carries a DNS SAN: INVALID_ARGUMENT naming it.
@@ -175,7 +176,7 @@ async fn wrong_or_missing_credentials_and_foreign_identities_are_refused() {
         .pem()
         .unwrap();
     let e = client(ca.addr, &root, Some(&good))
-        .sign(&csr, ttl)
+        .sign(&csr, TTL)
         .await
         .unwrap_err();
     match e {
@@ -189,7 +190,7 @@ async fn wrong_or_missing_credentials_and_foreign_identities_are_refused() {
     let e = fetch(
         &client(ca.addr, &root, Some(&good)),
         &id("spiffe://other.td/ns/web/sa/frontend"),
-        ttl,
+        TTL,
         &anchors,
     )
     .await
@@ -197,7 +198,7 @@ async fn wrong_or_missing_credentials_and_foreign_identities_are_refused() {
     assert_eq!(rejected(&e), Some(Code::PermissionDenied), "{e}");
     // Garbage CSR: INVALID_ARGUMENT.
     let e = client(ca.addr, &root, Some(&good))
-        .sign("not a csr", ttl)
+        .sign("not a csr", TTL)
         .await
         .unwrap_err();
     assert!(
@@ -242,9 +243,7 @@ async fn wrong_or_missing_credentials_and_foreign_identities_are_refused() {
 #[tokio::test]
 async fn ttl_is_capped_by_max_ttl() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = ca_dir(tmp.path(), "cacerts");
-    let mut cfg = config(&dir);
-    cfg.insecure_trust_csr = true;
+    let (dir, mut cfg) = trusting_csrs(tmp.path());
     cfg.max_ttl = Duration::from_secs(600);
     let ca = start(cfg).await;
     let root = dir.join("root-cert.pem");
@@ -269,17 +268,16 @@ async fn renewal_over_mtls_uses_the_current_svid_identity() {
     let tmp = tempfile::tempdir().unwrap();
     let (ca, root) = start_with_tokens(tmp.path(), &format!("web-token {WEB}\n")).await;
     let anchors = bundle(&root);
-    let ttl = Duration::from_secs(3600);
     let (_, first) = first_web_svid(&ca, &root, tmp.path()).await;
 
     // No token now: the client certificate is the credential.
     let renewing = client(ca.addr, &root, None);
     renewing.set_client_identity(Some(first.clone()));
-    let second = fetch(&renewing, &id(WEB), ttl, &anchors).await.unwrap();
+    let second = fetch(&renewing, &id(WEB), TTL, &anchors).await.unwrap();
     assert_ne!(second.serial(), first.serial());
     assert_ne!(second.key_pem(), first.key_pem());
     // The SVID of WEB cannot get a certificate for API.
-    let e = fetch(&renewing, &id(API), ttl, &anchors).await.unwrap_err();
+    let e = fetch(&renewing, &id(API), TTL, &anchors).await.unwrap_err();
     assert_eq!(rejected(&e), Some(Code::PermissionDenied), "{e}");
     ca.shutdown().await;
 }
@@ -290,23 +288,15 @@ async fn a_client_certificate_and_a_token_for_another_identity_are_refused() {
     let (ca, root) =
         start_with_tokens(tmp.path(), &format!("web-token {WEB}\napi-token {API}\n")).await;
     let anchors = bundle(&root);
-    let ttl = Duration::from_secs(3600);
     let web_token = write(tmp.path(), "web", "web-token");
-    let web = fetch(
-        &client(ca.addr, &root, Some(&web_token)),
-        &id(WEB),
-        ttl,
-        &anchors,
-    )
-    .await
-    .unwrap();
+    let web = fetch_as(&ca, &root, Some(&web_token), WEB).await.unwrap();
     let identity = Arc::new(web);
     let sign = |token: &std::path::Path, want: &str| {
         let c = client(ca.addr, &root, Some(token));
         c.set_client_identity(Some(identity.clone()));
         let anchors = anchors.clone();
         let want = id(want);
-        async move { fetch(&c, &want, ttl, &anchors).await }
+        async move { fetch(&c, &want, TTL, &anchors).await }
     };
     // Certificate WEB + token API: neither identity is granted, whatever the CSR asks for.
     let api_token = write(tmp.path(), "api", "api-token");
@@ -329,10 +319,8 @@ async fn a_client_certificate_and_a_token_for_another_identity_are_refused() {
 #[tokio::test]
 async fn reload_switches_to_a_new_root() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = ca_dir(tmp.path(), "cacerts");
+    let (dir, cfg) = trusting_csrs(tmp.path());
     let new_dir = ca_dir(tmp.path(), "cacerts-new");
-    let mut cfg = config(&dir);
-    cfg.insecure_trust_csr = true;
     let ca = start(cfg).await;
     let old_root = std::fs::read_to_string(dir.join("root-cert.pem")).unwrap();
     let new_root = std::fs::read_to_string(new_dir.join("root-cert.pem")).unwrap();
@@ -344,21 +332,20 @@ async fn reload_switches_to_a_new_root() {
     );
     let anchors = bundle(&both);
     let c = client(ca.addr, &both, None);
-    let ttl = Duration::from_secs(3600);
 
-    let before = fetch(&c, &id(WEB), ttl, &anchors).await.unwrap();
+    let before = fetch(&c, &id(WEB), TTL, &anchors).await.unwrap();
     assert_eq!(before.root_pem(), old_root);
 
     replace_cacerts(&new_dir, &dir);
     ca.handle.reload().unwrap();
-    let after = fetch(&c, &id(WEB), ttl, &anchors).await.unwrap();
+    let after = fetch(&c, &id(WEB), TTL, &anchors).await.unwrap();
     assert_eq!(after.root_pem(), new_root);
     // An agent that trusts only the old root rejects the new chain (and cannot even connect).
     let old_only = write(tmp.path(), "old-root.pem", &old_root);
     let e = fetch(
         &client(ca.addr, &old_only, None),
         &id(WEB),
-        ttl,
+        TTL,
         &bundle(&old_only),
     )
     .await
@@ -377,7 +364,7 @@ async fn reload_switches_to_a_new_root() {
     // A broken directory is refused and the current material stays.
     std::fs::write(dir.join("ca-key.pem"), "garbage").unwrap();
     assert!(ca.handle.reload().is_err());
-    fetch(&c, &id(WEB), ttl, &anchors).await.unwrap();
+    fetch(&c, &id(WEB), TTL, &anchors).await.unwrap();
     let m = ca.handle.metrics();
     assert_eq!(m.reload_count("cacerts", true), 1);
     assert_eq!(m.reload_count("cacerts", false), 1);
@@ -387,10 +374,8 @@ async fn reload_switches_to_a_new_root() {
 #[tokio::test]
 async fn a_watched_directory_is_reloaded_when_its_files_change() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = ca_dir(tmp.path(), "cacerts");
+    let (dir, mut cfg) = trusting_csrs(tmp.path());
     let new_dir = ca_dir(tmp.path(), "cacerts-new");
-    let mut cfg = config(&dir);
-    cfg.insecure_trust_csr = true;
     cfg.watch_interval = Some(Duration::from_millis(100));
     let ca = start(cfg).await;
     let new_root = std::fs::read_to_string(new_dir.join("root-cert.pem")).unwrap();
@@ -467,33 +452,25 @@ async fn removing_the_token_stops_renewal_over_mtls() {
     let (ca, root) =
         start_with_tokens(tmp.path(), &format!("web-token {WEB}\napi-token {API}\n")).await;
     let anchors = bundle(&root);
-    let ttl = Duration::from_secs(3600);
     let (token, first) = first_web_svid(&ca, &root, tmp.path()).await;
     // The agent renews with its certificate (and sends its token along).
     let renewing = client(ca.addr, &root, Some(&token));
     renewing.set_client_identity(Some(first.clone()));
     let cert_only = client(ca.addr, &root, None);
     cert_only.set_client_identity(Some(first.clone()));
-    fetch(&renewing, &id(WEB), ttl, &anchors).await.unwrap();
-    fetch(&cert_only, &id(WEB), ttl, &anchors).await.unwrap();
+    fetch(&renewing, &id(WEB), TTL, &anchors).await.unwrap();
+    fetch(&cert_only, &id(WEB), TTL, &anchors).await.unwrap();
 
     // WEB is revoked: its line is removed. Neither the certificate alone nor with the old
     // token renews; API is unaffected.
     write(tmp.path(), "tokens", &format!("api-token {API}\n"));
     for c in [&renewing, &cert_only] {
-        let e = fetch(c, &id(WEB), ttl, &anchors).await.unwrap_err();
+        let e = fetch(c, &id(WEB), TTL, &anchors).await.unwrap_err();
         assert_eq!(rejected(&e), Some(Code::PermissionDenied), "{e}");
         assert!(e.to_string().contains("no longer authorized"), "{e}");
     }
     let api_token = write(tmp.path(), "api", "api-token");
-    fetch(
-        &client(ca.addr, &root, Some(&api_token)),
-        &id(API),
-        ttl,
-        &anchors,
-    )
-    .await
-    .unwrap();
+    fetch_as(&ca, &root, Some(&api_token), API).await.unwrap();
 
     // Authorized again under a new token: the certificate renews again.
     write(
@@ -501,7 +478,7 @@ async fn removing_the_token_stops_renewal_over_mtls() {
         "tokens",
         &format!("new-web-token {WEB}\napi-token {API}\n"),
     );
-    fetch(&cert_only, &id(WEB), ttl, &anchors).await.unwrap();
+    fetch(&cert_only, &id(WEB), TTL, &anchors).await.unwrap();
     ca.shutdown().await;
 }
 
@@ -570,9 +547,7 @@ async fn first_web_svid(
 #[tokio::test]
 async fn connections_beyond_the_limit_wait_until_one_ends() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = ca_dir(tmp.path(), "cacerts");
-    let mut cfg = config(&dir);
-    cfg.insecure_trust_csr = true;
+    let (dir, mut cfg) = trusting_csrs(tmp.path());
     cfg.limits.max_connections = 1;
     let ca = start(cfg).await;
     let root = dir.join("root-cert.pem");

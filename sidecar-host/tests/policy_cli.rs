@@ -18,6 +18,15 @@ impl Run {
     fn err_lines(&self) -> Vec<&str> {
         self.stderr.lines().collect()
     }
+    /// Asserts the exit code and the whole stdout (stderr in the message).
+    fn assert_out(&self, code: i32, stdout: &str) {
+        assert_eq!(
+            (self.code, self.stdout.as_str()),
+            (code, stdout),
+            "{}",
+            self.stderr
+        );
+    }
 }
 
 /// Runs `svidgate <args>` in `dir` with `stdin`.
@@ -175,46 +184,42 @@ fn usage_errors_exit_2() {
 #[test]
 fn import_reports_unsupported_features_and_exits_3() {
     let dir = tempdir_with(&[("istio.yaml", ISTIO_UNSUPPORTED)]);
-    let run = svidgate(dir.path(), &["policy", "import", "istio.yaml"], "");
-    assert_eq!(run.code, 3, "{}", run.stderr);
-    assert_eq!(
-        run.stdout, "",
-        "nothing is written when features are unsupported"
-    );
     let custom = r#"istio.yaml: error: AuthorizationPolicy shop/ext-authz (document 1): spec.action: CUSTOM action (provider "opa") is not supported: svidgate has no external authorizer ("CUSTOM"); cannot be skipped: dropping the policy would let through what the external authorizer denies"#;
     let selector = r#"istio.yaml: warning: AuthorizationPolicy shop/office-only (document 2): spec.selector: dropped: a svidgate policy applies to every workload whose filter loads it ({"matchLabels":{"app":"api"}}); load policy shop.office-only only in the filters of the workloads it selected"#;
+    let ip = r#"AuthorizationPolicy shop/office-only (document 2): spec.rules[0].from[0].source.ipBlocks: IP blocks are not supported: svidgate authorizes by SPIFFE identity, not address (["10.0.0.0/8"])"#;
+    let jwt = r#"AuthorizationPolicy shop/office-only (document 2): spec.rules[1].when[0].key: JWT claims (request.auth.*) are not supported: svidgate authorizes the mTLS peer identity ("request.auth.claims[iss]")"#;
     let note =
         "istio.yaml: note: document 3: skipped ConfigMap (v1): not an Istio AuthorizationPolicy";
     let summary = "istio.yaml: 1 feature(s) that cannot be dropped without widening the policy; nothing written";
-    assert_eq!(
-        run.err_lines(),
-        [
-            custom,
-            selector,
-            r#"istio.yaml: error: AuthorizationPolicy shop/office-only (document 2): spec.rules[0].from[0].source.ipBlocks: IP blocks are not supported: svidgate authorizes by SPIFFE identity, not address (["10.0.0.0/8"])"#,
-            r#"istio.yaml: error: AuthorizationPolicy shop/office-only (document 2): spec.rules[1].when[0].key: JWT claims (request.auth.*) are not supported: svidgate authorizes the mTLS peer identity ("request.auth.claims[iss]")"#,
-            note,
-            summary,
-        ]
-    );
-    // --skip-unsupported drops the ALLOW rules (stricter) but never the CUSTOM policy.
-    let run = svidgate(
-        dir.path(),
-        &["policy", "import", "--skip-unsupported", "istio.yaml"],
-        "",
-    );
-    assert_eq!((run.code, run.stdout.as_str()), (3, ""), "{}", run.stderr);
-    assert_eq!(
-        run.err_lines(),
-        [
-            custom,
-            selector,
-            r#"istio.yaml: warning: AuthorizationPolicy shop/office-only (document 2): spec.rules[0].from[0].source.ipBlocks: IP blocks are not supported: svidgate authorizes by SPIFFE identity, not address (["10.0.0.0/8"]); rule 0 dropped: an ALLOW rule svidgate cannot fully check allows nothing"#,
-            r#"istio.yaml: warning: AuthorizationPolicy shop/office-only (document 2): spec.rules[1].when[0].key: JWT claims (request.auth.*) are not supported: svidgate authorizes the mTLS peer identity ("request.auth.claims[iss]"); rule 1 dropped: an ALLOW rule svidgate cannot fully check allows nothing"#,
-            note,
-            summary,
-        ]
-    );
+    let dropped = "dropped: an ALLOW rule svidgate cannot fully check allows nothing";
+    // Nothing is written when features are unsupported; --skip-unsupported drops the ALLOW
+    // rules (stricter) but never the CUSTOM policy.
+    let cases = [
+        (None, format!("error: {ip}"), format!("error: {jwt}")),
+        (
+            Some("--skip-unsupported"),
+            format!("warning: {ip}; rule 0 {dropped}"),
+            format!("warning: {jwt}; rule 1 {dropped}"),
+        ),
+    ];
+    for (skip, ip_line, jwt_line) in cases {
+        let args: Vec<&str> = ["policy", "import"]
+            .into_iter()
+            .chain(skip)
+            .chain(["istio.yaml"])
+            .collect();
+        let run = svidgate(dir.path(), &args, "");
+        run.assert_out(3, "");
+        let (ip_line, jwt_line) = (
+            format!("istio.yaml: {ip_line}"),
+            format!("istio.yaml: {jwt_line}"),
+        );
+        assert_eq!(
+            run.err_lines(),
+            [custom, selector, &ip_line, &jwt_line, note, summary],
+            "{skip:?}"
+        );
+    }
 }
 
 #[test]
@@ -243,38 +248,7 @@ fn import_rejects_invalid_resources_with_exit_1() {
 
 // ---- Tests that run the real policy engine. ----
 
-const POLICY: &str = r#"trustDomain: cluster.local
-policies:
-  - name: deny-legacy
-    action: DENY
-    rules:
-      - from:
-          - source:
-              namespaces: ["legacy"]
-  - name: api-readers
-    action: ALLOW
-    rules:
-      - from:
-          - source:
-              principals: ["cluster.local/ns/web/sa/frontend", "spiffe://cluster.local/ns/batch/*"]
-        to:
-          - operation:
-              methods: ["GET", "HEAD"]
-              paths: ["/api/*"]
-      - to:
-          - operation:
-              paths: ["/tenant/*"]
-        when:
-          - key: request.headers[x-tenant]
-            values: ["acme"]
-  - name: lock-admin
-    action: DENY
-    dryRun: true
-    rules:
-      - to:
-          - operation:
-              paths: ["/api/admin/*"]
-"#;
+const POLICY: &str = include_str!("fixtures/policy.yaml");
 
 /// The same without the dry-run policy.
 fn policy_without_dry_run() -> String {
@@ -574,10 +548,7 @@ fn eval_decides_each_line() {
             json!({"peer": FRONTEND, "method": "GET", "path": "/api/x"})
         ),
     );
-    assert_eq!(
-        (run.code, run.stdout.as_str()),
-        (0, "{\"decision\":\"allow\",\"policy\":\"api-readers\",\"rule\":0,\"reason\":\"matched ALLOW policy\"}\n")
-    );
+    run.assert_out(0, "{\"decision\":\"allow\",\"policy\":\"api-readers\",\"rule\":0,\"reason\":\"matched ALLOW policy\"}\n");
 }
 
 #[test]
@@ -726,7 +697,7 @@ fn import_round_trips_through_check() {
         let mut args = vec!["policy", "import", "istio.yaml"];
         args.extend(extra);
         let run = svidgate(dir.path(), &args, "");
-        assert_eq!((run.code, run.stdout.as_str()), (3, ""), "{}", run.stderr);
+        run.assert_out(3, "");
     }
     let without_custom = &fixture[..fixture.rfind("---").expect("documents")];
     std::fs::write(dir.path().join("istio-ok.yaml"), without_custom).expect("write");
@@ -752,59 +723,11 @@ fn import_round_trips_through_check() {
             r#"istio-ok.yaml: warning: AuthorizationPolicy shop/api-readers (document 2): spec.rules[1].from[0].source.ipBlocks: IP blocks are not supported: svidgate authorizes by SPIFFE identity, not address (["10.0.0.0/8"]); rule 1 dropped: an ALLOW rule svidgate cannot fully check allows nothing"#,
         ]
     );
-    assert_eq!(
-        run.stdout,
-        r#"# svidgate policy imported from Istio AuthorizationPolicy resources (istio-ok.yaml).
-trustDomain: example.org
-trustDomainAliases:
-- old.example
-mode: enforce
-policies:
-- name: shop.deny-legacy
-  action: DENY
-  rules:
-  - from:
-    - source:
-        namespaces:
-        - legacy
-- name: shop.api-readers
-  action: ALLOW
-  rules:
-  - from:
-    - source:
-        principals:
-        - cluster.local/ns/web/sa/frontend
-        - cluster.local/ns/batch/*
-    to:
-    - operation:
-        methods:
-        - GET
-        - HEAD
-        paths:
-        - /api/*
-        ports:
-        - 8080
-    when:
-    - key: request.headers[X-Tenant]
-      values:
-      - acme
-- name: shop.lock-admin
-  action: DENY
-  dryRun: true
-  rules:
-  - to:
-    - operation:
-        paths:
-        - /api/admin/*
-"#
-    );
+    assert_eq!(run.stdout, include_str!("fixtures/istio-ok-imported.yaml"));
 
     std::fs::write(dir.path().join("imported.yaml"), &run.stdout).expect("write");
     let run = svidgate(dir.path(), &["policy", "check", "imported.yaml"], "");
-    assert_eq!(
-        (run.code, run.stdout.as_str()),
-        (0, "imported.yaml: ok: 3 policies (2 DENY, 1 ALLOW, 1 dry-run), trust domain example.org (aliases: old.example)\n")
-    );
+    run.assert_out(0, "imported.yaml: ok: 3 policies (2 DENY, 1 ALLOW, 1 dry-run), trust domain example.org (aliases: old.example)\n");
 
     // The imported policy decides like Istio would: the frontend may GET the API, under the
     // alias too.
@@ -825,7 +748,7 @@ fn import_stdin_and_output_the_engine_rejects() {
     let dir = tempdir_with(&[]);
     let text = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: a, namespace: n}\nspec:\n  rules:\n  - from:\n    - source: {principals: [\"cluster.local/ns/*/sa/x\"]}\n";
     let run = svidgate(dir.path(), &["policy", "import", "-"], text);
-    assert_eq!((run.code, run.stdout.as_str()), (1, ""));
+    run.assert_out(1, "");
     assert_eq!(
         run.err_lines(),
         [
@@ -915,10 +838,7 @@ fn lint_human_json_fail_on_and_network() {
     );
 
     let run = svidgate(dir.path(), &["policy", "lint", "clean.yaml"], "");
-    assert_eq!(
-        (run.code, run.stdout.as_str()),
-        (0, "clean.yaml: no findings\n")
-    );
+    run.assert_out(0, "clean.yaml: no findings\n");
     // Warnings fail only when asked to; network mode sees HTTP-only rules.
     let run = svidgate(
         dir.path(),
@@ -987,28 +907,23 @@ fn diff_prints_requests_that_decide_differently() {
 
     // Reordered, split and respelled: equivalent, exit 0, nothing on stdout.
     let run = svidgate(dir.path(), &["policy", "diff", "old.yaml", "same.yaml"], "");
-    assert_eq!((run.code, run.stdout.as_str()), (0, ""), "{}", run.stderr);
+    run.assert_out(0, "");
     assert!(
         run.stderr.starts_with("old.yaml same.yaml: equivalent ("),
         "{}",
         run.stderr
     );
-    // In network mode no HTTP attribute exists: the two versions are the same.
-    let run = svidgate(
-        dir.path(),
-        &["policy", "diff", "--network", "old.yaml", "new.yaml"],
-        "",
-    );
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    // In network mode no HTTP attribute exists: the two versions are the same (exit 0).
     // Errors: exit 2.
-    let run = svidgate(
-        dir.path(),
-        &["policy", "diff", "old.yaml", "missing.yaml"],
-        "",
-    );
-    assert_eq!(run.code, 2);
-    let run = svidgate(dir.path(), &["policy", "diff", "-", "-"], "");
-    assert_eq!(run.code, 2);
+    let exits: [(&[&str], i32); 3] = [
+        (&["policy", "diff", "--network", "old.yaml", "new.yaml"], 0),
+        (&["policy", "diff", "old.yaml", "missing.yaml"], 2),
+        (&["policy", "diff", "-", "-"], 2),
+    ];
+    for (args, code) in exits {
+        let run = svidgate(dir.path(), args, "");
+        assert_eq!(run.code, code, "{args:?}: {}", run.stderr);
+    }
 }
 
 #[test]
@@ -1024,13 +939,13 @@ fn import_one_namespace_and_warn_about_several() {
         "",
     );
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(run.stdout.contains("- name: web.b\n"), "{}", run.stdout);
-    assert!(!run.stdout.contains("shop.a"), "{}", run.stdout);
-    assert!(
-        run.stdout.contains("- cluster.local/ns/web/sa/frontend\n"),
-        "{}",
-        run.stdout
-    );
+    for (part, present) in [
+        ("- name: web.b\n", true),
+        ("shop.a", false),
+        ("- cluster.local/ns/web/sa/frontend\n", true),
+    ] {
+        assert_eq!(run.stdout.contains(part), present, "{part}: {}", run.stdout);
+    }
     let run = svidgate(
         dir.path(),
         &[

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 
 /// The repository root (the workspace directory).
 pub fn repo_root() -> PathBuf {
@@ -37,41 +37,84 @@ pub fn envoy_bin() -> Result<PathBuf> {
     bail!("envoy not found under {} (run `make setup`)", lib.display())
 }
 
-/// The `svidgate` binary built by cargo for these tests (`target/<profile>/svidgate`).
-/// `SVIDGATE_BIN` overrides it.
-pub fn svidgate_bin() -> Result<PathBuf> {
-    if let Ok(p) = std::env::var("SVIDGATE_BIN") {
+/// A build output: `$env` if set, else the first of `candidates` (relative to the cargo target
+/// directory) that exists; `hint` says how to build it.
+fn built(env: &str, candidates: &[&str], hint: &str) -> Result<PathBuf> {
+    if let Ok(p) = std::env::var(env) {
         return Ok(PathBuf::from(p));
     }
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| repo_root().join("target"));
-    for profile in ["debug", "release"] {
-        let bin = target.join(profile).join("svidgate");
-        if bin.exists() {
-            return Ok(bin);
-        }
-    }
-    bail!(
-        "svidgate binary not found under {} (run `cargo build -p sidecar-host`)",
-        target.display()
+    candidates
+        .iter()
+        .map(|c| target.join(c))
+        .find(|p| p.exists())
+        .with_context(|| {
+            format!(
+                "{} not found under {} ({hint})",
+                candidates.join(" or "),
+                target.display()
+            )
+        })
+}
+
+/// The `svidgate` binary built by cargo for these tests (`target/<profile>/svidgate`).
+/// `SVIDGATE_BIN` overrides it.
+pub fn svidgate_bin() -> Result<PathBuf> {
+    built(
+        "SVIDGATE_BIN",
+        &["debug/svidgate", "release/svidgate"],
+        "run `cargo build -p sidecar-host`",
     )
 }
 
 /// The wasm filter built by `make wasm`. `SVIDGATE_WASM` overrides it.
 pub fn filter_wasm() -> Result<PathBuf> {
-    if let Ok(p) = std::env::var("SVIDGATE_WASM") {
-        return Ok(PathBuf::from(p));
-    }
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| repo_root().join("target"));
-    let wasm = target.join("wasm32-wasip1/release/svidgate_filter.wasm");
-    if wasm.exists() {
-        Ok(wasm)
-    } else {
-        bail!("{} not found (run `make wasm`)", wasm.display())
-    }
+    built(
+        "SVIDGATE_WASM",
+        &["wasm32-wasip1/release/svidgate_filter.wasm"],
+        "run `make wasm`",
+    )
+}
+
+/// The Python of the repository's venv (`make setup` creates it).
+pub fn venv_python() -> Result<PathBuf> {
+    let py = repo_root().join(".venv/bin/python");
+    ensure!(py.exists(), "{} not found (run `make setup`)", py.display());
+    Ok(py)
+}
+
+/// A finished command's stdout, then its stderr, as text.
+pub fn output_text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Runs `cmd` to its end; an error naming `what`, the exit status and the output unless it
+/// exits 0.
+pub fn run_ok(cmd: &mut Command, what: &str) -> Result<std::process::Output> {
+    let out = cmd.output().with_context(|| format!("running {what}"))?;
+    ensure!(
+        out.status.success(),
+        "{what}: {}\n{}",
+        out.status,
+        output_text(&out)
+    );
+    Ok(out)
+}
+
+/// `<svidgate> ca init`: a new CA for trust domain `td` in `dir`.
+pub fn ca_init(svidgate: &Path, dir: &Path, td: &str) -> Result<()> {
+    let dir = dir.to_str().context("CA dir path")?;
+    run_ok(
+        Command::new(svidgate).args(["ca", "init", "--ca-dir", dir, "--trust-domain", td]),
+        &format!("svidgate ca init --ca-dir {dir}"),
+    )?;
+    Ok(())
 }
 
 /// A free TCP port on 127.0.0.1. (Bind to :0, read the port, release it.)

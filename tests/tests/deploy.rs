@@ -9,21 +9,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, ensure, Context, Result};
-use svidgate_e2e::{envoy_validate, filter_wasm, repo_root, svidgate_bin};
+use svidgate_e2e::{
+    envoy_validate, filter_wasm, output_text, repo_root, run_ok, svidgate_bin, venv_python,
+};
 
 /// The placeholder for the filter module path in Envoy configs under deploy/ and tests/envoy/.
 const WASM_PLACEHOLDER: &str = "{{WASM}}";
 /// The module path the filter's shipped examples (deploy/envoy/http.yaml, tcp.yaml) name.
 const EXAMPLE_WASM_PATH: &str = "/etc/envoy/svidgate_filter.wasm";
-
-fn python() -> Result<PathBuf> {
-    let py = repo_root().join(".venv/bin/python");
-    if py.exists() {
-        Ok(py)
-    } else {
-        bail!("{} not found (run `make setup`)", py.display())
-    }
-}
 
 /// All files under `dir` (recursively) whose name satisfies `pred`, sorted.
 fn files_under(dir: &Path, pred: &dyn Fn(&Path) -> bool) -> Vec<PathBuf> {
@@ -56,15 +49,11 @@ fn file_name(p: &Path) -> &str {
 
 #[test]
 fn deploy_manifests_validate_against_pinned_schemas() -> Result<()> {
-    let out = Command::new(python()?)
+    let out = Command::new(venv_python()?)
         .arg(repo_root().join("scripts/validate-deploy.py"))
         .output()
         .context("running scripts/validate-deploy.py")?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = output_text(&out);
     println!("{text}");
     assert!(out.status.success(), "deploy validation failed:\n{text}");
     assert!(
@@ -90,17 +79,13 @@ fn policy_check(bin: &Path, file: &Path) -> Result<(bool, String)> {
 /// Every `WasmPlugin` `pluginConfig` under deploy/, whole (policy document and `filter`
 /// settings), as JSON files in `dir` (extracted by scripts/validate-deploy.py).
 fn plugin_configs(dir: &Path) -> Result<Vec<PathBuf>> {
-    let out = Command::new(python()?)
-        .arg(repo_root().join("scripts/validate-deploy.py"))
-        .arg("--plugin-configs")
-        .arg(dir)
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "extracting plugin configs: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    run_ok(
+        Command::new(venv_python()?)
+            .arg(repo_root().join("scripts/validate-deploy.py"))
+            .arg("--plugin-configs")
+            .arg(dir),
+        "extracting plugin configs",
+    )?;
     Ok(files_under(dir, &|p| {
         p.extension().is_some_and(|e| e == "json")
     }))
@@ -315,23 +300,20 @@ fn once_svid(
     let out = dir.join(format!("svid-{name}"));
     let token_file = dir.join(format!("token-{name}"));
     std::fs::write(&token_file, token)?;
-    let o = Command::new(bin)
-        .args(["agent", "--once", "--ca-addr"])
-        .arg(format!("127.0.0.1:{ca_port}"))
-        .arg("--ca-root")
-        .arg(root)
-        .arg("--spiffe-id")
-        .arg(id)
-        .arg("--token-file")
-        .arg(&token_file)
-        .arg("--out")
-        .arg(&out)
-        .output()?;
-    ensure!(
-        o.status.success(),
-        "agent --once {id}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    run_ok(
+        Command::new(bin)
+            .args(["agent", "--once", "--ca-addr"])
+            .arg(format!("127.0.0.1:{ca_port}"))
+            .arg("--ca-root")
+            .arg(root)
+            .arg("--spiffe-id")
+            .arg(id)
+            .arg("--token-file")
+            .arg(&token_file)
+            .arg("--out")
+            .arg(&out),
+        &format!("agent --once {id}"),
+    )?;
     Ok(out)
 }
 
@@ -444,7 +426,7 @@ fn deploy_envoy_config_serves_mtls_from_agent_sds() -> Result<()> {
     std::fs::create_dir_all(www.join("api"))?;
     std::fs::write(www.join("api/items"), "items\n")?;
     let app_port = svidgate_e2e::free_port()?;
-    let mut cmd = Command::new(python()?);
+    let mut cmd = Command::new(venv_python()?);
     cmd.args(["-m", "http.server", "--bind", "127.0.0.1", "--directory"])
         .arg(&www)
         .arg(app_port.to_string());

@@ -267,58 +267,66 @@ fn loopback(port: u16) -> Value {
     json!({"socket_address": {"address": "127.0.0.1", "port_value": port}})
 }
 
-fn http_listener(name: &str, port: u16, dir: &Path, wasm: &Path, config: &Value) -> Value {
+/// A listener on 127.0.0.1:`port` that terminates mTLS and runs `filters`.
+fn mtls_listener(name: &str, port: u16, dir: &Path, filters: Value) -> Value {
     json!({
         "name": name,
         "address": loopback(port),
         "listener_filters": tls_inspector(),
         "filter_chains": [{
             "transport_socket": downstream_mtls(dir),
-            "filters": [{
-                "name": "envoy.filters.network.http_connection_manager",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                    "stat_prefix": name,
-                    // As the shipped deploy/envoy/http.yaml.
-                    "normalize_path": true,
-                    "merge_slashes": true,
-                    "path_with_escaped_slashes_action": "UNESCAPE_AND_REDIRECT",
-                    "strip_trailing_host_dot": true,
-                    "strip_any_host_port": true,
-                    "common_http_protocol_options": {"headers_with_underscores_action": "REJECT_REQUEST"},
-                    "access_log": [{
-                        "name": "envoy.access_loggers.stdout",
-                        "typed_config": {
-                            "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
-                            "log_format": {"text_format_source": {"inline_string":
-                                format!("ACCESS {name} %REQ(:PATH)% %RESPONSE_CODE% decision=[%FILTER_STATE(wasm.svidgate.decision:PLAIN)%]\n")}}
-                        }
-                    }],
-                    "route_config": {"virtual_hosts": [{
-                        "name": "all", "domains": ["*"],
-                        "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "http_echo"}}]
-                    }]},
-                    "http_filters": [
-                        {"name": "envoy.filters.http.wasm", "typed_config": {
-                            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-                            "config": wasm_plugin(wasm, config, "http")}},
-                        {"name": "envoy.filters.http.router", "typed_config": {
-                            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
-                    ]
-                }
-            }]
+            "filters": filters
         }]
     })
 }
 
+fn http_listener(name: &str, port: u16, dir: &Path, wasm: &Path, config: &Value) -> Value {
+    mtls_listener(
+        name,
+        port,
+        dir,
+        json!([{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": name,
+                // As the shipped deploy/envoy/http.yaml.
+                "normalize_path": true,
+                "merge_slashes": true,
+                "path_with_escaped_slashes_action": "UNESCAPE_AND_REDIRECT",
+                "strip_trailing_host_dot": true,
+                "strip_any_host_port": true,
+                "common_http_protocol_options": {"headers_with_underscores_action": "REJECT_REQUEST"},
+                "access_log": [{
+                    "name": "envoy.access_loggers.stdout",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+                        "log_format": {"text_format_source": {"inline_string":
+                            format!("ACCESS {name} %REQ(:PATH)% %RESPONSE_CODE% decision=[%FILTER_STATE(wasm.svidgate.decision:PLAIN)%]\n")}}
+                    }
+                }],
+                "route_config": {"virtual_hosts": [{
+                    "name": "all", "domains": ["*"],
+                    "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "http_echo"}}]
+                }]},
+                "http_filters": [
+                    {"name": "envoy.filters.http.wasm", "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                        "config": wasm_plugin(wasm, config, "http")}},
+                    {"name": "envoy.filters.http.router", "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
+                ]
+            }
+        }]),
+    )
+}
+
 fn tcp_listener(name: &str, port: u16, dir: &Path, wasm: &Path, config: &Value) -> Value {
-    json!({
-        "name": name,
-        "address": loopback(port),
-        "listener_filters": tls_inspector(),
-        "filter_chains": [{
-            "transport_socket": downstream_mtls(dir),
-            "filters": [
+    mtls_listener(
+        name,
+        port,
+        dir,
+        json!([
                 {"name": "envoy.filters.network.wasm", "typed_config": {
                     "@type": "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm",
                     "config": wasm_plugin(wasm, config, "network")}},
@@ -328,9 +336,8 @@ fn tcp_listener(name: &str, port: u16, dir: &Path, wasm: &Path, config: &Value) 
                     "cluster": "tcp_echo",
                     "upstream_connect_mode": "ON_DOWNSTREAM_DATA",
                     "max_early_data_bytes": 65536}}
-            ]
-        }]
-    })
+        ]),
+    )
 }
 
 fn cluster(name: &str, port: u16) -> Value {
@@ -762,13 +769,7 @@ fn cpu_ticks(pid: u32) -> Result<u64> {
 #[ignore]
 fn measure_filter_cpu_per_request() -> Result<()> {
     let rig = Rig::start("filter-bench")?;
-    let Rig {
-        wasm,
-        pki,
-        ports,
-        envoy,
-        ..
-    } = &rig;
+    let (wasm, pki, ports, envoy) = (&rig.wasm, &rig.pki, &rig.ports, &rig.envoy);
     let pid = envoy.proc.pid().context("pid")?;
     let frontend = pki.leaf(&[FRONTEND], false)?;
     let n = 1000;

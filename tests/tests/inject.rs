@@ -22,14 +22,14 @@
 //!   time, and the rendered exec probes following the agent's state.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use gtmpl::{FuncError, Template, Value};
 use serde_json::{json, Map, Value as Json};
-use svidgate_e2e::{repo_root, svidgate_bin};
+use svidgate_e2e::{output_text, repo_root, run_ok, svidgate_bin, venv_python};
 
 /// pilot-agent's fixed directory for the workload SDS socket (istio/istio pkg/security/security.go,
 /// `WorkloadIdentityPath`); only the file name is configurable (`WORKLOAD_IDENTITY_SOCKET_FILE`).
@@ -39,12 +39,6 @@ const WORKLOAD_IDENTITY_PATH: &str = "/var/run/secrets/workload-spiffe-uds";
 const ISTIO_DEFAULT_SOCKET_FILE: &str = "socket";
 /// Where the image puts the binary (scripts/oci.py `BINARY_PATH`); the exec probes call it.
 const IMAGE_BINARY: &str = "/usr/local/bin/svidgate";
-
-fn python() -> Result<PathBuf> {
-    let py = repo_root().join(".venv/bin/python");
-    ensure!(py.exists(), "{} not found (run `make setup`)", py.display());
-    Ok(py)
-}
 
 // ---------------------------------------------------------------------------------------------
 // Istio's template functions (pkg/kube/inject/template.go) and sprig's, with Go's semantics.
@@ -603,17 +597,13 @@ fn network_probes(v: &Json, path: &str, out: &mut Vec<String>) {
 fn validate_pod(pod: &Json, dir: &Path, name: &str) -> Result<()> {
     let file = dir.join(format!("{name}.json"));
     std::fs::write(&file, serde_json::to_vec_pretty(pod)?)?;
-    let out = Command::new(python()?)
-        .arg(repo_root().join("scripts/validate-deploy.py"))
-        .arg("--pod")
-        .arg(&file)
-        .output()?;
-    ensure!(
-        out.status.success(),
-        "{name}: the injected Pod does not validate:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(
+        Command::new(venv_python()?)
+            .arg(repo_root().join("scripts/validate-deploy.py"))
+            .arg("--pod")
+            .arg(&file),
+        &format!("{name}: the injected Pod does not validate"),
+    )?;
     Ok(())
 }
 
@@ -1010,11 +1000,7 @@ fn injection_template_args_are_accepted_by_the_agent() -> Result<()> {
     ])
     .arg(tmp.path().join("out"));
     let out = cmd.output()?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = output_text(&out);
     for usage_error in [
         "unexpected argument",
         "invalid value",
@@ -1047,16 +1033,13 @@ fn deployed_agent_gets_its_svid_from_the_deployed_ca() -> Result<()> {
     let bin = svidgate_bin()?;
     let tmp = tempfile::tempdir()?;
     let ca_spec = tmp.path().join("ca.json");
-    let out = Command::new(python()?)
-        .arg(repo_root().join("scripts/validate-deploy.py"))
-        .arg("--ca-command")
-        .arg(&ca_spec)
-        .output()?;
-    ensure!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(
+        Command::new(venv_python()?)
+            .arg(repo_root().join("scripts/validate-deploy.py"))
+            .arg("--ca-command")
+            .arg(&ca_spec),
+        "validate-deploy.py --ca-command",
+    )?;
     let ca_spec: Json = serde_json::from_slice(&std::fs::read(&ca_spec)?)?;
     // In-cluster paths -> the temp dir (same relative layout).
     let local = |v: &str| tmp.path().join(v.trim_start_matches('/'));
@@ -1137,11 +1120,7 @@ fn deployed_agent_gets_its_svid_from_the_deployed_ca() -> Result<()> {
     let out_dir = tmp.path().join("out");
     cmd.args(["--once", "--out"]).arg(&out_dir);
     let out = cmd.output()?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = output_text(&out);
     // The CA's admin port (what the ServiceMonitor scrapes) counts the issued certificate.
     let ca_admin = ca_admin.context("the Deployment passes no --admin-addr")?;
     let metrics = svidgate_e2e::http_get(ca_admin, "/metrics").unwrap_or_default();

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
-use svidgate_e2e::{filter_wasm, repo_root};
+use svidgate_e2e::{filter_wasm, output_text, repo_root, run_ok};
 
 const WASM_CONFIG: &str = "application/vnd.module.wasm.config.v1+json";
 const WASM_LAYER: &str = "application/vnd.module.wasm.content.layer.v1+wasm";
@@ -27,23 +27,16 @@ fn python() -> PathBuf {
 
 fn oci_py(args: &[&str], out: &Path) -> Result<String> {
     let wasm = filter_wasm()?;
-    let o = Command::new(python())
-        .arg(repo_root().join("scripts/oci.py"))
-        .arg("--wasm")
-        .arg(&wasm)
-        .args(args)
-        .arg(out)
-        .output()
-        .context("running scripts/oci.py")?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    if !o.status.success() {
-        bail!("scripts/oci.py {args:?} failed:\n{text}");
-    }
-    Ok(text)
+    let o = run_ok(
+        Command::new(python())
+            .arg(repo_root().join("scripts/oci.py"))
+            .arg("--wasm")
+            .arg(&wasm)
+            .args(args)
+            .arg(out),
+        &format!("scripts/oci.py {args:?}"),
+    )?;
+    Ok(output_text(&o))
 }
 
 fn build(out: &Path) -> Result<String> {
@@ -262,18 +255,15 @@ fn oci_layouts_read_back_with_identical_wasm() -> Result<()> {
             ("svidgate-filter", &a_digest),
             ("svidgate-filter-compat", &c_digest),
         ] {
-            let o = Command::new("skopeo")
-                .args(["inspect", "--raw"])
-                .arg(format!(
-                    "oci-archive:{}:{TAG}",
-                    out.join(format!("{name}.tar")).display()
-                ))
-                .output()?;
-            ensure!(
-                o.status.success(),
-                "skopeo inspect {name}: {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
+            let o = run_ok(
+                Command::new("skopeo")
+                    .args(["inspect", "--raw"])
+                    .arg(format!(
+                        "oci-archive:{}:{TAG}",
+                        out.join(format!("{name}.tar")).display()
+                    )),
+                &format!("skopeo inspect {name}"),
+            )?;
             let raw = tmp.path().join(format!("{name}.manifest"));
             std::fs::write(&raw, &o.stdout)?;
             ensure!(
@@ -403,24 +393,21 @@ fn oci_push_to_local_registry_keeps_digests() -> Result<()> {
     }
     for name in ["svidgate-filter", "svidgate-filter-compat"] {
         let (digest, _, _) = read_layout(&out.join(name))?;
-        let o = Command::new("skopeo")
-            .args([
-                "copy",
-                "-q",
-                "--preserve-digests",
-                "--dest-tls-verify=false",
-            ])
-            .arg(format!(
-                "oci-archive:{}:{TAG}",
-                out.join(format!("{name}.tar")).display()
-            ))
-            .arg(format!("docker://127.0.0.1:{port}/{name}:{TAG}"))
-            .output()?;
-        ensure!(
-            o.status.success(),
-            "skopeo copy {name}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        run_ok(
+            Command::new("skopeo")
+                .args([
+                    "copy",
+                    "-q",
+                    "--preserve-digests",
+                    "--dest-tls-verify=false",
+                ])
+                .arg(format!(
+                    "oci-archive:{}:{TAG}",
+                    out.join(format!("{name}.tar")).display()
+                ))
+                .arg(format!("docker://127.0.0.1:{port}/{name}:{TAG}")),
+            &format!("skopeo copy {name}"),
+        )?;
 
         // Istio: resolve the tag, check the manifest digest against WasmPlugin.sha256, fetch the module.
         let (status, manifest_bytes) = get(
@@ -480,29 +467,24 @@ fn static_svidgate() -> Result<PathBuf> {
 }
 
 fn build_image(out: &Path) -> Result<String> {
-    let o = Command::new(python())
-        .arg(repo_root().join("scripts/oci.py"))
-        .arg("--image")
-        .arg(static_svidgate()?)
-        .args([
-            "--tag",
-            TAG,
-            "--source",
-            IMAGE_SOURCE,
-            "--revision",
-            "0123abc",
-        ])
-        .arg("--out")
-        .arg(out)
-        .output()
-        .context("running scripts/oci.py --image")?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    ensure!(o.status.success(), "scripts/oci.py --image failed:\n{text}");
-    Ok(text)
+    let o = run_ok(
+        Command::new(python())
+            .arg(repo_root().join("scripts/oci.py"))
+            .arg("--image")
+            .arg(static_svidgate()?)
+            .args([
+                "--tag",
+                TAG,
+                "--source",
+                IMAGE_SOURCE,
+                "--revision",
+                "0123abc",
+            ])
+            .arg("--out")
+            .arg(out),
+        "scripts/oci.py --image",
+    )?;
+    Ok(output_text(&o))
 }
 
 /// The program headers of a 64-bit little-endian ELF file hold no PT_INTERP (no dynamic loader).
@@ -628,18 +610,15 @@ fn image_reads_back_and_runs_under_chroot() -> Result<()> {
         printed_digest(&printed, "OCI image:").as_deref() == Some(digest.as_str()),
         "printed manifest digest is not the index's sha256:{digest}:\n{printed}"
     );
-    let verified = Command::new(python())
-        .arg(repo_root().join("scripts/oci.py"))
-        .arg("--image")
-        .arg(static_svidgate()?)
-        .arg("--verify")
-        .arg(&a)
-        .output()?;
-    ensure!(
-        verified.status.success(),
-        "oci.py --verify --image: {}",
-        String::from_utf8_lossy(&verified.stderr)
-    );
+    run_ok(
+        Command::new(python())
+            .arg(repo_root().join("scripts/oci.py"))
+            .arg("--image")
+            .arg(static_svidgate()?)
+            .arg("--verify")
+            .arg(&a),
+        "oci.py --verify --image",
+    )?;
 
     let root = tmp.path().join("root");
     let config = unpack_image(&layout, &root)?;
@@ -724,14 +703,10 @@ fn image_reads_back_and_runs_under_chroot() -> Result<()> {
         .is_ok_and(|o| o.status.success())
     {
         let src = format!("oci-archive:{}:{TAG}", a.join("svidgate.tar").display());
-        let o = Command::new("skopeo")
-            .args(["inspect", "--raw", &src])
-            .output()?;
-        ensure!(
-            o.status.success(),
-            "skopeo inspect: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        let o = run_ok(
+            Command::new("skopeo").args(["inspect", "--raw", &src]),
+            "skopeo inspect",
+        )?;
         let raw = tmp.path().join("manifest");
         std::fs::write(&raw, &o.stdout)?;
         ensure!(

@@ -32,8 +32,8 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::{json, Value};
 use svidgate_e2e::{
-    dev_ca_command, filter_wasm, free_port, http_get, http_request, repo_root, sds_api,
-    sds_cluster, svidgate_bin, wait_until, Envoy, Proc,
+    ca_init, dev_ca_command, filter_wasm, free_port, http_get, http_request, repo_root, run_ok,
+    sds_api, sds_cluster, svidgate_bin, venv_python, wait_until, Envoy, Proc,
 };
 
 const TD: &str = "cluster.local";
@@ -46,17 +46,6 @@ const BACKEND: &str = "spiffe://cluster.local/ns/shop/sa/backend";
 /// HTTP/1.1 request to 127.0.0.1:port: (status, body).
 fn request(port: u16, method: &str, path: &str) -> Result<(u16, String)> {
     http_request(port, method, path).map(|(code, _, body)| (code, body))
-}
-
-fn svidgate(args: &[&str]) -> Result<()> {
-    let out = Command::new(svidgate_bin()?).args(args).output()?;
-    ensure!(
-        out.status.success(),
-        "svidgate {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
 }
 
 fn prometheus_bin() -> Result<PathBuf> {
@@ -415,17 +404,12 @@ fn query(prom: u16, expr: &str) -> Result<Vec<Value>> {
 
 /// Dashboard and alert queries, from the single source.
 fn observability_queries() -> Result<Value> {
-    let py = repo_root().join(".venv/bin/python");
-    let out = Command::new(&py)
-        .arg(repo_root().join("scripts/observability.py"))
-        .arg("queries")
-        .output()
-        .with_context(|| format!("{} (run `make setup`)", py.display()))?;
-    ensure!(
-        out.status.success(),
-        "observability.py queries: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_ok(
+        Command::new(venv_python()?)
+            .arg(repo_root().join("scripts/observability.py"))
+            .arg("queries"),
+        "observability.py queries",
+    )?;
     Ok(serde_json::from_slice(&out.stdout)?)
 }
 
@@ -447,14 +431,7 @@ fn prometheus_scrapes_agent_ca_and_envoy_every_query_returns_data() -> Result<()
 
     // CA, agents.
     let ca_dir = work.join("ca");
-    svidgate(&[
-        "ca",
-        "init",
-        "--ca-dir",
-        ca_dir.to_str().context("path")?,
-        "--trust-domain",
-        TD,
-    ])?;
+    ca_init(&svidgate_bin()?, &ca_dir, TD)?;
     let root = ca_dir.join("root-cert.pem");
     let (ca_port, ca_admin) = (free_port()?, free_port()?);
     let mut ca_cmd = dev_ca_command(&svidgate_bin()?, ca_port, &ca_dir, TD);

@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
-use svidgate_e2e::{free_port, sds_api, sds_cluster, svidgate_bin, wait_until, Envoy, Proc};
+use svidgate_e2e::{
+    ca_init, free_port, sds_api, sds_cluster, svidgate_bin, wait_until, Envoy, Proc,
+};
 
 const TD: &str = "example.org";
 const CLIENT_ID: &str = "spiffe://example.org/ns/client/sa/curl";
@@ -42,18 +44,6 @@ fn ca_bin() -> Result<PathBuf> {
         Some(p) => Ok(PathBuf::from(p)),
         None => svidgate_bin(),
     }
-}
-
-fn svidgate(args: &[&str]) -> Result<()> {
-    let out = Command::new(ca_bin()?).args(args).output()?;
-    if !out.status.success() {
-        bail!(
-            "svidgate {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(())
 }
 
 /// Writes a file atomically (tmp + rename), as a ConfigMap/secret update would appear.
@@ -98,6 +88,23 @@ struct Agent {
     work: PathBuf,
     proc: Option<Proc>,
     starts: u32,
+}
+
+/// Starts the agents, then waits (15 s at most each) until each is ready (`what` names them in
+/// the error).
+fn start_ready(mut agents: [&mut Agent; 2], what: &str) -> Result<()> {
+    for a in agents.iter_mut() {
+        a.start()?;
+    }
+    for a in agents {
+        wait_until(
+            &format!("{what} {} ready", a.id),
+            Duration::from_secs(15),
+            || a.ready(),
+        )
+        .with_context(|| a.output())?;
+    }
+    Ok(())
 }
 
 impl Agent {
@@ -371,22 +378,8 @@ fn sds_rotation_restart_outage_and_root_rotation_under_load() -> Result<()> {
         std::mem::forget(tmp);
     }
     let (dir_a, dir_b, ca_dir) = (work.join("ca-a"), work.join("ca-b"), work.join("ca"));
-    svidgate(&[
-        "ca",
-        "init",
-        "--ca-dir",
-        dir_a.to_str().context("path")?,
-        "--trust-domain",
-        TD,
-    ])?;
-    svidgate(&[
-        "ca",
-        "init",
-        "--ca-dir",
-        dir_b.to_str().context("path")?,
-        "--trust-domain",
-        TD,
-    ])?;
+    ca_init(&ca_bin()?, &dir_a, TD)?;
+    ca_init(&ca_bin()?, &dir_b, TD)?;
     std::fs::create_dir_all(&ca_dir)?;
     for f in [
         "ca-cert.pem",
@@ -431,16 +424,7 @@ fn sds_rotation_restart_outage_and_root_rotation_under_load() -> Result<()> {
 
     let mut client_agent = Agent::new("client", CLIENT_ID, &work, ca.port, &anchors)?;
     let mut server_agent = Agent::new("server", SERVER_ID, &work, ca.port, &anchors)?;
-    client_agent.start()?;
-    server_agent.start()?;
-    for a in [&client_agent, &server_agent] {
-        wait_until(
-            &format!("agent {} ready", a.id),
-            Duration::from_secs(15),
-            || a.ready(),
-        )
-        .with_context(|| a.output())?;
-    }
+    start_ready([&mut client_agent, &mut server_agent], "agent")?;
 
     let (s_admin, s_port, c_admin, c_port) =
         (free_port()?, free_port()?, free_port()?, free_port()?);
@@ -545,16 +529,7 @@ fn sds_rotation_restart_outage_and_root_rotation_under_load() -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(500));
         let t_restart = Instant::now();
-        client_agent.start()?;
-        server_agent.start()?;
-        for a in [&client_agent, &server_agent] {
-            wait_until(
-                &format!("restarted agent {} ready", a.id),
-                Duration::from_secs(15),
-                || a.ready(),
-            )
-            .with_context(|| a.output())?;
-        }
+        start_ready([&mut client_agent, &mut server_agent], "restarted agent")?;
         // 3 (starts here). CA outage: stopped while the restarted agents' certificates are fresh,
         // for longer than one refresh period (5 s) and shorter than their remaining life (~10 s).
         ca.stop();

@@ -569,6 +569,10 @@ fn no_bypass_through_the_shipped_configs() -> Result<()> {
         .build()?;
     let pki = &s.pki;
     let tenant_good = [("X-Tenant", "good")];
+    // An HTTP/2 GET of /public/x with these headers.
+    let h2_public = |port: u16, headers: &[(&str, &str)]| {
+        h2(&rt, pki, port, "GET", "/public/x", SERVER_NAME, headers)
+    };
 
     // Positive controls: the upstream serves what the policy allows, with the verified ID.
     for name in ["http", "sidecar", "bare"] {
@@ -577,15 +581,7 @@ fn no_bypass_through_the_shipped_configs() -> Result<()> {
         assert_eq!(r.status, 200, "{name}: {r:?}");
         assert!(r.body.starts_with("UPSTREAM \n"), "{name}: {}", r.body);
         assert!(r.body.contains(FRONTEND), "{name}: {}", r.body);
-        let r = h2(
-            &rt,
-            pki,
-            port,
-            "GET",
-            "/public/x",
-            SERVER_NAME,
-            &[("x-tenant", "good")],
-        )?;
+        let r = h2_public(port, &[("x-tenant", "good")])?;
         assert_eq!(r.status, 200, "{name} h2: {r:?}");
         assert!(r.body.starts_with("UPSTREAM \n"), "{name} h2: {}", r.body);
         let r = h1(pki, port, "GET", "/admin/x", &[])?;
@@ -695,15 +691,7 @@ fn no_bypass_through_the_shipped_configs() -> Result<()> {
         }
         not_served(
             &format!("{name} h2 :authority + host"),
-            h2(
-                &rt,
-                pki,
-                port,
-                "GET",
-                "/public/x",
-                SERVER_NAME,
-                &[("host", "admin.test")],
-            ),
+            h2_public(port, &[("host", "admin.test")]),
         );
     }
 

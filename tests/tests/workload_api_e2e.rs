@@ -23,7 +23,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use spiffe::transport::{Endpoint, GrpcStatusCode, TransportError};
 use spiffe::{TrustDomain, WorkloadApiClient, WorkloadApiError, X509Context};
 use svidgate_e2e::{
-    dev_ca_command, free_port, http_get, repo_root, run_combined, svidgate_bin, Proc,
+    ca_init, dev_ca_command, free_port, http_get, repo_root, run_combined, svidgate_bin, Proc,
 };
 use tokio_stream::StreamExt;
 
@@ -32,12 +32,6 @@ const TD: &str = "example.org";
 const FED_TD: &str = "fed.example";
 /// Stream messages to wait for at most, each within [`STEP`].
 const STEP: Duration = Duration::from_secs(30);
-
-fn svidgate(args: &[&str]) -> Result<()> {
-    let (ok, text) = run_combined(Command::new(svidgate_bin()?).args(args))?;
-    ensure!(ok, "svidgate {args:?}: {text}");
-    Ok(())
-}
 
 /// Does this build serve the Workload API?
 fn have_workload_api() -> bool {
@@ -189,14 +183,7 @@ async fn workload_api_with_independent_clients() -> Result<()> {
     let work = tmp.path().to_path_buf();
     let (ca_dir, fed_dir) = (work.join("ca"), work.join("fed"));
     for (dir, td) in [(&ca_dir, TD), (&fed_dir, FED_TD)] {
-        svidgate(&[
-            "ca",
-            "init",
-            "--ca-dir",
-            dir.to_str().context("path")?,
-            "--trust-domain",
-            td,
-        ])?;
+        ca_init(&svidgate_bin()?, dir, td)?;
     }
     let anchors = ca_dir.join("root-cert.pem");
     let fed_root = fed_dir.join("root-cert.pem");

@@ -55,42 +55,48 @@ fn huffman_refuses_eos_and_bad_padding() {
     }
 }
 
-/// RFC 7541 C.3: three requests on one connection, without Huffman coding.
-#[test]
-fn rfc_7541_c3_requests_authority_replaced_table_in_step() {
+/// RFC 7541 C.3 / C.4: three requests on one connection, the first with a literal
+/// :authority (replaced by `localhostxxxxxx`, plain), the second and third referring to it by
+/// index (0xbe, 0xbf): passed through unchanged, and the table keeps the RFC's sizes.
+fn rfc_7541_requests(section: &str, [first, second, third]: [&str; 3]) {
     let mut t = Table::new();
-    let first = hex("8286 8441 0f77 7777 2e65 7861 6d70 6c65 2e63 6f6d");
-    let out = t.rewrite_block(&first).unwrap();
+    let out = t.rewrite_block(&hex(first)).unwrap();
     let mut want = hex("8286 8441 0f");
     want.extend_from_slice(b"localhostxxxxxx");
-    assert_eq!(out, want);
-    assert_eq!(t.size, 57, "RFC 7541 C.3.1 table size");
-    // Second and third requests refer to the :authority entry by index (0xbe, 0xbf): passed
-    // through unchanged, and the table keeps the RFC's sizes.
-    let second = hex("8286 84be 5808 6e6f 2d63 6163 6865");
-    assert_eq!(t.rewrite_block(&second).unwrap(), second);
-    assert_eq!(t.size, 110, "RFC 7541 C.3.2 table size");
-    let third = hex("8287 85bf 400a 6375 7374 6f6d 2d6b 6579 0c63 7573 746f 6d2d 7661 6c75 65");
-    assert_eq!(t.rewrite_block(&third).unwrap(), third);
-    assert_eq!(t.size, 164, "RFC 7541 C.3.3 table size");
+    assert_eq!(out, want, "{section}");
+    assert_eq!(t.size, 57, "RFC 7541 {section}.1 table size");
+    for (block, size, step) in [(second, 110, 2), (third, 164, 3)] {
+        let block = hex(block);
+        assert_eq!(t.rewrite_block(&block).unwrap(), block, "{section}.{step}");
+        assert_eq!(t.size, size, "RFC 7541 {section}.{step} table size");
+    }
 }
 
-/// RFC 7541 C.4: the same requests with Huffman coding.
+/// RFC 7541 C.3: without Huffman coding.
+#[test]
+fn rfc_7541_c3_requests_authority_replaced_table_in_step() {
+    rfc_7541_requests(
+        "C.3",
+        [
+            "8286 8441 0f77 7777 2e65 7861 6d70 6c65 2e63 6f6d",
+            "8286 84be 5808 6e6f 2d63 6163 6865",
+            "8287 85bf 400a 6375 7374 6f6d 2d6b 6579 0c63 7573 746f 6d2d 7661 6c75 65",
+        ],
+    );
+}
+
+/// RFC 7541 C.4: the same requests with Huffman coding; the authority is replaced by a
+/// same-length plain value.
 #[test]
 fn rfc_7541_c4_huffman_authority_replaced_by_same_length_plain_value() {
-    let mut t = Table::new();
-    let first = hex("8286 8441 8cf1 e3c2 e5f2 3a6b a0ab 90f4 ff");
-    let out = t.rewrite_block(&first).unwrap();
-    let mut want = hex("8286 8441 0f");
-    want.extend_from_slice(b"localhostxxxxxx");
-    assert_eq!(out, want);
-    assert_eq!(t.size, 57);
-    let second = hex("8286 84be 5886 a8eb 1064 9cbf");
-    assert_eq!(t.rewrite_block(&second).unwrap(), second);
-    assert_eq!(t.size, 110);
-    let third = hex("8287 85bf 4088 25a8 49e9 5ba9 7d7f 8925 a849 e95b b8e8 b4bf");
-    assert_eq!(t.rewrite_block(&third).unwrap(), third);
-    assert_eq!(t.size, 164);
+    rfc_7541_requests(
+        "C.4",
+        [
+            "8286 8441 8cf1 e3c2 e5f2 3a6b a0ab 90f4 ff",
+            "8286 84be 5886 a8eb 1064 9cbf",
+            "8287 85bf 4088 25a8 49e9 5ba9 7d7f 8925 a849 e95b b8e8 b4bf",
+        ],
+    );
 }
 
 #[test]

@@ -3,11 +3,12 @@
 
 use super::compile::{
     CompiledCondition, CompiledOperation, CompiledPolicyEntry, CompiledRule, CompiledSource, Cond,
-    Index,
+    IdMatcher, Index,
 };
 use super::evaluate::{
     header_matches, namespace_matches, port_matches, principal_matches, trust_domain_matches, Ctx,
 };
+use super::index::StrMatcher;
 use super::{Decision, EvalMode, Peer, Request, Verdict};
 
 fn peer_text(ctx: &Ctx<'_>, peer: &Peer) -> String {
@@ -42,39 +43,39 @@ fn opt_text(name: &str, v: Option<&str>) -> String {
     }
 }
 
+/// The value a field is checked against, as text (made only to explain a miss).
+type Text<'a> = dyn Fn() -> String + 'a;
+
 /// The first failing field of a source, if any.
 fn source_miss(s: &CompiledSource, ctx: &Ctx<'_>, peer: &Peer) -> Option<String> {
-    if let Some(m) = &s.principals {
-        if !principal_matches(m, ctx) {
-            return Some(format!("principals: {} matches none", peer_text(ctx, peer)));
-        }
-    }
-    if let Some(m) = &s.not_principals {
-        if principal_matches(m, ctx) {
-            return Some(format!("notPrincipals: {} is listed", peer_text(ctx, peer)));
-        }
-    }
-    if let Some(m) = &s.namespaces {
-        if !namespace_matches(m, ctx) {
-            return Some(format!("namespaces: {} matches none", ns_text(ctx)));
-        }
-    }
-    if let Some(m) = &s.not_namespaces {
-        if namespace_matches(m, ctx) {
-            return Some(format!("notNamespaces: {} is listed", ns_text(ctx)));
-        }
-    }
-    if let Some(m) = &s.trust_domains {
-        if !trust_domain_matches(m, ctx) {
-            return Some(format!("trustDomains: {} matches none", td_text(ctx)));
-        }
-    }
-    if let Some(m) = &s.not_trust_domains {
-        if trust_domain_matches(m, ctx) {
-            return Some(format!("notTrustDomains: {} is listed", td_text(ctx)));
-        }
-    }
-    None
+    let principal = |m: &Option<IdMatcher>| m.as_ref().map(|m| principal_matches(m, ctx));
+    let namespace = |m: &Option<StrMatcher>| m.as_ref().map(|m| namespace_matches(m, ctx));
+    let trust_domain = |m: &Option<IdMatcher>| m.as_ref().map(|m| trust_domain_matches(m, ctx));
+    let (peer, ns, td) = (|| peer_text(ctx, peer), || ns_text(ctx), || td_text(ctx));
+    // (field, negated, whether the value is in the field when it is set, the value as text)
+    let fields: [(&str, bool, Option<bool>, &Text<'_>); 6] = [
+        ("principals", false, principal(&s.principals), &peer),
+        ("notPrincipals", true, principal(&s.not_principals), &peer),
+        ("namespaces", false, namespace(&s.namespaces), &ns),
+        ("notNamespaces", true, namespace(&s.not_namespaces), &ns),
+        ("trustDomains", false, trust_domain(&s.trust_domains), &td),
+        (
+            "notTrustDomains",
+            true,
+            trust_domain(&s.not_trust_domains),
+            &td,
+        ),
+    ];
+    let (field, negated, _, text) = fields
+        .into_iter()
+        .find(|(_, negated, hit, _)| *hit == Some(*negated))?;
+    Some(miss_text(field, negated, &text()))
+}
+
+/// A failing field: the value (`text`) matches none of its entries, or, negated, is listed.
+fn miss_text(field: &str, negated: bool, text: &str) -> String {
+    let verb = if negated { "is listed" } else { "matches none" };
+    format!("{field}: {text} {verb}")
 }
 
 fn operation_miss(o: &CompiledOperation, ctx: &Ctx<'_>) -> Option<String> {
@@ -91,41 +92,40 @@ fn operation_miss(o: &CompiledOperation, ctx: &Ctx<'_>) -> Option<String> {
             let Some(m) = m else { continue };
             let hit = value.is_some_and(|v| m.matches(v));
             if hit == negated {
-                let verb = if negated { "is listed" } else { "matches none" };
-                return Some(format!("{field}: {} {verb}", opt_text(what, value)));
+                return Some(miss_text(field, negated, &opt_text(what, value)));
             }
         }
     }
     let port = ctx.port.map(|p| p.to_string());
-    if let Some(p) = &o.ports {
-        if !port_matches(p, ctx) {
-            return Some(format!(
-                "ports: {} matches none",
-                opt_text("port", port.as_deref())
-            ));
-        }
-    }
-    if let Some(p) = &o.not_ports {
-        if port_matches(p, ctx) {
-            return Some(format!(
-                "notPorts: {} is listed",
-                opt_text("port", port.as_deref())
-            ));
-        }
-    }
-    None
+    pair_miss(
+        ["ports", "notPorts"],
+        [&o.ports, &o.not_ports],
+        |p| port_matches(p, ctx),
+        || opt_text("port", port.as_deref()),
+    )
 }
 
 fn cond_miss<M>(c: &Cond<M>, f: impl Fn(&M) -> bool, what: &str) -> Option<String> {
-    if let Some(m) = &c.values {
-        if !f(m) {
-            return Some(format!("values: {what} matches none"));
-        }
+    pair_miss(
+        ["values", "notValues"],
+        [&c.values, &c.not_values],
+        f,
+        || what.to_owned(),
+    )
+}
+
+/// The miss of a field and its negation, each set or not.
+fn pair_miss<M>(
+    [field, not_field]: [&str; 2],
+    [m, not_m]: [&Option<M>; 2],
+    matches: impl Fn(&M) -> bool,
+    text: impl Fn() -> String,
+) -> Option<String> {
+    if m.as_ref().is_some_and(|m| !matches(m)) {
+        return Some(miss_text(field, false, &text()));
     }
-    if let Some(m) = &c.not_values {
-        if f(m) {
-            return Some(format!("notValues: {what} is listed"));
-        }
+    if not_m.as_ref().is_some_and(matches) {
+        return Some(miss_text(not_field, true, &text()));
     }
     None
 }
@@ -179,6 +179,28 @@ fn condition_key(c: &CompiledCondition) -> String {
     }
 }
 
+/// Why none of a non-empty `from` / `to` list matches: each entry's miss, as
+/// `from[k].source.<miss>`, joined by "; " (`None` when the list is empty or an entry matches).
+fn list_miss<T>(
+    items: &[T],
+    [list, item]: [&str; 2],
+    matches: impl Fn(&T) -> bool,
+    miss: impl Fn(&T) -> Option<String>,
+) -> Option<String> {
+    if items.is_empty() || items.iter().any(matches) {
+        return None;
+    }
+    let why: Vec<String> = items
+        .iter()
+        .enumerate()
+        .map(|(k, t)| {
+            let miss = miss(t).unwrap_or_else(|| "?".into());
+            format!("{list}[{k}].{item}.{miss}")
+        })
+        .collect();
+    Some(why.join("; "))
+}
+
 /// Why a rule does not match (`None`: it matches).
 fn rule_miss(rule: &CompiledRule, ctx: &Ctx<'_>, peer: &Peer, allow: bool) -> Option<String> {
     if ctx.network && allow && rule.needs_http {
@@ -187,29 +209,23 @@ fn rule_miss(rule: &CompiledRule, ctx: &Ctx<'_>, peer: &Peer, allow: bool) -> Op
                 .into(),
         );
     }
-    if !rule.from.is_empty() && !rule.from.iter().any(|s| s.matches(ctx)) {
-        let why: Vec<String> = rule
-            .from
-            .iter()
-            .enumerate()
-            .map(|(k, s)| {
-                let miss = source_miss(s, ctx, peer).unwrap_or_else(|| "?".into());
-                format!("from[{k}].source.{miss}")
-            })
-            .collect();
-        return Some(why.join("; "));
+    let from = list_miss(
+        &rule.from,
+        ["from", "source"],
+        |s| s.matches(ctx),
+        |s| source_miss(s, ctx, peer),
+    );
+    if from.is_some() {
+        return from;
     }
-    if !rule.to.is_empty() && !rule.to.iter().any(|o| o.matches(ctx)) {
-        let why: Vec<String> = rule
-            .to
-            .iter()
-            .enumerate()
-            .map(|(k, o)| {
-                let miss = operation_miss(o, ctx).unwrap_or_else(|| "?".into());
-                format!("to[{k}].operation.{miss}")
-            })
-            .collect();
-        return Some(why.join("; "));
+    let to = list_miss(
+        &rule.to,
+        ["to", "operation"],
+        |o| o.matches(ctx),
+        |o| operation_miss(o, ctx),
+    );
+    if to.is_some() {
+        return to;
     }
     for (k, c) in rule.when.iter().enumerate() {
         if !c.matches(ctx) {

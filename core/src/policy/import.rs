@@ -866,15 +866,21 @@ fn convert_from(
         }
         },
     );
+    let empty = out.is_empty();
+    kept_section(ok, out, empty, &mut st.from_emptied).map(|source| RuleFrom { source })
+}
+
+/// A converted `source` / `operation`: `None` when it failed, or when it is empty (Istio: a
+/// section without conditions matches everything), which sets `emptied`.
+fn kept_section<T>(ok: bool, section: T, empty: bool, emptied: &mut bool) -> Option<T> {
     if !ok {
         return None;
     }
-    if out.is_empty() {
-        // Istio: a source without conditions matches every source.
-        st.from_emptied = true;
+    if empty {
+        *emptied = true;
         return None;
     }
-    Some(RuleFrom { source: out })
+    Some(section)
 }
 
 fn convert_to(res: &mut Res<'_>, st: &mut RuleState, path: &str, item: &Value) -> Option<RuleTo> {
@@ -910,14 +916,8 @@ fn convert_to(res: &mut Res<'_>, st: &mut RuleState, path: &str, item: &Value) -
             _ => st.unsupported(res, fp, "field not supported by svidgate", v),
         },
     );
-    if !ok {
-        return None;
-    }
-    if out.is_empty() {
-        st.to_emptied = true;
-        return None;
-    }
-    Some(RuleTo { operation: out })
+    let empty = out.is_empty();
+    kept_section(ok, out, empty, &mut st.to_emptied).map(|operation| RuleTo { operation })
 }
 
 /// Why a `when` key is not supported, or `None` if svidgate evaluates it.
@@ -1001,45 +1001,56 @@ fn convert_condition(
 
 /// A list of strings; an empty list is the same as none (as in Istio's protobuf model).
 fn strings(res: &mut Res<'_>, st: &mut RuleState, path: &str, v: &Value) -> Vec<String> {
-    let Some(seq) = v.as_sequence() else {
-        if !v.is_null() {
-            st.invalid(res, path, "must be a list of strings", v);
-        }
-        return Vec::new();
-    };
-    let mut out = Vec::with_capacity(seq.len());
-    for (i, item) in seq.iter().enumerate() {
-        match item.as_str() {
-            Some(s) => out.push(s.to_owned()),
-            None => st.invalid(res, &format!("{path}[{i}]"), "must be a string", item),
-        }
-    }
-    out
+    typed_list(
+        res,
+        st,
+        path,
+        v,
+        ["strings", "must be a string"],
+        |item: &Value| item.as_str().map(str::to_owned),
+    )
 }
 
 /// Ports, written as strings in Istio (`"8080"`); numbers are accepted too.
 fn ports(res: &mut Res<'_>, st: &mut RuleState, path: &str, v: &Value) -> Vec<u16> {
+    typed_list(
+        res,
+        st,
+        path,
+        v,
+        ["ports", "not a port number (1-65535)"],
+        |item| {
+            let port = match item {
+                Value::String(s) => s.parse::<u16>().ok(),
+                Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
+                _ => None,
+            };
+            port.filter(|p| *p > 0)
+        },
+    )
+}
+
+/// A list of what `convert` makes of each item; `[what, bad_item]` name the items and the
+/// problem of one `convert` refuses (`None`). An empty list is the same as none.
+fn typed_list<T>(
+    res: &mut Res<'_>,
+    st: &mut RuleState,
+    path: &str,
+    v: &Value,
+    [what, bad_item]: [&str; 2],
+    convert: impl Fn(&Value) -> Option<T>,
+) -> Vec<T> {
     let Some(seq) = v.as_sequence() else {
         if !v.is_null() {
-            st.invalid(res, path, "must be a list of ports", v);
+            st.invalid(res, path, format!("must be a list of {what}"), v);
         }
         return Vec::new();
     };
     let mut out = Vec::with_capacity(seq.len());
     for (i, item) in seq.iter().enumerate() {
-        let port = match item {
-            Value::String(s) => s.parse::<u16>().ok(),
-            Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
-            _ => None,
-        };
-        match port {
-            Some(p) if p > 0 => out.push(p),
-            _ => st.invalid(
-                res,
-                &format!("{path}[{i}]"),
-                "not a port number (1-65535)",
-                item,
-            ),
+        match convert(item) {
+            Some(t) => out.push(t),
+            None => st.invalid(res, &format!("{path}[{i}]"), bad_item, item),
         }
     }
     out

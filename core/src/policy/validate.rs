@@ -56,6 +56,9 @@ pub(crate) fn parse_when_key(key: &str) -> Result<WhenKey<'_>, String> {
     Err(format!("unknown when key, expected one of: {WHEN_KEYS}"))
 }
 
+/// Checks one value of a field (the problem text on error).
+type Check = fn(&str) -> Result<(), String>;
+
 struct Validator {
     problems: Vec<Problem>,
 }
@@ -69,12 +72,7 @@ impl Validator {
         });
     }
 
-    fn values<S: AsRef<str>>(
-        &mut self,
-        path: &str,
-        values: &[S],
-        check: fn(&str) -> Result<(), String>,
-    ) {
+    fn values<S: AsRef<str>>(&mut self, path: &str, values: &[S], check: Check) {
         for (i, v) in values.iter().enumerate() {
             let v = v.as_ref();
             if let Err(e) = check(v) {
@@ -96,45 +94,41 @@ impl Validator {
     }
 
     fn source<S: AsRef<str>>(&mut self, path: &str, s: &Source<S>) {
-        if s.is_empty() {
-            self.problem(
-                path.to_owned(),
-                "empty source: set at least one field (an absent `from` matches every source)",
-                "{}",
-            );
+        self.non_empty(
+            path,
+            s.is_empty(),
+            "empty source: set at least one field (an absent `from` matches every source)",
+        );
+        let fields: [(&str, &[S], Check); 6] = [
+            ("principals", &s.principals, check_principal),
+            ("notPrincipals", &s.not_principals, check_principal),
+            ("namespaces", &s.namespaces, check_namespace),
+            ("notNamespaces", &s.not_namespaces, check_namespace),
+            ("trustDomains", &s.trust_domains, check_trust_domain_pattern),
+            (
+                "notTrustDomains",
+                &s.not_trust_domains,
+                check_trust_domain_pattern,
+            ),
+        ];
+        for (field, values, check) in fields {
+            self.values(&child(path, field), values, check);
         }
-        self.values(&child(path, "principals"), &s.principals, check_principal);
-        self.values(
-            &child(path, "notPrincipals"),
-            &s.not_principals,
-            check_principal,
-        );
-        self.values(&child(path, "namespaces"), &s.namespaces, check_namespace);
-        self.values(
-            &child(path, "notNamespaces"),
-            &s.not_namespaces,
-            check_namespace,
-        );
-        self.values(
-            &child(path, "trustDomains"),
-            &s.trust_domains,
-            check_trust_domain_pattern,
-        );
-        self.values(
-            &child(path, "notTrustDomains"),
-            &s.not_trust_domains,
-            check_trust_domain_pattern,
-        );
+    }
+
+    /// A source or operation with no field set is a problem (`problem` says which).
+    fn non_empty(&mut self, path: &str, empty: bool, problem: &str) {
+        if empty {
+            self.problem(path.to_owned(), problem, "{}");
+        }
     }
 
     fn operation<S: AsRef<str>>(&mut self, path: &str, o: &Operation<S>) {
-        if o.is_empty() {
-            self.problem(
-                path.to_owned(),
-                "empty operation: set at least one field (an absent `to` matches every operation)",
-                "{}",
-            );
-        }
+        self.non_empty(
+            path,
+            o.is_empty(),
+            "empty operation: set at least one field (an absent `to` matches every operation)",
+        );
         self.values(&child(path, "methods"), &o.methods, check_method);
         self.values(&child(path, "notMethods"), &o.not_methods, check_method);
         self.values(&child(path, "paths"), &o.paths, check_path);

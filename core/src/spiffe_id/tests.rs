@@ -385,20 +385,52 @@ fn reported_raw(b: u8) -> char {
     }
 }
 
-#[test]
-fn byte_walk_trust_domain() {
+/// Walks every byte: `class` (named `name`) must accept exactly the bytes of `chars`, which
+/// has `count` of them; `each(b, allowed)` checks the rest for one byte.
+fn byte_walk(
+    (name, class): (&str, fn(u8) -> bool),
+    chars: &str,
+    count: usize,
+    mut each: impl FnMut(u8, bool),
+) {
     let mut accepted = 0;
     for b in 0..=255u8 {
-        let allowed = TD_CHARS.as_bytes().contains(&b);
-        assert_eq!(
-            is_trust_domain_byte(b),
-            allowed,
-            "is_trust_domain_byte({b:#04x})"
-        );
-        if allowed {
-            accepted += 1;
-        }
+        let allowed = chars.as_bytes().contains(&b);
+        assert_eq!(class(b), allowed, "{name}({b:#04x})");
+        accepted += usize::from(allowed);
+        each(b, allowed);
+    }
+    assert_eq!(accepted, count);
+}
 
+/// `<prefix><b><suffix>` parsed as a SPIFFE ID, as text and as raw bytes: valid when `b` is
+/// allowed, else `bad` of the char as reported.
+fn id_with_byte(prefix: &str, b: u8, suffix: &str, allowed: bool, bad: fn(char) -> E) {
+    let c = char_of(b);
+    let id = format!("{prefix}{c}{suffix}");
+    let mut raw = prefix.as_bytes().to_vec();
+    raw.push(b);
+    raw.extend_from_slice(suffix.as_bytes());
+    let want = |c| if allowed { Ok(()) } else { Err(bad(c)) };
+    assert_eq!(
+        SpiffeId::parse(&id).map(|_| ()),
+        want(c),
+        "id byte {b:#04x}"
+    );
+    assert_eq!(
+        SpiffeId::parse_bytes(&raw).map(|_| ()),
+        want(reported_raw(b)),
+        "raw id byte {b:#04x}"
+    );
+}
+
+#[test]
+fn byte_walk_trust_domain() {
+    let class = (
+        "is_trust_domain_byte",
+        is_trust_domain_byte as fn(u8) -> bool,
+    );
+    byte_walk(class, TD_CHARS, 26 + 10 + 3, |b, allowed| {
         // Bare trust domain, as text (bytes >= 0x80 as the char U+0080..U+00FF).
         let c = char_of(b);
         let name = format!("a{c}b");
@@ -427,82 +459,45 @@ fn byte_walk_trust_domain() {
         );
 
         // Inside a SPIFFE ID, as text and as a raw byte.
-        let id = format!("spiffe://a{c}b/x");
-        let mut raw = b"spiffe://a".to_vec();
-        raw.push(b);
-        raw.extend_from_slice(b"b/x");
         if b == b'/' {
             // The slash ends the trust domain: `spiffe://a/b/x`.
+            let id = format!("spiffe://a{c}b/x");
             assert_eq!(SpiffeId::parse(&id).unwrap().trust_domain().as_str(), "a");
-            assert_eq!(SpiffeId::parse_bytes(&raw).unwrap().path(), "/b/x");
-            continue;
+            assert_eq!(SpiffeId::parse_bytes(id.as_bytes()).unwrap().path(), "/b/x");
+            return;
         }
-        let want_id = |c| {
-            if allowed {
-                Ok(())
-            } else {
-                Err(E::BadTrustDomainChar(c))
-            }
-        };
-        assert_eq!(
-            SpiffeId::parse(&id).map(|_| ()),
-            want_id(c),
-            "id byte {b:#04x}"
-        );
-        assert_eq!(
-            SpiffeId::parse_bytes(&raw).map(|_| ()),
-            want_id(reported_raw(b)),
-            "raw id byte {b:#04x}"
-        );
-    }
-    assert_eq!(accepted, 26 + 10 + 3);
+        id_with_byte("spiffe://a", b, "b/x", allowed, E::BadTrustDomainChar);
+    });
 }
 
 #[test]
 fn byte_walk_path_segment() {
-    let mut accepted = 0;
-    for b in 0..=255u8 {
-        let allowed = PATH_CHARS.as_bytes().contains(&b);
-        assert_eq!(
-            is_path_segment_byte(b),
-            allowed,
-            "is_path_segment_byte({b:#04x})"
-        );
-        if allowed {
-            accepted += 1;
-        }
+    let class = (
+        "is_path_segment_byte",
+        is_path_segment_byte as fn(u8) -> bool,
+    );
+    byte_walk(class, PATH_CHARS, 26 + 26 + 10 + 3, |b, allowed| {
         let c = char_of(b);
 
         // Inside a segment.
         let path = format!("/a{c}b");
-        let id = format!("spiffe://td{path}");
-        let mut raw = b"spiffe://td/a".to_vec();
-        raw.push(b);
-        raw.push(b'b');
         if b == b'/' {
             // A separator: two segments.
             assert_eq!(validate_path(&path), Ok(()));
-            assert_eq!(SpiffeId::parse_bytes(&raw).unwrap().path(), "/a/b");
-            continue;
+            let raw = format!("spiffe://td{path}");
+            assert_eq!(
+                SpiffeId::parse_bytes(raw.as_bytes()).unwrap().path(),
+                "/a/b"
+            );
+            return;
         }
-        let want = |c| {
-            if allowed {
-                Ok(())
-            } else {
-                Err(E::BadPathChar(c))
-            }
+        let want = if allowed {
+            Ok(())
+        } else {
+            Err(E::BadPathChar(c))
         };
-        assert_eq!(validate_path(&path), want(c), "validate_path byte {b:#04x}");
-        assert_eq!(
-            SpiffeId::parse(&id).map(|_| ()),
-            want(c),
-            "id byte {b:#04x}"
-        );
-        assert_eq!(
-            SpiffeId::parse_bytes(&raw).map(|_| ()),
-            want(reported_raw(b)),
-            "raw id byte {b:#04x}"
-        );
+        assert_eq!(validate_path(&path), want, "validate_path byte {b:#04x}");
+        id_with_byte("spiffe://td/a", b, "b", allowed, E::BadPathChar);
 
         // The byte as a whole segment: `.` alone is a dot segment.
         let single = format!("/{c}");
@@ -512,8 +507,7 @@ fn byte_walk_path_segment() {
             _ => Err(E::BadPathChar(c)),
         };
         assert_eq!(validate_path(&single), want_single, "segment {b:#04x}");
-    }
-    assert_eq!(accepted, 26 + 26 + 10 + 3);
+    });
 }
 
 #[test]

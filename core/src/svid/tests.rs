@@ -176,77 +176,60 @@ fn rule_not_a_ca() {
     }
 }
 
+/// Each case: a leaf with these key usages checks to `want`.
+fn key_usage_cases(cases: &[(&[Ku], Result<SpiffeId, SvidError>)]) {
+    for (usages, want) in cases {
+        let mut p = leaf_params();
+        p.key_usages = usages.to_vec();
+        assert_eq!(&check(&p), want, "{usages:?}");
+    }
+}
+
 #[test]
 fn rule_key_usage_present_with_digital_signature() {
-    // valid: digitalSignature (+ keyEncipherment, as for RSA keys)
-    let mut p = leaf_params();
-    p.key_usages = vec![Ku::DigitalSignature, Ku::KeyEncipherment];
-    assert_eq!(check(&p), ok());
-
-    // invalid: no keyUsage extension
-    let mut p = leaf_params();
-    p.key_usages = vec![];
-    assert_eq!(check(&p), Err(SvidError::MissingKeyUsage));
-
-    // invalid: keyUsage without digitalSignature
-    let mut p = leaf_params();
-    p.key_usages = vec![Ku::KeyEncipherment];
-    assert_eq!(check(&p), Err(SvidError::MissingDigitalSignature));
+    #[rustfmt::skip]
+    let cases: &[(&[Ku], _)] = &[
+        // valid: digitalSignature (+ keyEncipherment, as for RSA keys)
+        (&[Ku::DigitalSignature, Ku::KeyEncipherment], ok()),
+        // invalid: no keyUsage extension
+        (&[], Err(SvidError::MissingKeyUsage)),
+        // invalid: keyUsage without digitalSignature
+        (&[Ku::KeyEncipherment], Err(SvidError::MissingDigitalSignature)),
+    ];
+    key_usage_cases(cases);
 }
 
 #[test]
-fn rule_key_usage_without_key_cert_sign() {
-    let mut p = leaf_params();
-    p.key_usages = vec![Ku::DigitalSignature, Ku::KeyAgreement];
-    assert_eq!(check(&p), ok());
-
-    let mut p = leaf_params();
-    p.key_usages = vec![Ku::DigitalSignature, Ku::KeyCertSign];
-    assert_eq!(check(&p), Err(SvidError::KeyCertSign));
-}
-
-#[test]
-fn rule_key_usage_without_crl_sign() {
-    let mut p = leaf_params();
-    p.key_usages = vec![Ku::DigitalSignature, Ku::ContentCommitment];
-    assert_eq!(check(&p), ok());
-
-    let mut p = leaf_params();
-    p.key_usages = vec![Ku::DigitalSignature, Ku::CrlSign];
-    assert_eq!(check(&p), Err(SvidError::CrlSign));
+fn rule_key_usage_without_key_cert_sign_or_crl_sign() {
+    #[rustfmt::skip]
+    let cases: &[(&[Ku], _)] = &[
+        (&[Ku::DigitalSignature, Ku::KeyAgreement], ok()),
+        (&[Ku::DigitalSignature, Ku::KeyCertSign], Err(SvidError::KeyCertSign)),
+        (&[Ku::DigitalSignature, Ku::ContentCommitment], ok()),
+        (&[Ku::DigitalSignature, Ku::CrlSign], Err(SvidError::CrlSign)),
+    ];
+    key_usage_cases(cases);
 }
 
 #[test]
 fn rule_extended_key_usage_when_present_has_client_and_server_auth() {
-    // valid: absent
-    let mut p = leaf_params();
-    p.extended_key_usages = vec![];
-    assert_eq!(check(&p), ok());
-    // valid: both, plus others
-    let mut p = leaf_params();
-    p.extended_key_usages = vec![Eku::ClientAuth, Eku::CodeSigning, Eku::ServerAuth];
-    assert_eq!(check(&p), ok());
-
-    // invalid: one of them missing
-    let mut p = leaf_params();
-    p.extended_key_usages = vec![Eku::ServerAuth];
-    assert_eq!(
-        check(&p),
-        Err(SvidError::MissingExtendedKeyUsage("clientAuth"))
-    );
-    let mut p = leaf_params();
-    p.extended_key_usages = vec![Eku::ClientAuth];
-    assert_eq!(
-        check(&p),
-        Err(SvidError::MissingExtendedKeyUsage("serverAuth"))
-    );
-    // invalid: anyExtendedKeyUsage alone does not count
-    let mut p = leaf_params();
-    p.extended_key_usages = vec![Eku::Any];
-    assert_eq!(
-        check(&p),
-        Err(SvidError::MissingExtendedKeyUsage("clientAuth"))
-    );
+    let missing = |eku| Err(SvidError::MissingExtendedKeyUsage(eku));
+    let cases: [(&[Eku], _); 5] = [
+        // valid: absent
+        (&[], ok()),
+        // valid: both, plus others
+        (&[Eku::ClientAuth, Eku::CodeSigning, Eku::ServerAuth], ok()),
+        // invalid: one of them missing
+        (&[Eku::ServerAuth], missing("clientAuth")),
+        (&[Eku::ClientAuth], missing("serverAuth")),
+        // invalid: anyExtendedKeyUsage alone does not count
+        (&[Eku::Any], missing("clientAuth")),
+    ];
+    for (usages, want) in cases {
+        let mut p = leaf_params();
+        p.extended_key_usages = usages.to_vec();
+        assert_eq!(check(&p), want, "{usages:?}");
+    }
 }
 
 /// DER of a SubjectAltName value with one URI.

@@ -335,12 +335,21 @@ mod tests {
         assert_eq!(tb2.next_expiry(), None);
     }
 
+    /// Two roots named `names`, and the file `name` in a new tempdir holding the first.
+    fn pem_file_with_first_of(
+        name: &str,
+        names: [&str; 2],
+    ) -> (tempfile::TempDir, std::path::PathBuf, [String; 2]) {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join(name);
+        let roots = names.map(root);
+        std::fs::write(&f, &roots[0]).unwrap();
+        (dir, f, roots)
+    }
+
     #[test]
     fn file_bundles_reload_and_keep_last_good() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("fed.pem");
-        let (a, b) = (root("F1"), root("F2"));
-        std::fs::write(&f, &a).unwrap();
+        let (_dir, f, [a, b]) = pem_file_with_first_of("fed.pem", ["F1", "F2"]);
         let mut tb = TrustBundles::new(td("example.org"), Duration::from_secs(1));
         tb.add_file(td("fed.example"), &f);
         assert!(tb.reload_files(SystemTime::now()));
@@ -368,10 +377,7 @@ mod tests {
 
     #[test]
     fn anchor_file_changes_retire_with_overlap() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("root-cert.pem");
-        let (a, b) = (root("A"), root("B"));
-        std::fs::write(&f, &a).unwrap();
+        let (_dir, f, [a, b]) = pem_file_with_first_of("root-cert.pem", ["A", "B"]);
         let t0 = SystemTime::now();
         let mut tb = TrustBundles::new(td("example.org"), Duration::from_secs(100));
         tb.set_anchor_file(&f);

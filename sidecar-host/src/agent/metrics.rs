@@ -11,6 +11,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use super::workload_api::WorkloadApiMetrics;
+use crate::admin::{OpenStreams, StreamGuard};
 
 /// Label of `svidgate_rotations_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -28,7 +29,7 @@ pub struct Metrics {
     rotations: Family<ResultLabel, Counter>,
     ca_latency: Histogram,
     expired: Counter,
-    sds_streams: Gauge,
+    sds_streams: OpenStreams,
     sds_pushes: Counter,
     sds_nacks: Counter,
     ready_gauge: Gauge,
@@ -54,7 +55,7 @@ impl Metrics {
             rotations: Family::default(),
             ca_latency: Histogram::new(exponential_buckets(0.005, 2.0, 12)),
             expired: Counter::default(),
-            sds_streams: Gauge::default(),
+            sds_streams: OpenStreams::default(),
             sds_pushes: Counter::default(),
             sds_nacks: Counter::default(),
             ready_gauge: Gauge::default(),
@@ -63,52 +64,18 @@ impl Metrics {
             not_after_unix: std::sync::atomic::AtomicI64::new(0),
             registry: Registry::default(),
         };
-        registry.register(
-            "cert_not_before_seconds",
-            "Not-before of the served certificate, Unix seconds",
-            m.cert_not_before.clone(),
-        );
-        registry.register(
-            "cert_not_after_seconds",
-            "Not-after of the served certificate, Unix seconds",
-            m.cert_not_after.clone(),
-        );
-        registry.register(
-            "cert_expiry_seconds",
-            "Seconds until the served certificate expires (negative once expired)",
-            m.cert_expiry_seconds.clone(),
-        );
-        registry.register(
-            "rotations",
-            "Certificate rotations by result (ok, failed)",
-            m.rotations.clone(),
-        );
-        registry.register(
-            "ca_request_duration_seconds",
-            "Latency of CA signing requests (successful or not)",
-            m.ca_latency.clone(),
-        );
-        registry.register(
-            "cert_expired",
-            "Times the served certificate expired before it could be replaced",
-            m.expired.clone(),
-        );
-        registry.register(
-            "sds_streams_open",
-            "Open SDS streams",
-            m.sds_streams.clone(),
-        );
-        registry.register("sds_pushes", "SDS responses sent", m.sds_pushes.clone());
-        registry.register(
-            "sds_nacks",
-            "SDS responses rejected by Envoy (NACK)",
-            m.sds_nacks.clone(),
-        );
-        registry.register(
-            "ready",
-            "1 when a currently valid certificate is served",
-            m.ready_gauge.clone(),
-        );
+        crate::admin::register_metrics! { registry;
+            "cert_not_before_seconds" => m.cert_not_before, "Not-before of the served certificate, Unix seconds";
+            "cert_not_after_seconds" => m.cert_not_after, "Not-after of the served certificate, Unix seconds";
+            "cert_expiry_seconds" => m.cert_expiry_seconds, "Seconds until the served certificate expires (negative once expired)";
+            "rotations" => m.rotations, "Certificate rotations by result (ok, failed)";
+            "ca_request_duration_seconds" => m.ca_latency, "Latency of CA signing requests (successful or not)";
+            "cert_expired" => m.expired, "Times the served certificate expired before it could be replaced";
+            "sds_streams_open" => m.sds_streams.gauge(), "Open SDS streams";
+            "sds_pushes" => m.sds_pushes, "SDS responses sent";
+            "sds_nacks" => m.sds_nacks, "SDS responses rejected by Envoy (NACK)";
+            "ready" => m.ready_gauge, "1 when a currently valid certificate is served";
+        }
         m.workload_api.register(&mut registry);
         // Both results exist from the start (0), so "no failure yet" is a 0 series, not none.
         for result in ["ok", "failed"] {
@@ -158,14 +125,12 @@ impl Metrics {
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
     }
-    pub fn stream_opened(&self) {
-        self.sds_streams.inc();
-    }
-    pub fn stream_closed(&self) {
-        self.sds_streams.dec();
+    /// Counts an SDS stream as open while the guard lives.
+    pub fn open_stream(&self) -> StreamGuard {
+        self.sds_streams.open()
     }
     pub fn streams_open(&self) -> i64 {
-        self.sds_streams.get()
+        self.sds_streams.count()
     }
     pub fn pushed(&self) {
         self.sds_pushes.inc();

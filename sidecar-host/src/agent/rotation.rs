@@ -521,6 +521,14 @@ mod tests {
         _shutdown: watch::Sender<bool>,
     }
 
+    /// The loop without jitter, once its first certificate is served (1 s in).
+    async fn spawn_ready(ca: FakeCa) -> Running {
+        let r = spawn(ca, no_jitter());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(r.metrics.is_ready());
+        r
+    }
+
     fn spawn(ca: FakeCa, cfg: RotationConfig) -> Running {
         let store = Arc::new(SecretStore::new());
         let metrics = Arc::new(Metrics::new());
@@ -559,9 +567,7 @@ mod tests {
     async fn renews_on_time() {
         let ca = FakeCa::new(100);
         let calls = ca.calls.clone();
-        let r = spawn(ca, no_jitter());
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        assert!(r.metrics.is_ready());
+        let r = spawn_ready(ca).await;
         let first = serial(&r.store);
         tokio::time::sleep(Duration::from_secs(259)).await;
         let calls = calls.lock().unwrap().clone();
@@ -671,9 +677,7 @@ mod tests {
     async fn expired_certificate_turns_readiness_false() {
         let ca = FakeCa::new(10);
         let fail = ca.fail.clone();
-        let r = spawn(ca, no_jitter());
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        assert!(r.metrics.is_ready());
+        let r = spawn_ready(ca).await;
         fail.store(true, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_secs(12)).await;
         assert!(!r.metrics.is_ready());

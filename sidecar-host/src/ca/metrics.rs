@@ -91,31 +91,13 @@ impl CaMetrics {
         }
         let duration = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
         let ca_not_after = Gauge::default();
-        registry.register(
-            "issued",
-            "Certificates issued, by the key type of the CSR",
-            issued.clone(),
-        );
-        registry.register(
-            "refused",
-            "CreateCertificate calls refused, by the gRPC status returned",
-            refused.clone(),
-        );
-        registry.register(
-            "create_certificate_duration_seconds",
-            "Time to answer CreateCertificate (issued or refused)",
-            duration.clone(),
-        );
-        registry.register(
-            "reloads",
-            "Re-reads of the cacerts directory and of the tokens file, by result",
-            reloads.clone(),
-        );
-        registry.register(
-            "cert_not_after_seconds",
-            "Not-after of the CA certificate that signs (ca-cert.pem), Unix seconds",
-            ca_not_after.clone(),
-        );
+        crate::admin::register_metrics! { registry;
+            "issued" => issued, "Certificates issued, by the key type of the CSR";
+            "refused" => refused, "CreateCertificate calls refused, by the gRPC status returned";
+            "create_certificate_duration_seconds" => duration, "Time to answer CreateCertificate (issued or refused)";
+            "reloads" => reloads, "Re-reads of the cacerts directory and of the tokens file, by result";
+            "cert_not_after_seconds" => ca_not_after, "Not-after of the CA certificate that signs (ca-cert.pem), Unix seconds";
+        }
         CaMetrics {
             registry,
             issued,

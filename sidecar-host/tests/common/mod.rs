@@ -30,6 +30,15 @@ pub fn config(dir: &Path) -> CaServerConfig {
     ca::dev_config(dir.to_path_buf(), TD).unwrap()
 }
 
+/// A new CA directory `cacerts` under `tmp` and a config over it that trusts the identity a
+/// CSR asks for (`insecure_trust_csr`).
+pub fn trusting_csrs(tmp: &Path) -> (PathBuf, CaServerConfig) {
+    let dir = ca_dir(tmp, "cacerts");
+    let mut cfg = config(&dir);
+    cfg.insecure_trust_csr = true;
+    (dir, cfg)
+}
+
 pub async fn start(cfg: CaServerConfig) -> RunningCa {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     ca::start(cfg, l).await.unwrap()

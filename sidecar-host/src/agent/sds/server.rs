@@ -71,20 +71,6 @@ impl Inner {
     }
 }
 
-/// A stream counted in `svidgate_sds_streams_open` for as long as it lives.
-struct StreamGuard(Arc<Metrics>);
-impl StreamGuard {
-    fn new(m: &Arc<Metrics>) -> StreamGuard {
-        m.stream_opened();
-        StreamGuard(m.clone())
-    }
-}
-impl Drop for StreamGuard {
-    fn drop(&mut self) {
-        self.0.stream_closed();
-    }
-}
-
 impl SdsService {
     /// `known_tds`: the trust domains that may be asked for as `spiffe://<td>` (the local one is
     /// always known). Streams end cleanly when `shutdown` becomes true.
@@ -357,7 +343,7 @@ async fn drive<P: StreamProto>(
 ) where
     P::Req: prost::Message + Default,
 {
-    let _guard = StreamGuard::new(&inner.metrics);
+    let _guard = inner.metrics.open_stream();
     let mut state_rx = inner.state.clone();
     let mut shutdown = inner.shutdown.clone();
     let mut proto = P::default();
@@ -398,6 +384,19 @@ async fn drive<P: StreamProto>(
     }
 }
 
+/// Spawns the driver of one SDS stream of protocol `P`; the response streams what it sends.
+fn open_stream<P: StreamProto>(
+    inner: &Arc<Inner>,
+    request: Request<Streaming<P::Req>>,
+) -> Response<ReceiverStream<Result<P::Resp, Status>>>
+where
+    P::Req: prost::Message + Default,
+{
+    let (tx, rx) = mpsc::channel(4);
+    tokio::spawn(drive::<P>(inner.clone(), request.into_inner(), tx));
+    Response::new(ReceiverStream::new(rx))
+}
+
 #[tonic::async_trait]
 impl SecretDiscoveryService for SdsService {
     type DeltaSecretsStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
@@ -407,18 +406,14 @@ impl SecretDiscoveryService for SdsService {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamSecretsStream>, Status> {
-        let (tx, rx) = mpsc::channel(4);
-        tokio::spawn(drive::<Sotw>(self.inner.clone(), request.into_inner(), tx));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(open_stream::<Sotw>(&self.inner, request))
     }
 
     async fn delta_secrets(
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaSecretsStream>, Status> {
-        let (tx, rx) = mpsc::channel(4);
-        tokio::spawn(drive::<Delta>(self.inner.clone(), request.into_inner(), tx));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(open_stream::<Delta>(&self.inner, request))
     }
 
     async fn fetch_secrets(

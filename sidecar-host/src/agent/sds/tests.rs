@@ -41,30 +41,36 @@ fn bundle(pems: &[&str]) -> BTreeMap<TrustDomain, Vec<String>> {
     .into()
 }
 
-struct Harness {
+/// A gRPC server on a Unix socket in a tempdir, serving a fresh [`SecretStore`] (shared with the
+/// Workload API tests; `M` is the server's metrics handle).
+pub(crate) struct Harness<M> {
     _dir: tempfile::TempDir,
-    path: PathBuf,
-    store: Arc<SecretStore>,
-    metrics: Arc<Metrics>,
-    shutdown: watch::Sender<bool>,
-    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    pub(crate) path: PathBuf,
+    pub(crate) store: Arc<SecretStore>,
+    pub(crate) metrics: M,
+    pub(crate) shutdown: watch::Sender<bool>,
+    pub(crate) server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
 }
 
-async fn start() -> Harness {
+/// Binds `socket` (below a new tempdir, with `mode`) and spawns `serve(store, metrics, shutdown,
+/// listener)` on it.
+pub(crate) async fn start_server<M, F, Fut>(
+    socket: &str,
+    mode: u32,
+    metrics: M,
+    serve: F,
+) -> Harness<M>
+where
+    M: Clone,
+    F: FnOnce(&SecretStore, M, watch::Receiver<bool>, tokio::net::UnixListener) -> Fut,
+    Fut: std::future::Future<Output = Result<(), tonic::transport::Error>> + Send + 'static,
+{
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("sds/socket");
+    let path = dir.path().join(socket);
     let store = Arc::new(SecretStore::new());
-    let metrics = Arc::new(Metrics::new());
     let (shutdown, sd_rx) = watch::channel(false);
-    let svc = SdsService::new(
-        store.subscribe(),
-        SpiffeId::parse(WID).unwrap(),
-        BTreeSet::from([TrustDomain::new("fed.example").unwrap()]),
-        metrics.clone(),
-        sd_rx,
-    );
-    let listener = bind_socket(&path, 0o660).await.unwrap();
-    let server = tokio::spawn(svc.serve(listener));
+    let listener = bind_socket(&path, mode).await.unwrap();
+    let server = tokio::spawn(serve(&store, metrics.clone(), sd_rx, listener));
     Harness {
         _dir: dir,
         path,
@@ -73,6 +79,31 @@ async fn start() -> Harness {
         shutdown,
         server,
     }
+}
+
+async fn start() -> Harness<Arc<Metrics>> {
+    start_server(
+        "sds/socket",
+        0o660,
+        Arc::new(Metrics::new()),
+        |store, metrics, sd_rx, listener| {
+            SdsService::new(
+                store.subscribe(),
+                SpiffeId::parse(WID).unwrap(),
+                BTreeSet::from([TrustDomain::new("fed.example").unwrap()]),
+                metrics,
+                sd_rx,
+            )
+            .serve(listener)
+        },
+    )
+    .await
+}
+
+/// The gRPC error has this code and its message contains `part`.
+pub(crate) fn assert_status(e: &tonic::Status, code: Code, part: &str) {
+    assert_eq!(e.code(), code, "{e:?}");
+    assert!(e.message().contains(part), "{}", e.message());
 }
 
 /// A gRPC channel to the server on the Unix socket at `path` (shared with the Workload API
@@ -158,6 +189,14 @@ async fn wait_for(f: impl Fn() -> bool) {
     panic!("condition not reached in 5 s");
 }
 
+/// Serves a fresh workload certificate and opens a SotW stream asking for `default`.
+async fn default_stream(h: &Harness<Arc<Metrics>>) -> Sotw {
+    h.store.set_cert(test_cert(WID, 3600));
+    let s = Sotw::open(&h.path).await;
+    s.send(&["default"], "", "", None).await;
+    s
+}
+
 fn secret_of(any: &envoy_types::pb::google::protobuf::Any) -> Secret {
     assert_eq!(any.type_url, SECRET_TYPE_URL);
     Secret::decode(any.value.as_slice()).unwrap()
@@ -166,9 +205,7 @@ fn secret_of(any: &envoy_types::pb::google::protobuf::Any) -> Secret {
 #[tokio::test]
 async fn ack_nack_stale_and_push() {
     let h = start().await;
-    h.store.set_cert(test_cert(WID, 3600));
-    let mut s = Sotw::open(&h.path).await;
-    s.send(&["default"], "", "", None).await;
+    let mut s = default_stream(&h).await;
     let r1 = s.recv().await;
     assert!(!r1.version_info.is_empty() && !r1.nonce.is_empty());
     let sec = secret_of(&r1.resources[0]);
@@ -240,12 +277,7 @@ async fn unknown_resource_is_a_clear_error() {
         .await
         .unwrap()
         .unwrap_err();
-    assert_eq!(err.code(), Code::NotFound);
-    assert!(
-        err.message().contains("\"spiffe://other.example\""),
-        "{}",
-        err.message()
-    );
+    assert_status(&err, Code::NotFound, "\"spiffe://other.example\"");
 
     let mut c = client(&h.path).await;
     let err = c
@@ -255,8 +287,7 @@ async fn unknown_resource_is_a_clear_error() {
         })
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::NotFound);
-    assert!(err.message().contains("\"nope\""));
+    assert_status(&err, Code::NotFound, "\"nope\"");
 }
 
 #[tokio::test]
@@ -369,16 +400,13 @@ async fn delta_subscribe_unsubscribe() {
         .await
         .unwrap()
         .unwrap_err();
-    assert_eq!(err.code(), Code::NotFound);
-    assert!(err.message().contains("bogus"));
+    assert_status(&err, Code::NotFound, "bogus");
 }
 
 #[tokio::test]
 async fn shutdown_ends_streams_and_server() {
     let h = start().await;
-    h.store.set_cert(test_cert(WID, 3600));
-    let mut s = Sotw::open(&h.path).await;
-    s.send(&["default"], "", "", None).await;
+    let mut s = default_stream(&h).await;
     let _ = s.recv().await;
     h.shutdown.send(true).unwrap();
     let end = tokio::time::timeout(Duration::from_secs(5), s.rx.message())

@@ -9,8 +9,9 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+
+use crate::admin::{OpenStreams, StreamGuard};
 
 /// Label of `svidgate_workload_api_pushes_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -48,7 +49,7 @@ impl Refusal {
 /// Counters and gauge of the Workload API server; cheap to clone (shared handles).
 #[derive(Clone, Debug, Default)]
 pub struct WorkloadApiMetrics {
-    streams: Gauge,
+    streams: OpenStreams,
     pushes: Family<RpcLabel, Counter>,
     refused: Family<ReasonLabel, Counter>,
 }
@@ -56,51 +57,28 @@ pub struct WorkloadApiMetrics {
 impl WorkloadApiMetrics {
     /// Adds the metrics to `registry` (call once).
     pub fn register(&self, registry: &mut Registry) {
-        registry.register(
-            "workload_api_streams_open",
-            "Open SPIFFE Workload API streams (FetchX509SVID, FetchX509Bundles)",
-            self.streams.clone(),
-        );
-        registry.register(
-            "workload_api_pushes",
-            "SPIFFE Workload API messages sent, by RPC",
-            self.pushes.clone(),
-        );
-        registry.register(
-            "workload_api_refused",
-            "SPIFFE Workload API calls refused, by reason",
-            self.refused.clone(),
-        );
+        crate::admin::register_metrics! { registry;
+            "workload_api_streams_open" => self.streams.gauge(), "Open SPIFFE Workload API streams (FetchX509SVID, FetchX509Bundles)";
+            "workload_api_pushes" => self.pushes, "SPIFFE Workload API messages sent, by RPC";
+            "workload_api_refused" => self.refused, "SPIFFE Workload API calls refused, by reason";
+        }
     }
 
-    pub fn stream_opened(&self) {
-        self.streams.inc();
-    }
-    pub fn stream_closed(&self) {
-        self.streams.dec();
+    /// Counts a stream as open while the guard lives.
+    pub fn open_stream(&self) -> StreamGuard {
+        self.streams.open()
     }
     pub fn streams_open(&self) -> i64 {
-        self.streams.get()
+        self.streams.count()
     }
-    pub fn pushed(&self, rpc: &'static str) {
-        self.pushes.get_or_create(&RpcLabel { rpc }).inc();
+    /// Messages sent on `rpc` streams (a shared handle: `.inc()` counts one).
+    pub fn pushes(&self, rpc: &'static str) -> Counter {
+        self.pushes.get_or_create(&RpcLabel { rpc }).clone()
     }
-    pub fn pushes(&self, rpc: &'static str) -> u64 {
-        self.pushes.get_or_create(&RpcLabel { rpc }).get()
-    }
-    pub fn refused(&self, why: Refusal) {
-        self.refused
-            .get_or_create(&ReasonLabel {
-                reason: why.as_str(),
-            })
-            .inc();
-    }
-    pub fn refusals(&self, why: Refusal) -> u64 {
-        self.refused
-            .get_or_create(&ReasonLabel {
-                reason: why.as_str(),
-            })
-            .get()
+    /// Calls refused for `why` (a shared handle: `.inc()` counts one).
+    pub fn refusals(&self, why: Refusal) -> Counter {
+        let reason = why.as_str();
+        self.refused.get_or_create(&ReasonLabel { reason }).clone()
     }
 }
 
@@ -113,10 +91,10 @@ mod tests {
         let m = WorkloadApiMetrics::default();
         let mut registry = Registry::with_prefix("svidgate");
         m.register(&mut registry);
-        m.stream_opened();
-        m.pushed("FetchX509SVID");
-        m.refused(Refusal::MissingSecurityHeader);
-        m.refused(Refusal::JwtUnsupported);
+        let _stream = m.open_stream();
+        m.pushes("FetchX509SVID").inc();
+        m.refusals(Refusal::MissingSecurityHeader).inc();
+        m.refusals(Refusal::JwtUnsupported).inc();
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         for line in [

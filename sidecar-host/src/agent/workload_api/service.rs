@@ -99,7 +99,7 @@ impl WorkloadApiService {
     fn admit<T>(&self, request: &Request<T>) -> Result<OwnedSemaphorePermit, Status> {
         self.check_header(request)?;
         self.inner.streams.clone().try_acquire_owned().map_err(|_| {
-            self.inner.metrics.refused(Refusal::TooManyStreams);
+            self.inner.metrics.refusals(Refusal::TooManyStreams).inc();
             warn!(
                 limit = MAX_STREAMS,
                 "Workload API stream refused: too many open streams"
@@ -114,7 +114,10 @@ impl WorkloadApiService {
         if has_security_header(request.metadata()) {
             return Ok(());
         }
-        self.inner.metrics.refused(Refusal::MissingSecurityHeader);
+        self.inner
+            .metrics
+            .refusals(Refusal::MissingSecurityHeader)
+            .inc();
         debug!("Workload API call without the security header refused");
         Err(Status::invalid_argument(format!(
             "security header missing: every SPIFFE Workload API call must carry the gRPC \
@@ -126,7 +129,7 @@ impl WorkloadApiService {
         if let Err(status) = self.check_header(request) {
             return status;
         }
-        self.inner.metrics.refused(Refusal::JwtUnsupported);
+        self.inner.metrics.refusals(Refusal::JwtUnsupported).inc();
         Status::unimplemented(JWT_UNSUPPORTED)
     }
 
@@ -179,14 +182,6 @@ impl LastSent {
     }
 }
 
-/// A stream counted in `svidgate_workload_api_streams_open` for as long as it lives.
-struct StreamGuard(WorkloadApiMetrics);
-impl Drop for StreamGuard {
-    fn drop(&mut self) {
-        self.0.stream_closed();
-    }
-}
-
 async fn drive<T, F>(
     inner: Arc<Inner>,
     _permit: OwnedSemaphorePermit,
@@ -197,8 +192,7 @@ async fn drive<T, F>(
     T: Message,
     F: Fn(&SecretState, SystemTime) -> Result<Option<T>, ContentError>,
 {
-    inner.metrics.stream_opened();
-    let _guard = StreamGuard(inner.metrics.clone());
+    let _guard = inner.metrics.open_stream();
     let mut state = inner.state.clone();
     let mut shutdown = inner.shutdown.clone();
     let mut last = LastSent::default();
@@ -214,7 +208,7 @@ async fn drive<T, F>(
                     if tx.send(Ok(msg)).await.is_err() {
                         break;
                     }
-                    inner.metrics.pushed(rpc);
+                    inner.metrics.pushes(rpc).inc();
                     debug!(rpc, "Workload API message sent");
                 }
             }

@@ -3,14 +3,13 @@
 //! refusals, shutdown). Independent clients (rust-spiffe) are in the e2e tests.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use svidgate_core::TrustDomain;
 use svidgate_pki::testing::TestPki;
 use svidgate_pki::WorkloadCert;
-use tokio::sync::watch;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Streaming};
 
@@ -20,8 +19,8 @@ use super::pb::{
     X509BundlesResponse, X509svidRequest, X509svidResponse,
 };
 use super::*;
-use crate::agent::sds::tests::uds_channel;
-use crate::agent::sds::{bind_socket, SecretState, SecretStore};
+use crate::agent::sds::tests::{assert_status, start_server, uds_channel, Harness};
+use crate::agent::sds::SecretState;
 
 const WID: &str = "spiffe://example.org/ns/app/sa/web";
 const LOCAL: &str = "spiffe://example.org";
@@ -218,32 +217,18 @@ fn security_header_must_be_exactly_true() {
 // ---------------------------------------------------------------------------------------------
 // The service over a real Unix socket
 
-struct Harness {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-    store: Arc<SecretStore>,
-    metrics: WorkloadApiMetrics,
-    shutdown: watch::Sender<bool>,
-    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
-}
-
-async fn start() -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("wapi/socket");
-    let store = Arc::new(SecretStore::new());
+async fn start() -> Harness<WorkloadApiMetrics> {
     let metrics = WorkloadApiMetrics::default();
-    let (shutdown, sd_rx) = watch::channel(false);
-    let svc = WorkloadApiService::new(store.subscribe(), td("example.org"), metrics.clone(), sd_rx);
-    let listener = bind_socket(&path, 0o600).await.unwrap();
-    let server = tokio::spawn(svc.serve(listener));
-    Harness {
-        _dir: dir,
-        path,
-        store,
+    start_server(
+        "wapi/socket",
+        0o600,
         metrics,
-        shutdown,
-        server,
-    }
+        |store, metrics, sd_rx, listener| {
+            WorkloadApiService::new(store.subscribe(), td("example.org"), metrics, sd_rx)
+                .serve(listener)
+        },
+    )
+    .await
 }
 
 async fn client(path: &Path) -> SpiffeWorkloadApiClient<Channel> {
@@ -295,6 +280,28 @@ fn carries(r: &X509svidResponse, cert: &WorkloadCert) -> bool {
     r.svids[0].x509_svid.starts_with(cert.leaf())
 }
 
+/// Messages sent so far on the SVID and the bundle streams.
+fn assert_pushes(h: &Harness<WorkloadApiMetrics>, svids: u64, bundles: u64) {
+    assert_eq!(
+        [
+            h.metrics.pushes("FetchX509SVID").get(),
+            h.metrics.pushes("FetchX509Bundles").get()
+        ],
+        [svids, bundles]
+    );
+}
+
+/// A new certificate from `ca` is served: the stream sends it.
+async fn new_cert_arrives(
+    h: &Harness<WorkloadApiMetrics>,
+    ca: &TestCa,
+    s: &mut Streaming<X509svidResponse>,
+) {
+    let cert = ca.cert(WID, 3600);
+    h.store.set_cert(cert.clone());
+    assert!(carries(&next(s).await, &cert));
+}
+
 #[tokio::test]
 async fn waits_for_the_first_certificate_then_sends_it() {
     let h = start().await;
@@ -313,8 +320,7 @@ async fn waits_for_the_first_certificate_then_sends_it() {
     let r = next(&mut svids).await;
     assert_eq!(r.svids[0].spiffe_id, WID);
     assert!(carries(&r, &cert));
-    assert_eq!(h.metrics.pushes("FetchX509SVID"), 1);
-    assert_eq!(h.metrics.pushes("FetchX509Bundles"), 1);
+    assert_pushes(&h, 1, 1);
 }
 
 #[tokio::test]
@@ -354,8 +360,7 @@ async fn every_open_stream_gets_each_change_once() {
     }
     let b = next(&mut b1).await;
     assert_eq!(b.bundles[FED], fed.der());
-    assert_eq!(h.metrics.pushes("FetchX509SVID"), 6);
-    assert_eq!(h.metrics.pushes("FetchX509Bundles"), 2);
+    assert_pushes(&h, 6, 2);
 }
 
 #[tokio::test]
@@ -367,9 +372,7 @@ async fn an_expired_certificate_is_never_sent() {
     let mut c = client(&h.path).await;
     let mut s = svid_stream(&mut c).await;
     wait_for("stream open", || h.metrics.streams_open() == 1).await;
-    let fresh = ca.cert(WID, 3600);
-    h.store.set_cert(fresh.clone());
-    assert!(carries(&next(&mut s).await, &fresh));
+    new_cert_arrives(&h, &ca, &mut s).await;
 }
 
 #[tokio::test]
@@ -389,9 +392,7 @@ async fn a_client_going_away_closes_its_stream_only() {
     drop(c1);
     wait_for("one stream left", || h.metrics.streams_open() == 1).await;
     // The other stream still gets changes.
-    let again = ca.cert(WID, 3600);
-    h.store.set_cert(again.clone());
-    assert!(carries(&next(&mut s2).await, &again));
+    new_cert_arrives(&h, &ca, &mut s2).await;
 }
 
 #[tokio::test]
@@ -399,12 +400,7 @@ async fn refusals_missing_header_and_jwt() {
     let h = start().await;
     let mut c = client(&h.path).await;
     let e = c.fetch_x509svid(X509svidRequest {}).await.unwrap_err();
-    assert_eq!(e.code(), Code::InvalidArgument);
-    assert!(
-        e.message().contains("workload.spiffe.io"),
-        "{}",
-        e.message()
-    );
+    assert_status(&e, Code::InvalidArgument, "workload.spiffe.io");
     let mut wrong = Request::new(X509BundlesRequest {});
     wrong
         .metadata_mut()
@@ -417,7 +413,7 @@ async fn refusals_missing_header_and_jwt() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
-    assert_eq!(h.metrics.refusals(Refusal::MissingSecurityHeader), 3);
+    assert_eq!(h.metrics.refusals(Refusal::MissingSecurityHeader).get(), 3);
 
     let e = c
         .fetch_jwtsvid(with_header(JwtsvidRequest {
@@ -426,8 +422,7 @@ async fn refusals_missing_header_and_jwt() {
         }))
         .await
         .unwrap_err();
-    assert_eq!(e.code(), Code::Unimplemented);
-    assert!(e.message().contains("JWT-SVID"), "{}", e.message());
+    assert_status(&e, Code::Unimplemented, "JWT-SVID");
     let e = c
         .fetch_jwt_bundles(with_header(JwtBundlesRequest {}))
         .await
@@ -438,7 +433,7 @@ async fn refusals_missing_header_and_jwt() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::Unimplemented);
-    assert_eq!(h.metrics.refusals(Refusal::JwtUnsupported), 3);
+    assert_eq!(h.metrics.refusals(Refusal::JwtUnsupported).get(), 3);
     assert_eq!(h.metrics.streams_open(), 0);
 }
 
@@ -455,7 +450,7 @@ async fn the_stream_limit_refuses_with_unavailable() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::Unavailable);
-    assert_eq!(h.metrics.refusals(Refusal::TooManyStreams), 1);
+    assert_eq!(h.metrics.refusals(Refusal::TooManyStreams).get(), 1);
     // A slot frees up when a client goes away.
     drop(open.pop());
     wait_for("a free slot", || {
