@@ -74,6 +74,31 @@ pub fn tokio_runtime() -> std::io::Result<tokio::runtime::Runtime> {
 pub type Shutdown = watch::Receiver<bool>;
 
 /// Resolves when `shutdown` becomes true; never if its sender is gone without saying so.
+/// How many connections the kernel queues for a listener before it is accepted (Linux caps it at
+/// `net.core.somaxconn`, 4096 by default). The standard library's and tokio's `bind` use 128,
+/// which a burst of new connections overflows: the overflow is dropped and the clients' TCP
+/// retries a second later.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// A TCP listener on `addr` (`host:port`) with a [`LISTEN_BACKLOG`] queue.
+pub async fn listen_tcp(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
+    let mut last = None;
+    for a in tokio::net::lookup_host(addr).await? {
+        let socket = match a {
+            std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(a).and_then(|()| socket.listen(LISTEN_BACKLOG)) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to listen on")
+    }))
+}
+
 pub async fn wait_shutdown(shutdown: &mut Shutdown) {
     if shutdown.wait_for(|v| *v).await.is_err() {
         std::future::pending::<()>().await;

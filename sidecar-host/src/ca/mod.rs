@@ -297,7 +297,7 @@ fn serve_main(a: &CaServeArgs) -> anyhow::Result<i32> {
         }
     }
     runtime::tokio_runtime()?.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(&a.listen)
+        let listener = runtime::listen_tcp(&a.listen)
             .await
             .map_err(|e| anyhow::anyhow!("--listen {}: {e}", a.listen))?;
         // Signal handlers before the "listening" line: a SIGHUP right after it must reload,
