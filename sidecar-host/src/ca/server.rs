@@ -165,6 +165,10 @@ fn build_state(cfg: &CaServerConfig) -> Result<CaState, CaServeError> {
         .with_single_cert(chain, key_der)
         .map_err(|e| CaServeError::Tls(e.to_string()))?;
     tls.alpn_protocols = vec![b"h2".to_vec()];
+    // No TLS 1.3 session tickets: an agent connects once per certificate (hours apart, from a
+    // fresh process or TLS configuration), so a ticket is never used — issuing two per
+    // handshake was wasted work in a restart storm.
+    tls.send_tls13_tickets = 0;
     Ok(CaState {
         material,
         tls: Arc::new(tls),
