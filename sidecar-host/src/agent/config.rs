@@ -11,7 +11,9 @@ use svidgate_core::{SpiffeId, TrustDomain};
 use svidgate_pki::KeyType;
 
 use super::ca_client::{CaClientConfig, RetryPolicy};
-use crate::runtime::{self, duration, socket_addr, ConfigError, LogFormat, Setting};
+use crate::runtime::{
+    self, duration, socket_addr, ConfigError, LogFormat, LogFormatArg, Setting, TrustDomainArg,
+};
 
 /// Istio's default root for the CA's TLS certificate.
 pub const DEFAULT_CA_ROOT: &str = "/var/run/secrets/istio/root-cert.pem";
@@ -22,6 +24,9 @@ pub const DEFAULT_TOKEN_FILE: &str = "/var/run/secrets/tokens/istio-token";
 
 /// Flags of `svidgate agent`. Every flag has an environment variable.
 #[derive(Debug, Clone, Args)]
+#[command(mut_arg("trust_domain", |a| {
+    a.help("Trust domain of the workload ID `spiffe://<TD>/ns/<NS>/sa/<SA>`")
+}))]
 pub struct AgentArgs {
     /// CA address, `https://host:port` (a bare `host:port`, as Istio's CA_ADDR, means https).
     #[arg(long, env = "CA_ADDR", value_name = "URL", value_parser = Setting(ca_addr))]
@@ -39,9 +44,8 @@ pub struct AgentArgs {
     #[arg(long, env = "SPIFFE_ID", value_name = "ID", value_parser = Setting(spiffe_id))]
     pub spiffe_id: Option<SpiffeId>,
 
-    /// Trust domain of the workload ID `spiffe://<TD>/ns/<NS>/sa/<SA>`.
-    #[arg(long, env = "TRUST_DOMAIN", value_name = "TD", default_value = "cluster.local", value_parser = Setting(runtime::trust_domain))]
-    pub trust_domain: TrustDomain,
+    #[command(flatten)]
+    pub td: TrustDomainArg,
 
     /// Kubernetes namespace of the workload.
     #[arg(long, env = "POD_NAMESPACE", value_name = "NS")]
@@ -139,9 +143,8 @@ pub struct AgentArgs {
     #[arg(long, env = "SVIDGATE_ADMIN_ADDR", value_name = "ADDR", default_value = super::admin::DEFAULT_ADMIN_ADDR, value_parser = Setting(socket_addr))]
     pub admin_addr: SocketAddr,
 
-    /// Log format: human (alias: text) or json.
-    #[arg(long, env = "SVIDGATE_LOG_FORMAT", value_name = "FORMAT", default_value = "human", value_parser = Setting(runtime::log_format))]
-    pub log_format: LogFormat,
+    #[command(flatten)]
+    pub log: LogFormatArg,
 }
 
 /// One `--bundle` value: `FILE` or `TD=FILE` (empty entries of the env list are skipped).
@@ -381,7 +384,7 @@ impl AgentArgs {
             workload_api_socket: self.workload_api_socket.clone(),
             workload_api_socket_mode: self.workload_api_socket_mode,
             admin_addr: self.admin_addr,
-            log_format: self.log_format,
+            log_format: self.log.log_format,
         })
     }
 
@@ -399,7 +402,7 @@ impl AgentArgs {
                 return Err(bad(id, v, "must be a single path segment"));
             }
         }
-        SpiffeId::from_parts(&self.trust_domain, &format!("/ns/{ns}/sa/{sa}"))
+        SpiffeId::from_parts(&self.td.trust_domain, &format!("/ns/{ns}/sa/{sa}"))
             .map_err(|e| bad("namespace", ns, &e.to_string()))
     }
 }
