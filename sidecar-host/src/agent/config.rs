@@ -519,47 +519,21 @@ mod tests {
 
     #[test]
     fn bad_settings_are_named() {
+        // Each case: flags (the workload ID added unless they name its parts) and what the
+        // error must name.
+        #[derive(serde::Deserialize)]
+        struct Case {
+            args: Vec<String>,
+            error_names: String,
+        }
         let root = root_file();
         let id = ["--spiffe-id", "spiffe://td/x"];
-        let cases: &[(&[&str], &str)] = &[
-            (&["--spiffe-id", "spiffe://TD/x"], "--spiffe-id"),
-            (&["--namespace", "web"], "--service-account"),
-            (&["--service-account", "x"], "--namespace"),
-            (
-                &["--namespace", "a/b", "--service-account", "x"],
-                "--namespace",
-            ),
-            (&["--cert-ttl", "soon"], "--cert-ttl (SECRET_TTL) \"soon\""),
-            (&["--cert-ttl", "4s"], "--cert-ttl"),
-            (&["--key-type", "dsa"], "--key-type"),
-            (&["--rotation-ratio", "1.5"], "SECRET_GRACE_PERIOD_RATIO"),
-            (
-                &["--rotation-jitter", "1"],
-                "SECRET_GRACE_PERIOD_RATIO_JITTER",
-            ),
-            (&["--cluster-id", " "], "ISTIO_META_CLUSTER_ID"),
-            (&["--once"], "--out"),
-            (&["--bundle", "BAD TD=/x"], "--bundle"),
-            (&["--bundle", "/nonexistent"], "--bundle"),
-            (&["--sds-socket-mode", "999"], "--sds-socket-mode"),
-            (
-                &["--workload-api-socket-mode", "rw"],
-                "--workload-api-socket-mode (SVIDGATE_WORKLOAD_API_SOCKET_MODE)",
-            ),
-            (&["--root-overlap", "0s"], "--root-overlap"),
-            (&["--ca-timeout", "0s"], "--ca-timeout"),
-            (&["--token-file", "/nonexistent/t"], "--token-file"),
-            (&["--admin-addr", "nope"], "--admin-addr"),
-            (&["--ca-max-attempts", "0"], "--ca-max-attempts"),
-            (&["--clock-skew", "11m"], "--clock-skew"),
-            (
-                &["--log-format", "yaml"],
-                "--log-format (SVIDGATE_LOG_FORMAT)",
-            ),
-            (&["--ca-addr", "http://x:1"], "--ca-addr (CA_ADDR)"),
-        ];
-        for (args, name) in cases {
-            let mut argv = Vec::from(*args);
+        let cases: Vec<Case> =
+            serde_json::from_str(include_str!("../../tests/fixtures/agent-bad-settings.json"))
+                .unwrap();
+        assert_eq!(cases.len(), 23);
+        for Case { args, error_names } in &cases {
+            let mut argv: Vec<&str> = args.iter().map(String::as_str).collect();
             if !args
                 .iter()
                 .any(|a| a.starts_with("--namespace") || a.starts_with("--service"))
@@ -567,7 +541,7 @@ mod tests {
                 argv.extend_from_slice(&id);
             }
             let e = parse(&argv, root.path()).unwrap_err();
-            assert!(e.contains(name), "{args:?}: {e}");
+            assert!(e.contains(error_names.as_str()), "{args:?}: {e}");
         }
         let e = parse(&id, Path::new("/nonexistent")).unwrap_err();
         assert!(e.contains("--ca-root (CA_ROOT_CERT)"), "{e}");
