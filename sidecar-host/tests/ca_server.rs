@@ -31,19 +31,21 @@ async fn fetch_as(
     fetch(&client(ca.addr, root, token), &id(want), TTL, &bundle(root)).await
 }
 
-/// A CA in a new temporary directory with this tokens file: the directory, the CA and its root
-/// file.
-async fn ca_with_tokens(
-    tokens: &str,
-) -> (
+/// A CA in a new temporary directory with this tokens file: the directory, the CA, its root
+/// file and the roots in it.
+async fn ca_with_tokens(tokens: &str) -> TokenCa {
+    let tmp = tempfile::tempdir().unwrap();
+    let (ca, root) = start_with_tokens(tmp.path(), tokens).await;
+    let anchors = bundle(&root);
+    (tmp, ca, root, anchors)
+}
+
+type TokenCa = (
     tempfile::TempDir,
     sidecar_host::ca::RunningCa,
     std::path::PathBuf,
-) {
-    let tmp = tempfile::tempdir().unwrap();
-    let (ca, root) = start_with_tokens(tmp.path(), tokens).await;
-    (tmp, ca, root)
-}
+    Vec<svidgate_pki::CertificateDer<'static>>,
+);
 
 fn rejected(e: &FetchError) -> Option<Code> {
     match e {
@@ -145,8 +147,7 @@ async fn issues_checked_svids_for_every_key_type_with_a_token() {
 
 #[tokio::test]
 async fn wrong_or_missing_credentials_and_foreign_identities_are_refused() {
-    let (tmp, ca, root) = ca_with_tokens(&format!("web-token {WEB}\n")).await;
-    let anchors = bundle(&root);
+    let (tmp, ca, root, anchors) = ca_with_tokens(&format!("web-token {WEB}\n")).await;
 
     // Unknown token: PERMISSION_DENIED, not retried.
     let bad = write(tmp.path(), "bad-token", "nope");
@@ -252,8 +253,7 @@ async fn ttl_is_capped_by_max_ttl() {
 
 #[tokio::test]
 async fn renewal_over_mtls_uses_the_current_svid_identity() {
-    let (tmp, ca, root) = ca_with_tokens(&format!("web-token {WEB}\n")).await;
-    let anchors = bundle(&root);
+    let (tmp, ca, root, anchors) = ca_with_tokens(&format!("web-token {WEB}\n")).await;
     let (_, first) = first_web_svid(&ca, &root, tmp.path()).await;
 
     // No token now: the client certificate is the credential.
@@ -270,8 +270,8 @@ async fn renewal_over_mtls_uses_the_current_svid_identity() {
 
 #[tokio::test]
 async fn a_client_certificate_and_a_token_for_another_identity_are_refused() {
-    let (tmp, ca, root) = ca_with_tokens(&format!("web-token {WEB}\napi-token {API}\n")).await;
-    let anchors = bundle(&root);
+    let (tmp, ca, root, anchors) =
+        ca_with_tokens(&format!("web-token {WEB}\napi-token {API}\n")).await;
     let web_token = write(tmp.path(), "web", "web-token");
     let web = fetch_as(&ca, &root, Some(&web_token), WEB).await.unwrap();
     let identity = Arc::new(web);
@@ -432,8 +432,8 @@ fn generate_never_overwrites_and_load_checks_the_directory() {
 
 #[tokio::test]
 async fn removing_the_token_stops_renewal_over_mtls() {
-    let (tmp, ca, root) = ca_with_tokens(&format!("web-token {WEB}\napi-token {API}\n")).await;
-    let anchors = bundle(&root);
+    let (tmp, ca, root, anchors) =
+        ca_with_tokens(&format!("web-token {WEB}\napi-token {API}\n")).await;
     let (token, first) = first_web_svid(&ca, &root, tmp.path()).await;
     // The agent renews with its certificate (and sends its token along).
     let renewing = client(ca.addr, &root, Some(&token));
@@ -468,7 +468,7 @@ async fn removing_the_token_stops_renewal_over_mtls() {
 async fn unauthenticated_requests_are_refused_before_their_body_and_large_messages_are_refused() {
     use sidecar_host::pb::istio_certificate_service_client::IstioCertificateServiceClient;
     use sidecar_host::pb::IstioCertificateRequest;
-    let (_tmp, ca, root) = ca_with_tokens(&format!("web-token {WEB}\n")).await;
+    let (_tmp, ca, root, _) = ca_with_tokens(&format!("web-token {WEB}\n")).await;
     let tls = tonic::transport::ClientTlsConfig::new()
         .ca_certificate(tonic::transport::Certificate::from_pem(
             std::fs::read(&root).unwrap(),
