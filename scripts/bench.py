@@ -29,7 +29,7 @@ import tempfile
 import time
 
 import bench_envoy
-from localrun import ROOT, TARGET, Processes, find_envoy, http_get, wait_for
+from localrun import ROOT, TARGET, Processes, find_envoy, http_get, run_main, wait_for
 
 RELEASE = os.path.join(TARGET, "release")
 SVIDGATE_RELEASE = os.environ.get("SVIDGATE_RELEASE_BIN", os.path.join(RELEASE, "svidgate"))
@@ -371,9 +371,4 @@ def finish(report, args):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:
-        sys.exit("bench: interrupted")
-    except (RuntimeError, subprocess.SubprocessError) as e:
-        sys.exit(f"bench: {e}")
+    run_main(main, "bench")

@@ -54,7 +54,7 @@ import tempfile
 import time
 
 from localrun import (HCM_REQUEST_ATTRIBUTE_OPTIONS, ROOT, SVIDGATE, TARGET, WASM, Processes,
-                      find_envoy, free_port, http_get, wait_for, wasm_filter)
+                      find_envoy, free_port, http_get, run_main, wait_for, wasm_filter)
 
 TD = "bench.local"
 SERVER_ID = f"spiffe://{TD}/ns/api/sa/server"
@@ -744,9 +744,4 @@ def machine():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:
-        sys.exit("bench_envoy: interrupted")
-    except (RuntimeError, subprocess.SubprocessError) as e:
-        sys.exit(f"bench_envoy: {e}")
+    run_main(main, "bench_envoy")

@@ -1,5 +1,6 @@
-"""Shared by scripts/demo.py and scripts/bench_envoy.py: where the project's binaries are,
-loopback ports, admin GETs, and child processes that are always stopped.
+"""Shared by scripts/demo.py, scripts/bench.py and scripts/bench_envoy.py: where the project's
+binaries are, loopback ports, admin GETs, child processes that are always stopped, and a script's
+`__main__` exit handling.
 
 Standard library only; import it from a script in scripts/ (its directory is on sys.path)."""
 
@@ -151,3 +152,14 @@ def wait_for(what, check, procs, timeout=60.0, interval=0.05):
             pass
         time.sleep(interval)
     raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def run_main(main, name):
+    """Runs a script's `main()`; Ctrl-C and a failed step (RuntimeError, a subprocess error)
+    exit with `<name>: <reason>` instead of a traceback."""
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit(f"{name}: interrupted")
+    except (RuntimeError, subprocess.SubprocessError) as e:
+        sys.exit(f"{name}: {e}")

@@ -71,150 +71,154 @@ fn mutate(rng: &mut Rng, input: &[u8], tokens: &[&[u8]]) -> Vec<u8> {
     v
 }
 
-fn run(seed: u64, iterations: usize, seeds: &[&[u8]], tokens: &[&[u8]], prop: fn(&[u8])) {
-    let mut rng = Rng(seed);
-    for s in seeds {
+fn fuzz_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
+}
+
+/// The seed files `fuzz/seeds/<target>/<name>`, in the order given.
+fn seeds(target: &str, names: &[&str]) -> Vec<Vec<u8>> {
+    let dir = fuzz_dir().join("seeds").join(target);
+    let read = |n: &&str| std::fs::read(dir.join(n)).unwrap_or_else(|e| panic!("seed {n}: {e}"));
+    names.iter().map(read).collect()
+}
+
+/// The tokens of `fuzz/dict/<target>.dict`, the dictionary `make fuzz` gives libFuzzer: one
+/// `"value"` a line (`#` comments), with the escapes `\\`, `\"` and `\xNN`.
+fn dict(target: &str) -> Vec<Vec<u8>> {
+    let path = fuzz_dir().join("dict").join(format!("{target}.dict"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    let mut tokens = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let value = line
+            .strip_prefix('"')
+            .and_then(|l| l.strip_suffix('"'))
+            .unwrap_or_else(|| panic!("{path:?}: not a quoted value: {line}"));
+        let (b, mut token, mut i) = (value.as_bytes(), Vec::new(), 0);
+        while i < b.len() {
+            match (b[i], b.get(i + 1)) {
+                (b'\\', Some(b'x')) => {
+                    token.push(u8::from_str_radix(&value[i + 2..i + 4], 16).unwrap());
+                    i += 4;
+                }
+                (b'\\', Some(&c)) => {
+                    token.push(c);
+                    i += 2;
+                }
+                (c, _) => {
+                    token.push(c);
+                    i += 1;
+                }
+            }
+        }
+        tokens.push(token);
+    }
+    assert!(!tokens.is_empty(), "{path:?}: no tokens");
+    tokens
+}
+
+/// Checks `prop` on the seeds (files of `fuzz/seeds/<target>/`, then `extra`), then on
+/// `iterations` mutations of them with the target's dictionary tokens spliced in.
+fn run(
+    target: &str,
+    names: &[&str],
+    extra: &[&[u8]],
+    rng_seed: u64,
+    iterations: usize,
+    prop: fn(&[u8]),
+) {
+    let mut seeds = seeds(target, names);
+    seeds.extend(extra.iter().map(|s| s.to_vec()));
+    let tokens = dict(target);
+    let tokens: Vec<&[u8]> = tokens.iter().map(Vec::as_slice).collect();
+    let mut rng = Rng(rng_seed);
+    for s in &seeds {
         prop(s);
     }
     for _ in 0..iterations {
-        let base = seeds[rng.below(seeds.len())];
-        let input = mutate(&mut rng, base, tokens);
+        let base = &seeds[rng.below(seeds.len())];
+        let input = mutate(&mut rng, base, &tokens);
         prop(&input);
     }
 }
 
-macro_rules! seed {
-    ($path:literal) => {
-        include_bytes!(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../fuzz/seeds/",
-            $path
-        ))
-        .as_slice()
-    };
-}
-
 #[test]
 fn spiffe_id_properties_hold_on_mutated_inputs() {
-    let seeds: &[&[u8]] = &[
-        seed!("spiffe_id/istio"),
-        seed!("spiffe_id/td"),
-        seed!("spiffe_id/bare-td"),
-        seed!("spiffe_id/dot"),
-        seed!("spiffe_id/port-query"),
-        b"",
-    ];
-    let tokens: &[&[u8]] = &[
-        b"spiffe://",
-        b"/",
-        b"//",
-        b"/.",
-        b"/..",
-        b"%2F",
-        b":",
-        b"@",
-        b"?",
-        b"#",
-        b"A",
-    ];
-    run(0x5eed_0001, 100_000, seeds, tokens, props::spiffe_id);
+    run(
+        "spiffe_id",
+        &["istio", "td", "bare-td", "dot", "port-query"],
+        &[b""],
+        0x5eed_0001,
+        100_000,
+        props::spiffe_id,
+    );
 }
 
 #[test]
 fn svid_leaf_properties_hold_on_mutated_inputs() {
-    let seeds: &[&[u8]] = &[
-        seed!("svid_leaf/leaf.der"),
-        seed!("svid_leaf/leaf.pem"),
-        seed!("svid_leaf/ca.der"),
-        seed!("svid_leaf/chain.pem"),
-    ];
-    let tokens: &[&[u8]] = &[
-        b"-----BEGIN CERTIFICATE-----\n",
-        b"-----END CERTIFICATE-----\n",
-        b"\r\n",
-        b"====",
-        b"\x86\x1fspiffe://cluster.local/ns/a/sa/b",
-        b"\x06\x03\x55\x1d\x13",
-    ];
-    run(0x5eed_0002, 20_000, seeds, tokens, props::svid_leaf);
+    run(
+        "svid_leaf",
+        &["leaf.der", "leaf.pem", "ca.der", "chain.pem"],
+        &[],
+        0x5eed_0002,
+        20_000,
+        props::svid_leaf,
+    );
 }
 
 #[test]
 fn policy_document_properties_hold_on_mutated_inputs() {
-    let seeds: &[&[u8]] = &[
-        seed!("policy_document/design.yaml"),
-        seed!("policy_document/design.json"),
-        seed!("policy_document/allowlist.json"),
-    ];
-    let tokens: &[&[u8]] = &[
-        b"\n  - ",
-        b": ",
-        b"*",
-        b"[",
-        b"]",
-        b"{",
-        b"}",
-        b"&a ",
-        b"*a",
-        b"!!",
-        b"notPrincipals",
-        b"spiffe://",
-        b"\"",
-        b"ALLOW",
-        b"DENY",
-    ];
-    run(0x5eed_0003, 5_000, seeds, tokens, props::policy_document);
+    run(
+        "policy_document",
+        &["design.yaml", "design.json", "allowlist.json"],
+        &[],
+        0x5eed_0003,
+        5_000,
+        props::policy_document,
+    );
 }
 
 #[test]
 fn document_shape_properties_hold_on_mutated_inputs() {
-    let seeds: &[&[u8]] = &[
-        seed!("document_shape/anchors.yaml"),
-        seed!("document_shape/nested.json"),
-        seed!("document_shape/edge.yaml"),
-        seed!("policy_document/design.yaml"),
-    ];
-    let tokens: &[&[u8]] = &[
-        b"[", b"]", b"{", b"}", b"\"", b"'", b"\n ", b"\n- ", b"- ", b": ", b"&a ", b"*a", b"|\n ",
-        b">\n ", b"# ", b"? ", b",", b"\\",
-    ];
-    run(0x5eed_0006, 5_000, seeds, tokens, props::document_shape);
+    run(
+        "document_shape",
+        &[
+            "anchors.yaml",
+            "nested.json",
+            "edge.yaml",
+            "../policy_document/design.yaml",
+        ],
+        &[],
+        0x5eed_0006,
+        5_000,
+        props::document_shape,
+    );
 }
 
 #[test]
 fn request_path_properties_hold_on_mutated_inputs() {
-    let seeds: &[&[u8]] = &[
-        seed!("request_path/plain"),
-        seed!("request_path/dots"),
-        seed!("request_path/escapes"),
-        seed!("request_path/host"),
-        b"/",
-    ];
-    let tokens: &[&[u8]] = &[
-        b"/", b"//", b"/.", b"/..", b"%2e", b"%2F", b"%5c", b"%25", b"%61", b"%", b"\\", b";",
-        b"?", b"#", b":", b"[::1]", b".",
-    ];
-    run(0x5eed_0004, 100_000, seeds, tokens, props::request_path);
+    run(
+        "request_path",
+        &["plain", "dots", "escapes", "host"],
+        &[b"/"],
+        0x5eed_0004,
+        100_000,
+        props::request_path,
+    );
 }
 
 #[test]
 fn header_view_properties_hold_on_mutated_inputs() {
-    let seeds: &[&[u8]] = &[
-        seed!("header_view/repeated"),
-        seed!("header_view/underscore"),
-    ];
-    let tokens: &[&[u8]] = &[
-        b"\nx-tenant:",
-        b"\nX-TENANT:",
-        b"\nx_tenant:",
-        b"\nx-env:",
-        b"\nx_spiffe_peer_id:",
-        b",",
-        b"_",
-        b"-",
-        b":",
-    ];
-    run(0x5eed_0005, 50_000, seeds, tokens, props::header_view);
+    run(
+        "header_view",
+        &["repeated", "underscore"],
+        &[],
+        0x5eed_0005,
+        50_000,
+        props::header_view,
+    );
 }
 
 #[test]
@@ -237,77 +241,72 @@ fn reference_normalizer_agrees_with_the_rfc_3986_examples() {
 
 #[test]
 fn h2_authority_properties_hold_on_mutated_inputs() {
-    let seeds: &[&[u8]] = &[
-        seed!("h2_authority/rfc7541-c3"),
-        seed!("h2_authority/rfc7541-c4-huffman"),
-        seed!("h2_authority/continuation-padded"),
-        seed!("h2_authority/grpc-core-uds"),
-    ];
-    let tokens: &[&[u8]] = &[
-        b"\x00\x00\x05\x01\x04\x00\x00\x00\x01",
-        b"\x00\x00\x03\x09\x04\x00\x00\x00\x01",
-        b"\x41\x0f",
-        b"\x41\x8c",
-        b"\x3f\xe1\x1f",
-        b"\xbe",
-        b"\x7f\xff\xff",
-        b"%2F",
-    ];
-    run(0x5eed_0006, 50_000, seeds, tokens, props::h2_authority);
+    run(
+        "h2_authority",
+        &[
+            "rfc7541-c3",
+            "rfc7541-c4-huffman",
+            "continuation-padded",
+            "grpc-core-uds",
+        ],
+        &[],
+        0x5eed_0006,
+        50_000,
+        props::h2_authority,
+    );
 }
 
 #[test]
 fn seeds_are_what_they_claim() {
     // The HTTP/2 seeds are valid connections whose authority is rewritten.
-    for seed in [
-        seed!("h2_authority/rfc7541-c3"),
-        seed!("h2_authority/rfc7541-c4-huffman"),
-        seed!("h2_authority/continuation-padded"),
-        seed!("h2_authority/grpc-core-uds"),
-    ] {
+    let h2 = [
+        "rfc7541-c3",
+        "rfc7541-c4-huffman",
+        "continuation-padded",
+        "grpc-core-uds",
+    ];
+    for seed in seeds("h2_authority", &h2) {
         let mut out = Vec::new();
         svidgate_core::h2_authority::ClientRewriter::new()
-            .feed(seed, &mut out)
+            .feed(&seed, &mut out)
             .unwrap();
         assert!(out.windows(9).any(|w| w == b"localhost"));
     }
     // The leaf seeds are valid X509-SVIDs (so mutations start from the accepting path).
     let id = "spiffe://cluster.local/ns/default/sa/web";
-    let leaf_der = seed!("svid_leaf/leaf.der");
-    let leaf_pem = seed!("svid_leaf/leaf.pem");
-    let chain = seed!("svid_leaf/chain.pem");
+    let [leaf_der, leaf_pem, chain, ca_der] = <[Vec<u8>; 4]>::try_from(seeds(
+        "svid_leaf",
+        &["leaf.der", "leaf.pem", "chain.pem", "ca.der"],
+    ))
+    .unwrap();
     assert_eq!(
-        svidgate_core::svid::check_leaf_der(leaf_der)
+        svidgate_core::svid::check_leaf_der(&leaf_der)
             .unwrap()
             .as_str(),
         id
     );
     for input in [leaf_pem, chain] {
         assert_eq!(
-            svidgate_core::svid::check_leaf_pem(input).unwrap().as_str(),
+            svidgate_core::svid::check_leaf_pem(&input)
+                .unwrap()
+                .as_str(),
             id
         );
     }
     assert_eq!(
-        svidgate_core::svid::check_leaf_der(seed!("svid_leaf/ca.der")),
+        svidgate_core::svid::check_leaf_der(&ca_der),
         Err(svidgate_core::svid::SvidError::NoUriSan)
     );
 }
 
 #[test]
 fn istio_import_properties_hold_on_mutated_inputs() {
-    let seeds: &[&[u8]] = &[seed!("istio_import/fixture.yaml"), b""];
-    let tokens: &[&[u8]] = &[
-        b"DENY",
-        b"ALLOW",
-        b"CUSTOM",
-        b"ipBlocks: [1.2.3.4]",
-        b"serviceAccounts: [a/b]",
-        b"paths: ['/{*}']",
-        b"---\n",
-        b"[",
-        b"{",
-        b"\n  ",
-    ];
-    run(0x5eed_0004, 3_000, seeds, tokens, props::istio_import);
+    run(
+        "istio_import",
+        &["fixture.yaml"],
+        &[b""],
+        0x5eed_0004,
+        3_000,
+        props::istio_import,
+    );
 }

@@ -62,132 +62,41 @@ fn a_clean_policy_gives_no_findings() {
     }
 }
 
-/// (document, network mode, expected findings as (path, code)).
-type Case<'a> = (&'a str, bool, &'a [(&'a str, &'a str)]);
+/// One case of `fixtures/lint-cases.yaml`: a document, network mode or not, and the findings
+/// expected as (path, code).
+#[derive(serde::Deserialize)]
+struct Case {
+    doc: String,
+    network: bool,
+    findings: Vec<(String, String)>,
+}
 
 #[test]
 fn every_rule_of_the_table() {
-    let cases: &[Case] = &[
-        // HTTP conditions in network mode.
-        (
-            "trustDomain: td\npolicies:\n- name: d\n  action: DENY\n  rules: [{to: [{operation: {paths: [/admin/*]}}]}]\n",
-            true,
-            &[("policies[0].rules[0]", "deny-all")],
-        ),
-        (
-            "trustDomain: td\npolicies:\n- name: d\n  action: DENY\n  rules: [{from: [{source: {namespaces: [x]}}], when: [{key: 'request.headers[x-a]', values: [b]}]}]\n",
-            true,
-            &[("policies[0].rules[0]", "http-in-network-deny")],
-        ),
-        (
-            "trustDomain: td\npolicies:\n- name: a\n  rules: [{to: [{operation: {methods: [GET]}}]}]\n",
-            true,
-            &[("policies[0].rules[0]", "http-in-network-allow")],
-        ),
-        // Shadowed and duplicate rules, across policies of the same action.
-        (
-            "trustDomain: td\npolicies:\n- name: a\n  rules:\n  - to: [{operation: {paths: [/api/*]}}]\n  - to: [{operation: {paths: [/api/v1/x], methods: [GET]}}]\n- name: b\n  rules:\n  - to: [{operation: {paths: [/api/*]}}]\n",
-            false,
-            &[("policies[0].rules[1]", "shadowed-rule"), ("policies[1].rules[0]", "duplicate-rule")],
-        ),
-        (
-            "trustDomain: td\npolicies:\n- name: a\n  rules:\n  - from: [{source: {principals: ['*']}}]\n  - from: [{source: {namespaces: [web]}}]\n",
-            false,
-            &[("policies[0].rules[1]", "shadowed-rule")],
-        ),
-        // Different actions never shadow each other; a narrower rule after a wider one does.
-        (
-            "trustDomain: td\npolicies:\n- name: d\n  action: DENY\n  rules: [{to: [{operation: {paths: [/x]}}]}]\n- name: a\n  rules: [{to: [{operation: {paths: [/x]}}]}, {to: [{operation: {paths: [/y]}}]}]\n",
-            false,
-            &[],
-        ),
-        // Conditions that never hold together.
-        (
-            "trustDomain: td\npolicies:\n- name: a\n  rules: [{from: [{source: {principals: [td/ns/a/sa/b], notPrincipals: [td/ns/a/*]}}]}]\n",
-            false,
-            &[("policies[0].rules[0].from[0].source", "never-matches")],
-        ),
-        (
-            "trustDomain: td\npolicies:\n- name: a\n  rules: [{from: [{source: {principals: [td/ns/a/sa/b], namespaces: [c]}}]}]\n",
-            false,
-            &[("policies[0].rules[0].from[0].source", "never-matches")],
-        ),
-        // A pattern on the presented trust domain is not judged: no finding.
-        (
-            "trustDomain: td\npolicies:\n- name: a\n  rules: [{from: [{source: {principals: [td/ns/a/sa/b], trustDomains: ['*d']}}]}]\n",
-            false,
-            &[],
-        ),
-        (
-            "trustDomain: td\npolicies:\n- name: a\n  rules: [{to: [{operation: {methods: [GET], notMethods: ['*']}}]}]\n",
-            false,
-            &[("policies[0].rules[0].to[0].operation", "never-matches")],
-        ),
-        (
-            "trustDomain: td\npolicies:\n- name: a\n  rules: [{when: [{key: destination.port, values: ['80']}, {key: destination.port, values: ['443']}]}]\n",
-            false,
-            &[("policies[0].rules[0].when[1]", "never-matches")],
-        ),
-        // Paths no normalized request has.
-        (
-            "trustDomain: td\npolicies:\n- name: d\n  action: DENY\n  rules: [{to: [{operation: {paths: ['/public/../admin', '//admin/*', '/%61dmin', '/admin%2Fx', /ok]}}]}]\n",
-            false,
-            &[
-                ("policies[0].rules[0].to[0].operation.paths[0]", "unreachable-path"),
-                ("policies[0].rules[0].to[0].operation.paths[1]", "unreachable-path"),
-                ("policies[0].rules[0].to[0].operation.paths[2]", "unreachable-path"),
-                ("policies[0].rules[0].to[0].operation.paths[3]", "unreachable-path"),
-            ],
-        ),
-        // A trust domain that is neither local nor an alias.
-        (
-            "trustDomain: td\ntrustDomainAliases: [old.td]\npolicies:\n- name: a\n  rules: [{from: [{source: {principals: [other.org/ns/a/sa/b, old.td/ns/a/sa/c, cluster.local/ns/x/sa/y]}}, {source: {trustDomains: [else.org]}}]}]\n",
-            false,
-            &[
-                ("policies[0].rules[0].from[0].source.principals[0]", "foreign-trust-domain"),
-                ("policies[0].rules[0].from[1].source.trustDomains[0]", "foreign-trust-domain"),
-            ],
-        ),
-        // A DENY that matches everything.
-        (
-            "trustDomain: td\npolicies:\n- name: d\n  action: DENY\n  rules: [{}]\n",
-            false,
-            &[("policies[0].rules[0]", "deny-all")],
-        ),
-        // Duplicate and redundant values (spellings of the same principal count as one).
-        (
-            "trustDomain: td\npolicies:\n- name: a\n  rules: [{from: [{source: {principals: [td/ns/a/sa/b, 'spiffe://td/ns/a/sa/b', 'td/ns/c/*', td/ns/c/sa/d]}}], to: [{operation: {hosts: [A.example, a.example]}}]}]\n",
-            false,
-            &[
-                ("policies[0].rules[0].from[0].source.principals[1]", "duplicate-value"),
-                ("policies[0].rules[0].from[0].source.principals[3]", "redundant-value"),
-                ("policies[0].rules[0].to[0].operation.hosts[1]", "duplicate-value"),
-            ],
-        ),
-        (
-            "trustDomain: td\npolicies:\n- name: a\n",
-            false,
-            &[("policies[0]", "allow-nothing")],
-        ),
-    ];
+    let cases: Vec<Case> = serde_yaml::from_str(include_str!("fixtures/lint-cases.yaml")).unwrap();
+    assert_eq!(cases.len(), 16);
     let mut seen = std::collections::BTreeSet::new();
-    for (yaml, network, want) in cases {
-        let got: Vec<(String, &str)> = codes(yaml, *network)
+    for Case {
+        doc: yaml,
+        network,
+        findings: want,
+    } in &cases
+    {
+        let got: Vec<(String, String)> = codes(yaml, *network)
             .into_iter()
-            .map(|(p, c, _)| (p, c))
+            .map(|(p, c, _)| (p, c.to_owned()))
             .collect();
-        let want: Vec<(String, &str)> = want.iter().map(|(p, c)| ((*p).to_owned(), *c)).collect();
-        assert_eq!(got, want, "{yaml}");
-        seen.extend(want.iter().map(|(_, c)| *c));
+        assert_eq!(&got, want, "{yaml}");
+        seen.extend(want.iter().map(|(_, c)| c.as_str()));
     }
     for code in CODES {
         assert!(seen.contains(code), "no test for {code}");
     }
-    let deny_all = cases
+    let deny_all = &cases
         .iter()
-        .find(|c| c.0.contains("rules: [{}]"))
+        .find(|c| c.doc.contains("rules: [{}]"))
         .unwrap()
-        .0;
+        .doc;
     let json = serde_json::to_value(lint(&doc(deny_all), LintOptions::default())).unwrap();
     assert_eq!(json[0]["severity"], "error");
     assert_eq!(json[0]["code"], "deny-all");

@@ -45,6 +45,64 @@ fn allowed(c: &CompiledPolicy, r: &Request<'_>, mode: EvalMode) -> bool {
     c.evaluate(r, mode).enforced.allow
 }
 
+/// (operation, method, path, host, port, allowed)
+type OperationCase = (String, String, String, Option<String>, Option<u16>, bool);
+
+/// The tables of `fixtures/policy-semantics.yaml` (each described there).
+#[derive(serde::Deserialize)]
+struct Tables {
+    sources: Vec<(String, String, bool)>,
+    principal_patterns: Vec<(String, String, bool)>,
+    operations: Vec<OperationCase>,
+    when: Vec<(String, bool)>,
+    validation: Vec<ValidationCase>,
+}
+
+/// A document given by exactly one of `doc`, `policies`, `source`, `operation`, `when`.
+#[derive(serde::Deserialize)]
+struct ValidationCase {
+    doc: Option<String>,
+    policies: Option<String>,
+    source: Option<String>,
+    operation: Option<String>,
+    when: Option<String>,
+    path: String,
+    value: String,
+    problem: String,
+}
+
+impl ValidationCase {
+    fn doc(&self) -> String {
+        let rule = |r: String| format!("{HEAD}  - name: p\n    rules: [{r}]\n");
+        let docs = [
+            self.doc.clone(),
+            self.policies.as_ref().map(|p| format!("{HEAD}{p}")),
+            self.source
+                .as_ref()
+                .map(|s| rule(format!("{{from: [{{source: {{{s}}}}}]}}"))),
+            (self.operation.as_ref()).map(|o| rule(format!("{{to: [{{operation: {{{o}}}}}]}}"))),
+            self.when.as_ref().map(|w| rule(format!("{{when: [{w}]}}"))),
+        ];
+        let mut given = docs.into_iter().flatten();
+        let doc = given.next().expect("a case without a document");
+        assert!(given.next().is_none(), "a case with two documents: {doc}");
+        doc
+    }
+}
+
+fn tables() -> Tables {
+    let t: Tables = serde_yaml::from_str(include_str!("fixtures/policy-semantics.yaml")).unwrap();
+    let sizes = [
+        t.sources.len(),
+        t.principal_patterns.len(),
+        t.operations.len(),
+        t.when.len(),
+        t.validation.len(),
+    ];
+    assert_eq!(sizes, [15, 9, 28, 14, 38], "cases per table");
+    t
+}
+
 const WEB: &str = "spiffe://cluster.local/ns/web/sa/frontend";
 const BATCH: &str = "spiffe://cluster.local/ns/batch/sa/job";
 const LEGACY: &str = "spiffe://cluster.local/ns/legacy/sa/old";
@@ -230,46 +288,13 @@ fn not_fields_negate() {
 
 #[test]
 fn source_fields_principals_namespaces_trust_domains_and_their_negations() {
-    let cases: &[(&str, &str, bool)] = &[
-        ("principals: [cluster.local/ns/web/sa/frontend]", WEB, true),
-        (
-            "principals: [cluster.local/ns/web/sa/frontend]",
-            BATCH,
-            false,
-        ),
-        (
-            "notPrincipals: [cluster.local/ns/web/sa/frontend]",
-            BATCH,
-            true,
-        ),
-        (
-            "notPrincipals: [cluster.local/ns/web/sa/frontend]",
-            WEB,
-            false,
-        ),
-        ("namespaces: [web]", WEB, true),
-        ("namespaces: [web]", BATCH, false),
-        ("namespaces: [\"b*\"]", BATCH, true),
-        ("notNamespaces: [web]", BATCH, true),
-        ("notNamespaces: [web]", WEB, false),
-        ("trustDomains: [cluster.local]", WEB, true),
-        ("trustDomains: [other.org]", WEB, false),
-        ("trustDomains: [other.org]", "spiffe://other.org/x", true),
-        ("notTrustDomains: [other.org]", WEB, true),
-        (
-            "notTrustDomains: [other.org]",
-            "spiffe://other.org/x",
-            false,
-        ),
-        ("trustDomains: [\"*.org\"]", "spiffe://other.org/x", true),
-    ];
-    for (source, id, want) in cases {
+    for (source, id, want) in tables().sources {
         let c = compile(&format!(
             "  - name: p\n    rules: [{{from: [{{source: {{{source}}}}}]}}]\n"
         ));
         assert_eq!(
-            allowed(&c, &get(peer(id), "/"), HTTP),
-            *want,
+            allowed(&c, &get(peer(&id), "/"), HTTP),
+            want,
             "{source} / {id}"
         );
     }
@@ -298,32 +323,13 @@ fn principals_istio_form_and_spiffe_form_mean_the_same() {
 
 #[test]
 fn principal_patterns_exact_prefix_suffix_and_star_any_authenticated_peer() {
-    let cases: &[(&str, &str, bool)] = &[
-        ("cluster.local/ns/web/sa/frontend", WEB, true),
-        (
-            "cluster.local/ns/web/sa/frontend",
-            "spiffe://cluster.local/ns/web/sa/frontend2",
-            false,
-        ),
-        ("cluster.local/ns/web/*", WEB, true),
-        ("cluster.local/ns/web/*", BATCH, false),
-        ("cluster.local/ns/web/sa/frontend*", WEB, true),
-        ("*/sa/frontend", WEB, true),
-        (
-            "*/sa/frontend",
-            "spiffe://other.org/ns/web/sa/frontend",
-            true,
-        ),
-        ("*/sa/frontend", BATCH, false),
-        ("*", "spiffe://anything.example/x", true),
-    ];
-    for (pattern, id, want) in cases {
+    for (pattern, id, want) in tables().principal_patterns {
         let c = compile(&format!(
             "  - name: p\n    rules: [{{from: [{{source: {{principals: [\"{pattern}\"]}}}}]}}]\n"
         ));
         assert_eq!(
-            allowed(&c, &get(peer(id), "/"), HTTP),
-            *want,
+            allowed(&c, &get(peer(&id), "/"), HTTP),
+            want,
             "{pattern} / {id}"
         );
     }
@@ -375,92 +381,16 @@ fn no_regex_patterns_compile_to_sets_and_tries_large_allowlists() {
 
 #[test]
 fn operation_fields_methods_paths_hosts_ports_each_with_not() {
-    type Req = (
-        &'static str,
-        &'static str,
-        Option<&'static str>,
-        Option<u16>,
-    );
-    let cases: &[(&str, Req, bool)] = &[
-        ("methods: [GET]", ("GET", "/", None, None), true),
-        ("methods: [GET]", ("get", "/", None, None), false),
-        ("notMethods: [DELETE]", ("GET", "/", None, None), true),
-        ("notMethods: [DELETE]", ("DELETE", "/", None, None), false),
-        ("paths: [/api/v1]", ("GET", "/api/v1", None, None), true),
-        ("paths: [/api/v1]", ("GET", "/api/v1?q=1", None, None), true),
-        ("paths: [/api/v1]", ("GET", "/api/v12", None, None), false),
-        ("paths: [\"/api/*\"]", ("GET", "/api/x/y", None, None), true),
-        ("paths: [\"/api/*\"]", ("GET", "/apix", None, None), false),
-        ("paths: [\"*.css\"]", ("GET", "/s/a.css", None, None), true),
-        ("paths: [\"*.css\"]", ("GET", "/s/a.js", None, None), false),
-        ("notPaths: [\"/admin*\"]", ("GET", "/x", None, None), true),
-        (
-            "notPaths: [\"/admin*\"]",
-            ("GET", "/admin/x", None, None),
-            false,
-        ),
-        (
-            "hosts: [Example.COM]",
-            ("GET", "/", Some("example.com"), None),
-            true,
-        ),
-        (
-            "hosts: [example.com]",
-            ("GET", "/", Some("EXAMPLE.com"), None),
-            true,
-        ),
-        (
-            "hosts: [example.com]",
-            ("GET", "/", Some("example.com:8080"), None),
-            true,
-        ),
-        (
-            "hosts: [example.com]",
-            ("GET", "/", Some("Example.COM.:443"), None),
-            true,
-        ),
-        (
-            "notHosts: [example.com]",
-            ("GET", "/", Some("example.com."), None),
-            false,
-        ),
-        (
-            "hosts: [\"example.com:*\"]",
-            ("GET", "/", Some("example.com:8080"), None),
-            true,
-        ),
-        (
-            "hosts: [\"*.example.com\"]",
-            ("GET", "/", Some("api.Example.com"), None),
-            true,
-        ),
-        ("hosts: [example.com]", ("GET", "/", None, None), false),
-        (
-            "notHosts: [example.com]",
-            ("GET", "/", Some("other.com"), None),
-            true,
-        ),
-        (
-            "notHosts: [example.com]",
-            ("GET", "/", Some("Example.Com"), None),
-            false,
-        ),
-        ("ports: [8080]", ("GET", "/", None, Some(8080)), true),
-        ("ports: [\"8080\"]", ("GET", "/", None, Some(8080)), true),
-        ("ports: [8080]", ("GET", "/", None, Some(80)), false),
-        ("notPorts: [8080]", ("GET", "/", None, Some(80)), true),
-        ("notPorts: [8080]", ("GET", "/", None, Some(8080)), false),
-    ];
-    for (op, (method, path, host, port), want) in cases {
+    for (op, method, path, host, port, want) in tables().operations {
         let c = compile(&format!(
             "  - name: p\n    rules: [{{to: [{{operation: {{{op}}}}}]}}]\n"
         ));
-        let mut r = Request::http(peer(WEB), method, path);
-        r.host = *host;
-        r.port = *port;
+        let mut r = Request::http(peer(WEB), &method, &path);
+        r.host = host.as_deref();
+        r.port = port;
         assert_eq!(
             allowed(&c, &r, HTTP),
-            *want,
+            want,
             "{op} / {method} {path} {host:?} {port:?}"
         );
     }
@@ -471,58 +401,14 @@ fn operation_fields_methods_paths_hosts_ports_each_with_not() {
 
 #[test]
 fn when_keys_headers_principal_namespace_port_sni() {
-    let cases: &[(&str, &str, bool)] = &[
-        (
-            "{key: \"request.headers[X-Env]\", values: [prod]}",
-            "h",
-            true,
-        ),
-        (
-            "{key: \"request.headers[x-env]\", values: [dev]}",
-            "h",
-            false,
-        ),
-        (
-            "{key: \"request.headers[x-env]\", notValues: [dev]}",
-            "h",
-            true,
-        ),
-        (
-            "{key: \"request.headers[x-missing]\", values: [\"*\"]}",
-            "h",
-            false,
-        ),
-        (
-            "{key: \"request.headers[x-missing]\", notValues: [x]}",
-            "h",
-            true,
-        ),
-        (
-            "{key: source.principal, values: [\"cluster.local/ns/web/*\"]}",
-            "h",
-            true,
-        ),
-        (
-            "{key: source.principal, notValues: [\"cluster.local/ns/web/*\"]}",
-            "h",
-            false,
-        ),
-        ("{key: source.namespace, values: [web]}", "h", true),
-        ("{key: source.namespace, values: [batch]}", "h", false),
-        ("{key: destination.port, values: [\"9090\"]}", "h", true),
-        ("{key: destination.port, values: [9091]}", "h", false),
-        ("{key: destination.port, notValues: [\"9091\"]}", "h", true),
-        ("{key: connection.sni, values: [\"*.svc\"]}", "h", true),
-        ("{key: connection.sni, values: [other]}", "h", false),
-    ];
     let headers = [("x-env", "prod")];
-    for (cond, _, want) in cases {
+    for (cond, want) in tables().when {
         let c = compile(&format!("  - name: p\n    rules: [{{when: [{cond}]}}]\n"));
         let mut r = get(peer(WEB), "/");
         r.headers = &headers;
         r.port = Some(9090);
         r.sni = Some("API.ns.svc");
-        assert_eq!(allowed(&c, &r, HTTP), *want, "{cond}");
+        assert_eq!(allowed(&c, &r, HTTP), want, "{cond}");
     }
     let c = compile(
         "  - name: p\n    rules: [{when: [{key: \"request.headers[X-Env]\", values: [prod]}]}]\n",
@@ -882,251 +768,14 @@ const HEAD: &str = "trustDomain: cluster.local\npolicies:\n";
 
 #[test]
 fn validation_table_each_problem_kind_names_path_and_value() {
-    let src =
-        |s: &str| format!("{HEAD}  - name: p\n    rules: [{{from: [{{source: {{{s}}}}}]}}]\n");
-    let op =
-        |s: &str| format!("{HEAD}  - name: p\n    rules: [{{to: [{{operation: {{{s}}}}}]}}]\n");
-    let when = |s: &str| format!("{HEAD}  - name: p\n    rules: [{{when: [{s}]}}]\n");
-    let r0 = "policies[0].rules[0]";
-    let cases: Vec<(String, String, &str, &str)> = vec![
-        // unknown fields, at every level
-        (
-            format!("{HEAD}  - name: p\n    rule: []\n"),
-            "policies[0].rule".into(),
-            "rule",
-            "unknown field",
-        ),
-        (
-            "trustDomain: cluster.local\npolicy: []\n".into(),
-            "policy".into(),
-            "policy",
-            "unknown field",
-        ),
-        (
-            src("principal: [x]"),
-            format!("{r0}.from[0].source.principal"),
-            "principal",
-            "unknown field",
-        ),
-        (
-            src("ipBlocks: [1.2.3.4]"),
-            format!("{r0}.from[0].source.ipBlocks"),
-            "ipBlocks",
-            "not supported",
-        ),
-        (
-            op("method: [GET]"),
-            format!("{r0}.to[0].operation.method"),
-            "method",
-            "unknown field",
-        ),
-        (
-            when("{key: source.namespace, value: [x]}"),
-            format!("{r0}.when[0].value"),
-            "value",
-            "unknown field",
-        ),
-        // invalid SPIFFE IDs and trust domains
-        (
-            src("principals: [a.org/ns/x, \"Bad.org/ns/y\"]"),
-            format!("{r0}.from[0].source.principals[1]"),
-            "Bad.org/ns/y",
-            "invalid SPIFFE ID",
-        ),
-        (
-            src("principals: [\"spiffe://a.org/ns/x/\"]"),
-            format!("{r0}.from[0].source.principals[0]"),
-            "spiffe://a.org/ns/x/",
-            "invalid SPIFFE ID",
-        ),
-        (
-            src("principals: [a.org]"),
-            format!("{r0}.from[0].source.principals[0]"),
-            "a.org",
-            "invalid SPIFFE ID",
-        ),
-        (
-            "trustDomain: Cluster.Local\n".into(),
-            "trustDomain".into(),
-            "Cluster.Local",
-            "invalid trust domain",
-        ),
-        (
-            "trustDomain: a.org\ntrustDomainAliases: [ok.org, \"b:80\"]\n".into(),
-            "trustDomainAliases[1]".into(),
-            "b:80",
-            "invalid trust domain",
-        ),
-        (
-            src("trustDomains: [a/b]"),
-            format!("{r0}.from[0].source.trustDomains[0]"),
-            "a/b",
-            "invalid trust domain",
-        ),
-        // wildcards
-        (
-            src("principals: [\"cluster.local/ns/*/sa/x\"]"),
-            format!("{r0}.from[0].source.principals[0]"),
-            "cluster.local/ns/*/sa/x",
-            "only allowed at the start or the end",
-        ),
-        (
-            src("principals: [\"*web*\"]"),
-            format!("{r0}.from[0].source.principals[0]"),
-            "*web*",
-            "at most one wildcard",
-        ),
-        (
-            op("paths: [\"/a/*/b\"]"),
-            format!("{r0}.to[0].operation.paths[0]"),
-            "/a/*/b",
-            "only allowed at the start or the end",
-        ),
-        (
-            src("namespaces: [\"a*b\"]"),
-            format!("{r0}.from[0].source.namespaces[0]"),
-            "a*b",
-            "only allowed at the start or the end",
-        ),
-        // names
-        (
-            format!("{HEAD}  - name: \"\"\n"),
-            "policies[0].name".into(),
-            "",
-            "empty policy name",
-        ),
-        (
-            format!("{HEAD}  - action: DENY\n"),
-            "policies[0].name".into(),
-            "",
-            "missing required field",
-        ),
-        (
-            format!("{HEAD}  - name: a\n  - name: b\n  - name: a\n"),
-            "policies[2].name".into(),
-            "a",
-            "duplicate policy name, first used at policies[0]",
-        ),
-        // when keys
-        (
-            when("{key: source.ip, values: [1.2.3.4]}"),
-            format!("{r0}.when[0].key"),
-            "source.ip",
-            "IP conditions are not supported",
-        ),
-        (
-            when("{key: request.headers, values: [x]}"),
-            format!("{r0}.when[0].key"),
-            "request.headers",
-            "unknown when key",
-        ),
-        (
-            when("{key: \"request.headers[]\", values: [x]}"),
-            format!("{r0}.when[0].key"),
-            "request.headers[]",
-            "invalid header name",
-        ),
-        (
-            when("{key: destination.port, values: [\"80x\"]}"),
-            format!("{r0}.when[0].values[0]"),
-            "80x",
-            "invalid port",
-        ),
-        (
-            when("{key: source.namespace}"),
-            format!("{r0}.when[0]"),
-            "source.namespace",
-            "needs `values` or `notValues`",
-        ),
-        // actions
-        (
-            format!("{HEAD}  - name: p\n    action: AUDIT\n"),
-            "policies[0].action".into(),
-            "AUDIT",
-            "not supported by svidgate",
-        ),
-        (
-            format!("{HEAD}  - name: p\n    action: CUSTOM\n"),
-            "policies[0].action".into(),
-            "CUSTOM",
-            "not supported by svidgate",
-        ),
-        (
-            format!("{HEAD}  - name: p\n    action: allow\n"),
-            "policies[0].action".into(),
-            "allow",
-            "unknown action",
-        ),
-        // methods, ports, mode
-        (
-            op("methods: [\"GE T\"]"),
-            format!("{r0}.to[0].operation.methods[0]"),
-            "GE T",
-            "invalid method",
-        ),
-        (
-            op("ports: [0]"),
-            format!("{r0}.to[0].operation.ports[0]"),
-            "0",
-            "invalid port",
-        ),
-        (
-            op("ports: [70000]"),
-            format!("{r0}.to[0].operation.ports[0]"),
-            "70000",
-            "invalid port",
-        ),
-        (
-            op("notPorts: [\"http\"]"),
-            format!("{r0}.to[0].operation.notPorts[0]"),
-            "http",
-            "invalid port",
-        ),
-        (
-            "trustDomain: a.org\nmode: audit\n".into(),
-            "mode".into(),
-            "audit",
-            "invalid mode",
-        ),
-        // structure
-        (
-            "policies: []\n".into(),
-            "trustDomain".into(),
-            "",
-            "missing required field",
-        ),
-        (
-            src("principals: []"),
-            format!("{r0}.from[0].source.principals"),
-            "[]",
-            "empty list",
-        ),
-        (
-            src(""),
-            format!("{r0}.from[0].source"),
-            "{}",
-            "empty source",
-        ),
-        (
-            src("principals: a.org/ns/x"),
-            format!("{r0}.from[0].source.principals"),
-            "a.org/ns/x",
-            "expected a list",
-        ),
-        (
-            format!("{HEAD}  - name: p\n    dryRun: yes\n"),
-            "policies[0].dryRun".into(),
-            "yes",
-            "expected true or false",
-        ),
-        (
-            op("paths: [api]"),
-            format!("{r0}.to[0].operation.paths[0]"),
-            "api",
-            "must start with '/'",
-        ),
-    ];
-    for (doc, path, value, problem) in cases {
+    for case in tables().validation {
+        let doc = case.doc();
+        let ValidationCase {
+            path,
+            value,
+            problem,
+            ..
+        } = case;
         let found = problems(&doc);
         let hit = found.iter().find(|p| p.path == path);
         let Some(hit) = hit else {
@@ -1134,7 +783,7 @@ fn validation_table_each_problem_kind_names_path_and_value() {
         };
         assert_eq!(hit.value, value, "{doc}");
         assert!(
-            hit.problem.contains(problem),
+            hit.problem.contains(problem.as_str()),
             "{:?} lacks {problem:?}",
             hit.problem
         );

@@ -47,6 +47,15 @@ pub fn encode_registry(registry: &prometheus_client::registry::Registry) -> Stri
     out
 }
 
+/// Test helper: asserts that an exposition holds each of `lines` (whole lines or their start).
+#[cfg(test)]
+pub(crate) fn assert_exposes<L: AsRef<str>>(text: &str, lines: impl IntoIterator<Item = L>) {
+    for line in lines {
+        let line = line.as_ref();
+        assert!(text.contains(line), "{line} missing in\n{text}");
+    }
+}
+
 /// Registers a clone of each metric handle into a registry, one line per metric:
 /// `register_metrics! { registry; "name" => handle, "help"; ... }` (the registry's prefix and,
 /// for counters, `_total` are added by `prometheus_client`).

@@ -228,6 +228,25 @@ pub fn trust_domain(v: &str) -> Result<TrustDomain, String> {
     TrustDomain::new(v).map_err(|e| e.to_string())
 }
 
+// The flags the agent and the CA share, each declared once and flattened into the commands'
+// flags (`#[command(flatten)]`). A command words `--trust-domain`'s help itself
+// (`#[command(mut_arg("trust_domain", ...))]`): the trust domain means something else to each.
+
+/// `--trust-domain TD` (`TRUST_DOMAIN`, default `cluster.local`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrustDomainArg {
+    #[arg(long, env = "TRUST_DOMAIN", value_name = "TD", default_value = "cluster.local", value_parser = Setting(trust_domain))]
+    pub trust_domain: TrustDomain,
+}
+
+/// `--log-format FORMAT` (`SVIDGATE_LOG_FORMAT`, default `human`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct LogFormatArg {
+    /// Log format: human (alias: text) or json.
+    #[arg(long, env = "SVIDGATE_LOG_FORMAT", value_name = "FORMAT", default_value = "human", value_parser = Setting(log_format))]
+    pub log_format: LogFormat,
+}
+
 /// `host:port` (an IP address, not a name).
 pub fn socket_addr(v: &str) -> Result<std::net::SocketAddr, String> {
     v.parse()

@@ -16,6 +16,7 @@ use sidecar_host::agent::fetch::FetchError;
 use sidecar_host::ca::kube::{JwksSource, KubeConfig};
 use sidecar_host::ca::RunningCa;
 use svidgate_pki::jwt::mint::{self, Signer};
+use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 
@@ -33,17 +34,19 @@ fn code(e: &FetchError) -> Option<Code> {
     }
 }
 
-/// A CA with `--kube-issuer ISSUER --kube-jwks tmp/jwks.json` (and no tokens file).
-async fn kube_ca(tmp: &Path, signers: &[&Signer]) -> (RunningCa, PathBuf, PathBuf) {
-    let dir = ca_dir(tmp, "cacerts");
-    let jwks = write(tmp, "jwks.json", &mint::jwks(signers));
+/// A CA with `--kube-issuer ISSUER --kube-jwks <tmp>/jwks.json` (and no tokens file) in a new
+/// temporary directory: the directory, the CA, its root file and the JWKS file.
+async fn kube_ca(signers: &[&Signer]) -> (TempDir, RunningCa, PathBuf, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = ca_dir(tmp.path(), "cacerts");
+    let jwks = write(tmp.path(), "jwks.json", &mint::jwks(signers));
     let mut cfg = config(&dir);
     cfg.kube = Some(KubeConfig {
         issuer: ISSUER.into(),
         audience: AUD.into(),
         source: JwksSource::File(jwks.clone()),
     });
-    (start(cfg).await, dir.join("root-cert.pem"), jwks)
+    (tmp, start(cfg).await, dir.join("root-cert.pem"), jwks)
 }
 
 /// Asks the CA for `want` with `token` as the bearer.
@@ -66,10 +69,8 @@ async fn sign_with(
 
 #[tokio::test]
 async fn projected_tokens_get_exactly_their_service_account_identity() {
-    let tmp = tempfile::tempdir().unwrap();
-    let rsa = Signer::rsa("rsa-key");
-    let ec = Signer::p256("ec-key");
-    let (ca, root, _) = kube_ca(tmp.path(), &[&rsa, &ec]).await;
+    let (rsa, ec) = (Signer::rsa("rsa-key"), Signer::p256("ec-key"));
+    let (tmp, ca, root, _) = kube_ca(&[&rsa, &ec]).await;
     for s in [&rsa, &ec] {
         let tok = s.sign(&mint::claims(ISSUER, AUD, "web", "frontend", now(), 3600));
         let svid = sign_with(&ca, &root, tmp.path(), &tok, WEB).await.unwrap();
@@ -85,10 +86,8 @@ async fn projected_tokens_get_exactly_their_service_account_identity() {
 
 #[tokio::test]
 async fn every_bad_token_is_refused() {
-    let tmp = tempfile::tempdir().unwrap();
-    let ec = Signer::p256("ec-key");
-    let rsa = Signer::rsa("rsa-key");
-    let (ca, root, _) = kube_ca(tmp.path(), &[&ec, &rsa]).await;
+    let (ec, rsa) = (Signer::p256("ec-key"), Signer::rsa("rsa-key"));
+    let (tmp, ca, root, _) = kube_ca(&[&ec, &rsa]).await;
     let n = now();
     let good = mint::claims(ISSUER, AUD, "web", "frontend", n, 3600);
     let with = |f: &dyn Fn(&mut serde_json::Value)| {
@@ -207,10 +206,8 @@ async fn every_bad_token_is_refused() {
 
 #[tokio::test]
 async fn the_jwks_file_is_reread_when_it_changes() {
-    let tmp = tempfile::tempdir().unwrap();
-    let old = Signer::p256("old");
-    let new = Signer::rsa("new");
-    let (ca, root, jwks) = kube_ca(tmp.path(), &[&old]).await;
+    let (old, new) = (Signer::p256("old"), Signer::rsa("new"));
+    let (tmp, ca, root, jwks) = kube_ca(&[&old]).await;
     let tok = new.sign(&mint::claims(ISSUER, AUD, "web", "frontend", now(), 3600));
     let e = sign_with(&ca, &root, tmp.path(), &tok, WEB)
         .await
@@ -227,9 +224,8 @@ async fn the_jwks_file_is_reread_when_it_changes() {
 
 #[tokio::test]
 async fn renewal_over_mtls_needs_a_valid_token_for_the_same_identity() {
-    let tmp = tempfile::tempdir().unwrap();
     let ec = Signer::p256("ec-key");
-    let (ca, root, _) = kube_ca(tmp.path(), &[&ec]).await;
+    let (tmp, ca, root, _) = kube_ca(&[&ec]).await;
     let anchors = bundle(&root);
     let ttl = Duration::from_secs(600);
     let good = ec.sign(&mint::claims(ISSUER, AUD, "web", "frontend", now(), 3600));

@@ -31,6 +31,22 @@ async fn fetch_as(
     fetch(&client(ca.addr, root, token), &id(want), TTL, &bundle(root)).await
 }
 
+/// A CA in a new temporary directory with this tokens file: the directory, the CA, its root
+/// file and the roots in it.
+async fn ca_with_tokens(tokens: &str) -> TokenCa {
+    let tmp = tempfile::tempdir().unwrap();
+    let (ca, root) = start_with_tokens(tmp.path(), tokens).await;
+    let anchors = bundle(&root);
+    (tmp, ca, root, anchors)
+}
+
+type TokenCa = (
+    tempfile::TempDir,
+    sidecar_host::ca::RunningCa,
+    std::path::PathBuf,
+    Vec<svidgate_pki::CertificateDer<'static>>,
+);
+
 fn rejected(e: &FetchError) -> Option<Code> {
     match e {
         FetchError::Ca(CaError::Rejected { code, .. }) => Some(*code),
@@ -122,15 +138,7 @@ async fn issues_checked_svids_for_every_key_type_with_a_token() {
     // after (no second re-read).
     write(tmp.path(), "tokens", &format!("api-token {API}\n"));
     for _ in 0..2 {
-        let e = fetch_key(
-            &c,
-            &id(WEB),
-            KeyType::EcdsaP256,
-            Duration::from_secs(3600),
-            &anchors,
-        )
-        .await
-        .unwrap_err();
+        let e = fetch(&c, &id(WEB), TTL, &anchors).await.unwrap_err();
         assert_eq!(rejected(&e), Some(Code::PermissionDenied), "{e}");
     }
     assert_eq!(m.reload_count("tokens", true), 1);
@@ -139,9 +147,7 @@ async fn issues_checked_svids_for_every_key_type_with_a_token() {
 
 #[tokio::test]
 async fn wrong_or_missing_credentials_and_foreign_identities_are_refused() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (ca, root) = start_with_tokens(tmp.path(), &format!("web-token {WEB}\n")).await;
-    let anchors = bundle(&root);
+    let (tmp, ca, root, anchors) = ca_with_tokens(&format!("web-token {WEB}\n")).await;
 
     // Unknown token: PERMISSION_DENIED, not retried.
     let bad = write(tmp.path(), "bad-token", "nope");
@@ -175,10 +181,8 @@ async fn wrong_or_missing_credentials_and_foreign_identities_are_refused() {
         .unwrap()
         .pem()
         .unwrap();
-    let e = client(ca.addr, &root, Some(&good))
-        .sign(&csr, TTL)
-        .await
-        .unwrap_err();
+    let with_good = || client(ca.addr, &root, Some(&good));
+    let e = with_good().sign(&csr, TTL).await.unwrap_err();
     match e {
         CaError::Rejected {
             code: Code::InvalidArgument,
@@ -187,20 +191,13 @@ async fn wrong_or_missing_credentials_and_foreign_identities_are_refused() {
         other => panic!("{other:?}"),
     }
     // A CSR for another trust domain: PERMISSION_DENIED.
-    let e = fetch(
-        &client(ca.addr, &root, Some(&good)),
-        &id("spiffe://other.td/ns/web/sa/frontend"),
-        TTL,
-        &anchors,
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(rejected(&e), Some(Code::PermissionDenied), "{e}");
-    // Garbage CSR: INVALID_ARGUMENT.
-    let e = client(ca.addr, &root, Some(&good))
-        .sign("not a csr", TTL)
+    let other_td = id("spiffe://other.td/ns/web/sa/frontend");
+    let e = fetch(&with_good(), &other_td, TTL, &anchors)
         .await
         .unwrap_err();
+    assert_eq!(rejected(&e), Some(Code::PermissionDenied), "{e}");
+    // Garbage CSR: INVALID_ARGUMENT.
+    let e = with_good().sign("not a csr", TTL).await.unwrap_err();
     assert!(
         matches!(
             e,
@@ -212,14 +209,10 @@ async fn wrong_or_missing_credentials_and_foreign_identities_are_refused() {
         "{e:?}"
     );
     // Too short a lifetime: INVALID_ARGUMENT.
-    let e = fetch(
-        &client(ca.addr, &root, Some(&good)),
-        &id(WEB),
-        Duration::from_secs(2),
-        &anchors,
-    )
-    .await
-    .unwrap_err();
+    let too_short = Duration::from_secs(2);
+    let e = fetch(&with_good(), &id(WEB), too_short, &anchors)
+        .await
+        .unwrap_err();
     assert_eq!(rejected(&e), Some(Code::InvalidArgument), "{e}");
     // Every refusal is counted by the status the caller got; nothing was issued.
     let m = ca.handle.metrics();
@@ -247,14 +240,9 @@ async fn ttl_is_capped_by_max_ttl() {
     cfg.max_ttl = Duration::from_secs(600);
     let ca = start(cfg).await;
     let root = dir.join("root-cert.pem");
-    let svid = fetch(
-        &client(ca.addr, &root, None),
-        &id(WEB),
-        Duration::from_secs(48 * 3600),
-        &bundle(&root),
-    )
-    .await
-    .unwrap();
+    let two_days = Duration::from_secs(48 * 3600);
+    let c = client(ca.addr, &root, None);
+    let svid = fetch(&c, &id(WEB), two_days, &bundle(&root)).await.unwrap();
     let life = svid.lifetime();
     assert!(
         life <= Duration::from_secs(600 + 61) && life >= Duration::from_secs(600),
@@ -265,9 +253,7 @@ async fn ttl_is_capped_by_max_ttl() {
 
 #[tokio::test]
 async fn renewal_over_mtls_uses_the_current_svid_identity() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (ca, root) = start_with_tokens(tmp.path(), &format!("web-token {WEB}\n")).await;
-    let anchors = bundle(&root);
+    let (tmp, ca, root, anchors) = ca_with_tokens(&format!("web-token {WEB}\n")).await;
     let (_, first) = first_web_svid(&ca, &root, tmp.path()).await;
 
     // No token now: the client certificate is the credential.
@@ -284,10 +270,8 @@ async fn renewal_over_mtls_uses_the_current_svid_identity() {
 
 #[tokio::test]
 async fn a_client_certificate_and_a_token_for_another_identity_are_refused() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (ca, root) =
-        start_with_tokens(tmp.path(), &format!("web-token {WEB}\napi-token {API}\n")).await;
-    let anchors = bundle(&root);
+    let (tmp, ca, root, anchors) =
+        ca_with_tokens(&format!("web-token {WEB}\napi-token {API}\n")).await;
     let web_token = write(tmp.path(), "web", "web-token");
     let web = fetch_as(&ca, &root, Some(&web_token), WEB).await.unwrap();
     let identity = Arc::new(web);
@@ -448,10 +432,8 @@ fn generate_never_overwrites_and_load_checks_the_directory() {
 
 #[tokio::test]
 async fn removing_the_token_stops_renewal_over_mtls() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (ca, root) =
-        start_with_tokens(tmp.path(), &format!("web-token {WEB}\napi-token {API}\n")).await;
-    let anchors = bundle(&root);
+    let (tmp, ca, root, anchors) =
+        ca_with_tokens(&format!("web-token {WEB}\napi-token {API}\n")).await;
     let (token, first) = first_web_svid(&ca, &root, tmp.path()).await;
     // The agent renews with its certificate (and sends its token along).
     let renewing = client(ca.addr, &root, Some(&token));
@@ -486,8 +468,7 @@ async fn removing_the_token_stops_renewal_over_mtls() {
 async fn unauthenticated_requests_are_refused_before_their_body_and_large_messages_are_refused() {
     use sidecar_host::pb::istio_certificate_service_client::IstioCertificateServiceClient;
     use sidecar_host::pb::IstioCertificateRequest;
-    let tmp = tempfile::tempdir().unwrap();
-    let (ca, root) = start_with_tokens(tmp.path(), &format!("web-token {WEB}\n")).await;
+    let (_tmp, ca, root, _) = ca_with_tokens(&format!("web-token {WEB}\n")).await;
     let tls = tonic::transport::ClientTlsConfig::new()
         .ca_certificate(tonic::transport::Certificate::from_pem(
             std::fs::read(&root).unwrap(),

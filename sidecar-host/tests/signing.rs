@@ -65,6 +65,14 @@ fn start_ca(ca_dir: &Path, extra: &[&str]) -> CaProc {
     CaProc { child, addr }
 }
 
+/// A new temporary directory and a CA generating and serving its `cacerts` subdirectory.
+fn ca_in_tempdir(extra: &[&str]) -> (tempfile::TempDir, PathBuf, CaProc) {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca_dir = tmp.path().join("cacerts");
+    let ca = start_ca(&ca_dir, extra);
+    (tmp, ca_dir, ca)
+}
+
 fn agent(ca: &CaProc, ca_dir: &Path, out: &Path, extra: &[&str]) -> Output {
     agent_trusting(ca, &ca_dir.join("root-cert.pem"), out, extra)
 }
@@ -149,6 +157,7 @@ fn agent_once_against_svidgate_ca_with_a_token_for_every_key_type() {
     );
     let token = tmp.path().join("token");
     std::fs::write(&token, "web-token\n").unwrap();
+    let tok = token.to_str().unwrap();
 
     for kt in ["ecdsa-p256", "ecdsa-p384", "rsa-2048"] {
         let out = tmp.path().join(format!("out-{kt}"));
@@ -166,7 +175,7 @@ fn agent_once_against_svidgate_ca_with_a_token_for_every_key_type() {
                 "--cert-ttl",
                 "1h",
                 "--token-file",
-                token.to_str().unwrap(),
+                tok,
             ],
         );
         assert!(
@@ -194,17 +203,9 @@ fn agent_once_against_svidgate_ca_with_a_token_for_every_key_type() {
     // A wrong token: PERMISSION_DENIED, exit code 2, nothing written.
     std::fs::write(&token, "not-the-token\n").unwrap();
     let out = tmp.path().join("out-denied");
-    let o = agent(
-        &ca,
-        &ca_dir,
-        &out,
-        &[
-            "--spiffe-id",
-            &format!("spiffe://{TD}/ns/web/sa/frontend"),
-            "--token-file",
-            token.to_str().unwrap(),
-        ],
-    );
+    let denied = |extra: &[&str]| agent(&ca, &ca_dir, &out, extra);
+    let web = format!("spiffe://{TD}/ns/web/sa/frontend");
+    let o = denied(&["--spiffe-id", &web, "--token-file", tok]);
     assert_eq!(o.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(stderr.contains("PermissionDenied"), "{stderr}");
@@ -212,19 +213,8 @@ fn agent_once_against_svidgate_ca_with_a_token_for_every_key_type() {
 
     // The right token, another identity: PERMISSION_DENIED.
     std::fs::write(&token, "web-token\n").unwrap();
-    let o = agent(
-        &ca,
-        &ca_dir,
-        &out,
-        &[
-            "--namespace",
-            "api",
-            "--service-account",
-            "backend",
-            "--token-file",
-            token.to_str().unwrap(),
-        ],
-    );
+    let api = ["--namespace", "api", "--service-account", "backend"];
+    let o = denied(&[&api[..], &["--token-file", tok]].concat());
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("PermissionDenied"));
     assert!(!out.join("cert-chain.pem").exists());
@@ -232,21 +222,11 @@ fn agent_once_against_svidgate_ca_with_a_token_for_every_key_type() {
 
 #[test]
 fn agent_once_with_insecure_trust_csr_and_a_capped_ttl() {
-    let tmp = tempfile::tempdir().unwrap();
-    let ca_dir = tmp.path().join("cacerts");
-    let ca = start_ca(&ca_dir, &["--insecure-trust-csr", "--max-ttl", "10m"]);
+    let (tmp, ca_dir, ca) = ca_in_tempdir(&["--insecure-trust-csr", "--max-ttl", "10m"]);
     let out = tmp.path().join("out");
-    let o = agent(
-        &ca,
-        &ca_dir,
-        &out,
-        &[
-            "--spiffe-id",
-            &format!("spiffe://{TD}/ns/demo/sa/x"),
-            "--cert-ttl",
-            "24h",
-        ],
-    );
+    let demo = format!("spiffe://{TD}/ns/demo/sa/x");
+    let args = ["--spiffe-id", &demo, "--cert-ttl", "24h"];
+    let o = agent(&ca, &ca_dir, &out, &args);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     openssl_verify(&out);
     // openssl: the leaf expires within 10 minutes (+ margin) and is for our ID.
@@ -338,9 +318,7 @@ fn bad_settings_are_reported_by_name_before_anything_happens() {
 
 #[test]
 fn sighup_reloads_the_ca_directory() {
-    let tmp = tempfile::tempdir().unwrap();
-    let ca_dir = tmp.path().join("cacerts");
-    let ca = start_ca(&ca_dir, &["--insecure-trust-csr", "--watch-interval", "0s"]);
+    let (tmp, ca_dir, ca) = ca_in_tempdir(&["--insecure-trust-csr", "--watch-interval", "0s"]);
     let new_dir = tmp.path().join("new");
     let o = Command::new(BIN)
         .args(["ca", "init", "--trust-domain", TD, "--ca-dir"])

@@ -195,25 +195,25 @@ fn doc_with(policies: usize, rules: usize, headers: usize) -> Value {
 fn limits_are_enforced_with_a_clear_message() {
     let ok = |v: Value| PluginConfig::from_value(v).map(|_| ());
     assert!(ok(doc_with(3, 2, 2)).is_ok());
-    let mut v = doc_with(3, 2, 2);
-    v["filter"] = json!({"limits": {"maxPolicies": 2}});
-    assert_eq!(
-        ok(v).unwrap_err().to_string(),
-        "the document has 3 policies, more than the limit of 2 (filter.limits.maxPolicies)"
-    );
-    let mut v = doc_with(3, 2, 2);
-    v["filter"] = json!({"limits": {"maxRules": 5}});
-    assert_eq!(
-        ok(v).unwrap_err().to_string(),
-        "the document has 6 rules, more than the limit of 5 (filter.limits.maxRules)"
-    );
-    // 6 rules × (2 namespaces + 1 port + 2 header values).
-    let mut v = doc_with(3, 2, 2);
-    v["filter"] = json!({"limits": {"maxValues": 29}});
-    assert_eq!(
-        ok(v).unwrap_err().to_string(),
-        "the document has 30 values, more than the limit of 29 (filter.limits.maxValues)"
-    );
+    // 3 policies, 6 rules, 6 rules × (2 namespaces + 1 port + 2 header values) = 30 values.
+    for (limits, want) in [
+        (
+            json!({"maxPolicies": 2}),
+            "the document has 3 policies, more than the limit of 2 (filter.limits.maxPolicies)",
+        ),
+        (
+            json!({"maxRules": 5}),
+            "the document has 6 rules, more than the limit of 5 (filter.limits.maxRules)",
+        ),
+        (
+            json!({"maxValues": 29}),
+            "the document has 30 values, more than the limit of 29 (filter.limits.maxValues)",
+        ),
+    ] {
+        let mut v = doc_with(3, 2, 2);
+        v["filter"] = json!({ "limits": limits });
+        assert_eq!(ok(v).unwrap_err().to_string(), want);
+    }
     let mut v = doc_with(3, 2, 2);
     v["filter"] = json!({"limits": {"maxValues": 30}});
     assert!(ok(v).is_ok());

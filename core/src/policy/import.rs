@@ -673,25 +673,14 @@ struct RuleState {
 }
 
 impl RuleState {
-    fn unsupported(
-        &mut self,
-        res: &mut Res<'_>,
-        path: &str,
-        message: impl Into<String>,
-        value: &Value,
-    ) {
+    fn unsupported(&mut self, res: &mut Res<'_>, path: &str, msg: impl Into<String>, v: &Value) {
         self.unsupported = true;
-        res.unsupported_in_rule(self.index, path, message, value);
+        res.unsupported_in_rule(self.index, path, msg, v);
     }
-    fn invalid(
-        &mut self,
-        res: &mut Res<'_>,
-        path: &str,
-        message: impl Into<String>,
-        value: &Value,
-    ) {
+
+    fn invalid(&mut self, res: &mut Res<'_>, path: &str, msg: impl Into<String>, v: &Value) {
         self.invalid = true;
-        res.invalid(path, message, value);
+        res.invalid(path, msg, v);
     }
 }
 

@@ -96,34 +96,8 @@ impl<S> Rule<S> {
     /// How many values the rule lists (every source, operation and `when` value, negated ones
     /// included): what `filter.limits.maxValues` counts and the playground reports.
     pub fn value_count(&self) -> usize {
-        let from: usize = self
-            .from
-            .iter()
-            .map(|f| {
-                let s = &f.source;
-                s.principals.len()
-                    + s.not_principals.len()
-                    + s.namespaces.len()
-                    + s.not_namespaces.len()
-                    + s.trust_domains.len()
-                    + s.not_trust_domains.len()
-            })
-            .sum();
-        let to: usize = self
-            .to
-            .iter()
-            .map(|t| {
-                let o = &t.operation;
-                o.methods.len()
-                    + o.not_methods.len()
-                    + o.paths.len()
-                    + o.not_paths.len()
-                    + o.hosts.len()
-                    + o.not_hosts.len()
-                    + o.ports.len()
-                    + o.not_ports.len()
-            })
-            .sum();
+        let from: usize = self.from.iter().map(|f| f.source.value_count()).sum();
+        let to: usize = self.to.iter().map(|t| t.operation.value_count()).sum();
         let when: usize = self
             .when
             .iter()
@@ -164,14 +138,19 @@ pub struct Source<S = String> {
 }
 
 impl<S> Source<S> {
+    /// How many values the fields list, negated ones included.
+    pub fn value_count(&self) -> usize {
+        self.principals.len()
+            + self.not_principals.len()
+            + self.namespaces.len()
+            + self.not_namespaces.len()
+            + self.trust_domains.len()
+            + self.not_trust_domains.len()
+    }
+
     /// No field set.
     pub fn is_empty(&self) -> bool {
-        self.principals.is_empty()
-            && self.not_principals.is_empty()
-            && self.namespaces.is_empty()
-            && self.not_namespaces.is_empty()
-            && self.trust_domains.is_empty()
-            && self.not_trust_domains.is_empty()
+        self.value_count() == 0
     }
 }
 
@@ -198,16 +177,21 @@ pub struct Operation<S = String> {
 }
 
 impl<S> Operation<S> {
+    /// How many values the fields list, negated ones included.
+    pub fn value_count(&self) -> usize {
+        self.methods.len()
+            + self.not_methods.len()
+            + self.paths.len()
+            + self.not_paths.len()
+            + self.hosts.len()
+            + self.not_hosts.len()
+            + self.ports.len()
+            + self.not_ports.len()
+    }
+
     /// No field set.
     pub fn is_empty(&self) -> bool {
-        self.methods.is_empty()
-            && self.not_methods.is_empty()
-            && self.paths.is_empty()
-            && self.not_paths.is_empty()
-            && self.hosts.is_empty()
-            && self.not_hosts.is_empty()
-            && self.ports.is_empty()
-            && self.not_ports.is_empty()
+        self.value_count() == 0
     }
 
     /// Does the operation use HTTP-only fields (methods, paths, hosts and their `not*`)?

@@ -396,25 +396,19 @@ impl Walker {
 
     fn source<'a, S: DocStr<'a>>(&mut self, v: Json<'a>, path: &str) -> Source<S> {
         let mut s = Source::default();
-        let known = [
-            "principals",
-            "notPrincipals",
-            "namespaces",
-            "notNamespaces",
-            "trustDomains",
-            "notTrustDomains",
-        ];
-        let Some(mut map) = self.object(v, path, &known) else {
-            return s;
-        };
-        for (key, field) in [
+        let fields = [
             ("principals", &mut s.principals),
             ("notPrincipals", &mut s.not_principals),
             ("namespaces", &mut s.namespaces),
             ("notNamespaces", &mut s.not_namespaces),
             ("trustDomains", &mut s.trust_domains),
             ("notTrustDomains", &mut s.not_trust_domains),
-        ] {
+        ];
+        let known = fields.each_ref().map(|(key, _)| *key);
+        let Some(mut map) = self.object(v, path, &known) else {
+            return Source::default();
+        };
+        for (key, field) in fields {
             if let Some(val) = map.remove(key) {
                 *field = self.strings(val, &child(path, key));
             }
@@ -424,27 +418,20 @@ impl Walker {
 
     fn operation<'a, S: DocStr<'a>>(&mut self, v: Json<'a>, path: &str) -> Operation<S> {
         let mut o = Operation::default();
-        let known = [
-            "methods",
-            "notMethods",
-            "paths",
-            "notPaths",
-            "hosts",
-            "notHosts",
-            "ports",
-            "notPorts",
-        ];
-        let Some(mut map) = self.object(v, path, &known) else {
-            return o;
-        };
-        for (key, field) in [
+        let fields = [
             ("methods", &mut o.methods),
             ("notMethods", &mut o.not_methods),
             ("paths", &mut o.paths),
             ("notPaths", &mut o.not_paths),
             ("hosts", &mut o.hosts),
             ("notHosts", &mut o.not_hosts),
-        ] {
+        ];
+        let [m, nm, p, np, h, nh] = fields.each_ref().map(|(key, _)| *key);
+        let known = [m, nm, p, np, h, nh, "ports", "notPorts"];
+        let Some(mut map) = self.object(v, path, &known) else {
+            return Operation::default();
+        };
+        for (key, field) in fields {
             if let Some(val) = map.remove(key) {
                 *field = self.strings(val, &child(path, key));
             }

@@ -11,7 +11,9 @@ use svidgate_core::{SpiffeId, TrustDomain};
 use svidgate_pki::KeyType;
 
 use super::ca_client::{CaClientConfig, RetryPolicy};
-use crate::runtime::{self, duration, socket_addr, ConfigError, LogFormat, Setting};
+use crate::runtime::{
+    self, duration, socket_addr, ConfigError, LogFormat, LogFormatArg, Setting, TrustDomainArg,
+};
 
 /// Istio's default root for the CA's TLS certificate.
 pub const DEFAULT_CA_ROOT: &str = "/var/run/secrets/istio/root-cert.pem";
@@ -22,6 +24,9 @@ pub const DEFAULT_TOKEN_FILE: &str = "/var/run/secrets/tokens/istio-token";
 
 /// Flags of `svidgate agent`. Every flag has an environment variable.
 #[derive(Debug, Clone, Args)]
+#[command(mut_arg("trust_domain", |a| {
+    a.help("Trust domain of the workload ID `spiffe://<TD>/ns/<NS>/sa/<SA>`")
+}))]
 pub struct AgentArgs {
     /// CA address, `https://host:port` (a bare `host:port`, as Istio's CA_ADDR, means https).
     #[arg(long, env = "CA_ADDR", value_name = "URL", value_parser = Setting(ca_addr))]
@@ -39,9 +44,8 @@ pub struct AgentArgs {
     #[arg(long, env = "SPIFFE_ID", value_name = "ID", value_parser = Setting(spiffe_id))]
     pub spiffe_id: Option<SpiffeId>,
 
-    /// Trust domain of the workload ID `spiffe://<TD>/ns/<NS>/sa/<SA>`.
-    #[arg(long, env = "TRUST_DOMAIN", value_name = "TD", default_value = "cluster.local", value_parser = Setting(runtime::trust_domain))]
-    pub trust_domain: TrustDomain,
+    #[command(flatten)]
+    pub td: TrustDomainArg,
 
     /// Kubernetes namespace of the workload.
     #[arg(long, env = "POD_NAMESPACE", value_name = "NS")]
@@ -139,9 +143,8 @@ pub struct AgentArgs {
     #[arg(long, env = "SVIDGATE_ADMIN_ADDR", value_name = "ADDR", default_value = super::admin::DEFAULT_ADMIN_ADDR, value_parser = Setting(socket_addr))]
     pub admin_addr: SocketAddr,
 
-    /// Log format: human (alias: text) or json.
-    #[arg(long, env = "SVIDGATE_LOG_FORMAT", value_name = "FORMAT", default_value = "human", value_parser = Setting(runtime::log_format))]
-    pub log_format: LogFormat,
+    #[command(flatten)]
+    pub log: LogFormatArg,
 }
 
 /// One `--bundle` value: `FILE` or `TD=FILE` (empty entries of the env list are skipped).
@@ -381,7 +384,7 @@ impl AgentArgs {
             workload_api_socket: self.workload_api_socket.clone(),
             workload_api_socket_mode: self.workload_api_socket_mode,
             admin_addr: self.admin_addr,
-            log_format: self.log_format,
+            log_format: self.log.log_format,
         })
     }
 
@@ -399,7 +402,7 @@ impl AgentArgs {
                 return Err(bad(id, v, "must be a single path segment"));
             }
         }
-        SpiffeId::from_parts(&self.trust_domain, &format!("/ns/{ns}/sa/{sa}"))
+        SpiffeId::from_parts(&self.td.trust_domain, &format!("/ns/{ns}/sa/{sa}"))
             .map_err(|e| bad("namespace", ns, &e.to_string()))
     }
 }
@@ -516,47 +519,21 @@ mod tests {
 
     #[test]
     fn bad_settings_are_named() {
+        // Each case: flags (the workload ID added unless they name its parts) and what the
+        // error must name.
+        #[derive(serde::Deserialize)]
+        struct Case {
+            args: Vec<String>,
+            error_names: String,
+        }
         let root = root_file();
         let id = ["--spiffe-id", "spiffe://td/x"];
-        let cases: &[(&[&str], &str)] = &[
-            (&["--spiffe-id", "spiffe://TD/x"], "--spiffe-id"),
-            (&["--namespace", "web"], "--service-account"),
-            (&["--service-account", "x"], "--namespace"),
-            (
-                &["--namespace", "a/b", "--service-account", "x"],
-                "--namespace",
-            ),
-            (&["--cert-ttl", "soon"], "--cert-ttl (SECRET_TTL) \"soon\""),
-            (&["--cert-ttl", "4s"], "--cert-ttl"),
-            (&["--key-type", "dsa"], "--key-type"),
-            (&["--rotation-ratio", "1.5"], "SECRET_GRACE_PERIOD_RATIO"),
-            (
-                &["--rotation-jitter", "1"],
-                "SECRET_GRACE_PERIOD_RATIO_JITTER",
-            ),
-            (&["--cluster-id", " "], "ISTIO_META_CLUSTER_ID"),
-            (&["--once"], "--out"),
-            (&["--bundle", "BAD TD=/x"], "--bundle"),
-            (&["--bundle", "/nonexistent"], "--bundle"),
-            (&["--sds-socket-mode", "999"], "--sds-socket-mode"),
-            (
-                &["--workload-api-socket-mode", "rw"],
-                "--workload-api-socket-mode (SVIDGATE_WORKLOAD_API_SOCKET_MODE)",
-            ),
-            (&["--root-overlap", "0s"], "--root-overlap"),
-            (&["--ca-timeout", "0s"], "--ca-timeout"),
-            (&["--token-file", "/nonexistent/t"], "--token-file"),
-            (&["--admin-addr", "nope"], "--admin-addr"),
-            (&["--ca-max-attempts", "0"], "--ca-max-attempts"),
-            (&["--clock-skew", "11m"], "--clock-skew"),
-            (
-                &["--log-format", "yaml"],
-                "--log-format (SVIDGATE_LOG_FORMAT)",
-            ),
-            (&["--ca-addr", "http://x:1"], "--ca-addr (CA_ADDR)"),
-        ];
-        for (args, name) in cases {
-            let mut argv = Vec::from(*args);
+        let cases: Vec<Case> =
+            serde_json::from_str(include_str!("../../tests/fixtures/agent-bad-settings.json"))
+                .unwrap();
+        assert_eq!(cases.len(), 23);
+        for Case { args, error_names } in &cases {
+            let mut argv: Vec<&str> = args.iter().map(String::as_str).collect();
             if !args
                 .iter()
                 .any(|a| a.starts_with("--namespace") || a.starts_with("--service"))
@@ -564,7 +541,7 @@ mod tests {
                 argv.extend_from_slice(&id);
             }
             let e = parse(&argv, root.path()).unwrap_err();
-            assert!(e.contains(name), "{args:?}: {e}");
+            assert!(e.contains(error_names.as_str()), "{args:?}: {e}");
         }
         let e = parse(&id, Path::new("/nonexistent")).unwrap_err();
         assert!(e.contains("--ca-root (CA_ROOT_CERT)"), "{e}");

@@ -160,16 +160,17 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::admin::assert_exposes;
 
     #[test]
     fn rotation_results_exist_before_any_rotation() {
-        let text = Metrics::new().encode();
-        for line in [
-            "svidgate_rotations_total{result=\"ok\"} 0",
-            "svidgate_rotations_total{result=\"failed\"} 0",
-        ] {
-            assert!(text.contains(line), "{line} missing in\n{text}");
-        }
+        assert_exposes(
+            &Metrics::new().encode(),
+            [
+                "svidgate_rotations_total{result=\"ok\"} 0",
+                "svidgate_rotations_total{result=\"failed\"} 0",
+            ],
+        );
     }
 
     #[test]
@@ -183,22 +184,22 @@ mod tests {
             not_before,
             SystemTime::now() + std::time::Duration::from_secs(100),
         );
-        let text = m.encode();
-        for name in [
-            "svidgate_cert_not_before_seconds 1800000000",
-            "svidgate_cert_not_after_seconds ",
-            "svidgate_cert_expiry_seconds ",
-            "svidgate_rotations_total{result=\"ok\"} 1",
-            "svidgate_rotations_total{result=\"failed\"} 1",
-            "svidgate_ca_request_duration_seconds_bucket",
-            "svidgate_cert_expired_total 0",
-            "svidgate_sds_streams_open 0",
-            "svidgate_sds_pushes_total 0",
-            "svidgate_sds_nacks_total 0",
-            "svidgate_ready 0",
-            "svidgate_workload_api_streams_open 0",
-        ] {
-            assert!(text.contains(name), "{name} missing in\n{text}");
-        }
+        assert_exposes(
+            &m.encode(),
+            [
+                "svidgate_cert_not_before_seconds 1800000000",
+                "svidgate_cert_not_after_seconds ",
+                "svidgate_cert_expiry_seconds ",
+                "svidgate_rotations_total{result=\"ok\"} 1",
+                "svidgate_rotations_total{result=\"failed\"} 1",
+                "svidgate_ca_request_duration_seconds_bucket",
+                "svidgate_cert_expired_total 0",
+                "svidgate_sds_streams_open 0",
+                "svidgate_sds_pushes_total 0",
+                "svidgate_sds_nacks_total 0",
+                "svidgate_ready 0",
+                "svidgate_workload_api_streams_open 0",
+            ],
+        );
     }
 }

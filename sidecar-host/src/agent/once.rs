@@ -2,12 +2,13 @@
 
 use std::time::Instant;
 
-use svidgate_pki::{Anchors, CertificateDer};
+use svidgate_pki::CertificateDer;
 
-use super::ca_client::{CaError, IstioCaClient};
+use super::ca_client::CaError;
 use super::config::AgentConfig;
-use super::fetch::{fetch_svid, FetchError};
+use super::fetch::FetchError;
 use super::output::{self, OutputError};
+use super::serve::CaSource;
 use crate::runtime::read_cert_file;
 
 /// Why `--once` failed.
@@ -39,16 +40,7 @@ pub async fn run(config: &AgentConfig) -> Result<(), OnceError> {
     let out = config.out.as_deref().ok_or(OnceError::NoOutput)?;
     let start = Instant::now();
     let anchors = load_bundle(&config.bundle)?;
-    let client = IstioCaClient::new(config.ca.clone())?;
-    let cert = fetch_svid(
-        &client,
-        &config.spiffe_id,
-        config.key_type,
-        config.cert_ttl,
-        Anchors::Bundle(&anchors),
-        config.clock_skew,
-    )
-    .await?;
+    let cert = CaSource::new(config)?.fetch_with(&anchors).await?;
     let paths = output::write_cert(out, &cert)?;
     tracing::info!(
         spiffe_id = %cert.spiffe_id(),

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use svidgate_core::{SpiffeId, TrustDomain};
 use svidgate_pki::pem::certs_to_pem;
-use svidgate_pki::{Anchors, KeyType, WorkloadCert};
+use svidgate_pki::{Anchors, CertificateDer, KeyType, WorkloadCert};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -48,15 +48,6 @@ pub enum ServeError {
     Signals(std::io::Error),
 }
 
-/// Why one rotation attempt failed.
-#[derive(Debug, thiserror::Error)]
-pub enum SourceError {
-    #[error(transparent)]
-    Bundle(#[from] OnceError),
-    #[error(transparent)]
-    Fetch(#[from] FetchError),
-}
-
 /// The real certificate source: fresh key → CSR → CA → check against the trust anchors
 /// (re-read on every attempt, so a root rotation in the file takes effect without restart).
 #[derive(Debug)]
@@ -69,20 +60,43 @@ pub struct CaSource {
     pub skew: Duration,
 }
 
-impl CertSource for CaSource {
-    type Error = SourceError;
+impl CaSource {
+    /// The configured identity, key type, lifetime, bundle file and skew, with a new CA client.
+    pub fn new(config: &AgentConfig) -> Result<Self, CaError> {
+        Ok(CaSource {
+            client: IstioCaClient::new(config.ca.clone())?,
+            spiffe_id: config.spiffe_id.clone(),
+            key_type: config.key_type,
+            ttl: config.cert_ttl,
+            anchors: config.bundle.clone(),
+            skew: config.clock_skew,
+        })
+    }
 
-    async fn fetch(&self) -> Result<Issued, SourceError> {
-        let anchors = load_bundle(&self.anchors)?;
-        let cert = fetch_svid(
+    /// One fresh certificate, checked against `anchors` (the bundle file as read by the caller).
+    pub async fn fetch_with(
+        &self,
+        anchors: &[CertificateDer<'static>],
+    ) -> Result<WorkloadCert, FetchError> {
+        fetch_svid(
             &self.client,
             &self.spiffe_id,
             self.key_type,
             self.ttl,
-            Anchors::Bundle(&anchors),
+            Anchors::Bundle(anchors),
             self.skew,
         )
-        .await?;
+        .await
+    }
+}
+
+impl CertSource for CaSource {
+    /// The bundle file (`OnceError::Bundle`) or the fetch (`OnceError::Fetch`).
+    type Error = OnceError;
+
+    async fn fetch(&self) -> Result<Issued, OnceError> {
+        let anchors = load_bundle(&self.anchors)?;
+        let cert = self.fetch_with(&anchors).await?;
         Ok(Issued {
             cert,
             roots: vec![certs_to_pem(&anchors)],
@@ -126,14 +140,7 @@ pub async fn run(config: AgentConfig) -> Result<(), ServeError> {
         Some(path) => Some(sds::bind_socket(path, config.workload_api_socket_mode).await?),
         None => None,
     };
-    let source = CaSource {
-        client: IstioCaClient::new(config.ca.clone())?,
-        spiffe_id: config.spiffe_id.clone(),
-        key_type: config.key_type,
-        ttl: config.cert_ttl,
-        anchors: config.bundle.clone(),
-        skew: config.clock_skew,
-    };
+    let source = CaSource::new(&config)?;
     let rotator = Rotator::new(
         source,
         store.clone(),

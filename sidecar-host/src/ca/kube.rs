@@ -66,12 +66,15 @@ pub struct KubeConfig {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum KubeError {
-    #[error("--kube-jwks {path}: {reason}")]
-    File { path: String, reason: String },
+    /// A file a flag names (`--kube-jwks`, `--kube-issuer-ca`, `--kube-discovery-token`).
+    #[error("{flag} {path}: {reason}")]
+    File {
+        flag: &'static str,
+        path: String,
+        reason: String,
+    },
     #[error("{url}: {reason}")]
     Http { url: String, reason: String },
-    #[error("--kube-issuer-ca {path}: {reason}")]
-    Roots { path: String, reason: String },
     #[error("{0}")]
     Jwks(#[from] jwt::JwksError),
 }
@@ -88,6 +91,7 @@ fn stamp(path: &Path) -> FileStamp {
 fn load_file(path: &Path) -> Result<Jwks, KubeError> {
     use std::io::Read;
     let err = |reason: String| KubeError::File {
+        flag: "--kube-jwks",
         path: path.display().to_string(),
         reason,
     };
@@ -255,24 +259,20 @@ impl KubeAuth {
 }
 
 fn client_tls(ca: &Path) -> Result<Arc<ClientConfig>, KubeError> {
-    let certs = read_cert_file(ca).map_err(|e| KubeError::Roots {
-        path: e.path,
-        reason: e.reason,
-    })?;
+    let err = |reason: String| KubeError::File {
+        flag: "--kube-issuer-ca",
+        path: ca.display().to_string(),
+        reason,
+    };
+    let certs = read_cert_file(ca).map_err(|e| err(e.reason))?;
     let mut roots = RootCertStore::empty();
     for c in certs {
-        roots.add(c).map_err(|e| KubeError::Roots {
-            path: ca.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        roots.add(c).map_err(|e| err(e.to_string()))?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let cfg = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| KubeError::Roots {
-            path: ca.display().to_string(),
-            reason: e.to_string(),
-        })?
+        .map_err(|e| err(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(cfg))
@@ -285,6 +285,7 @@ pub async fn discover(issuer: &str, ca: &Path, token: Option<&Path>) -> Result<J
         Some(p) => Some(zeroize::Zeroizing::new(
             std::fs::read_to_string(p)
                 .map_err(|e| KubeError::File {
+                    flag: "--kube-discovery-token",
                     path: p.display().to_string(),
                     reason: e.to_string(),
                 })?

@@ -66,12 +66,6 @@ pub struct CaMetrics {
     ready: AtomicBool,
 }
 
-impl Default for CaMetrics {
-    fn default() -> Self {
-        CaMetrics::new()
-    }
-}
-
 impl CaMetrics {
     pub fn new() -> CaMetrics {
         let mut registry = Registry::with_prefix("svidgate_ca");
@@ -159,6 +153,12 @@ impl CaMetrics {
     }
 }
 
+impl Default for CaMetrics {
+    fn default() -> Self {
+        CaMetrics::new()
+    }
+}
+
 impl crate::admin::Exposition for CaMetrics {
     fn ready(&self) -> bool {
         self.is_ready()
@@ -174,27 +174,18 @@ impl crate::admin::Exposition for CaMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admin::Exposition;
+    use crate::admin::{assert_exposes, Exposition};
 
     #[test]
     fn every_label_value_exists_from_the_start() {
         let text = CaMetrics::new().exposition();
-        for key_type in KEY_TYPES {
-            let line = format!("svidgate_ca_issued_total{{key_type=\"{key_type}\"}} 0");
-            assert!(text.contains(&line), "{line} missing in\n{text}");
-        }
-        for reason in REASONS {
-            let line = format!("svidgate_ca_refused_total{{reason=\"{reason}\"}} 0");
-            assert!(text.contains(&line), "{line} missing in\n{text}");
-        }
-        for source in SOURCES {
-            for result in ["ok", "failed"] {
-                let line = format!(
-                    "svidgate_ca_reloads_total{{source=\"{source}\",result=\"{result}\"}} 0"
-                );
-                assert!(text.contains(&line), "{line} missing in\n{text}");
-            }
-        }
+        let issued = KEY_TYPES.map(|k| format!("svidgate_ca_issued_total{{key_type=\"{k}\"}} 0"));
+        let refused = REASONS.map(|r| format!("svidgate_ca_refused_total{{reason=\"{r}\"}} 0"));
+        let reloads = SOURCES.iter().flat_map(|s| {
+            ["ok", "failed"]
+                .map(|r| format!("svidgate_ca_reloads_total{{source=\"{s}\",result=\"{r}\"}} 0"))
+        });
+        assert_exposes(&text, issued.into_iter().chain(refused).chain(reloads));
         assert!(text.contains("svidgate_ca_create_certificate_duration_seconds_bucket"));
         assert!(text.contains("svidgate_ca_cert_not_after_seconds 0"));
     }
@@ -210,19 +201,19 @@ mod tests {
         m.set_ca_certificate(
             SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_900_000_000),
         );
-        let text = m.exposition();
-        for line in [
-            "svidgate_ca_issued_total{key_type=\"rsa\"} 1",
-            "svidgate_ca_issued_total{key_type=\"ecdsa-p256\"} 0",
-            "svidgate_ca_refused_total{reason=\"permission_denied\"} 1",
-            // Codes without their own reason count as internal.
-            "svidgate_ca_refused_total{reason=\"internal\"} 1",
-            "svidgate_ca_reloads_total{source=\"tokens\",result=\"failed\"} 1",
-            "svidgate_ca_create_certificate_duration_seconds_count 1",
-            "svidgate_ca_cert_not_after_seconds 1900000000",
-        ] {
-            assert!(text.contains(line), "{line} missing in\n{text}");
-        }
+        assert_exposes(
+            &m.exposition(),
+            [
+                "svidgate_ca_issued_total{key_type=\"rsa\"} 1",
+                "svidgate_ca_issued_total{key_type=\"ecdsa-p256\"} 0",
+                "svidgate_ca_refused_total{reason=\"permission_denied\"} 1",
+                // Codes without their own reason count as internal.
+                "svidgate_ca_refused_total{reason=\"internal\"} 1",
+                "svidgate_ca_reloads_total{source=\"tokens\",result=\"failed\"} 1",
+                "svidgate_ca_create_certificate_duration_seconds_count 1",
+                "svidgate_ca_cert_not_after_seconds 1900000000",
+            ],
+        );
         assert!(m.is_ready());
     }
 }

@@ -24,7 +24,7 @@ use clap::{Args, Subcommand};
 use svidgate_core::TrustDomain;
 
 use crate::admin;
-use crate::runtime::{self, duration, ConfigError, LogFormat, Setting};
+use crate::runtime::{self, duration, ConfigError, LogFormatArg, Setting, TrustDomainArg};
 pub use server::{start, CaHandle, CaServerConfig, RunningCa};
 
 /// `svidgate ca …`
@@ -38,6 +38,7 @@ pub enum CaCommand {
 
 /// Flags of `svidgate ca serve`.
 #[derive(Debug, Clone, Args)]
+#[command(mut_arg("trust_domain", |a| a.help("Trust domain of the identities this CA signs")))]
 pub struct CaServeArgs {
     /// Address to listen on (port 0 picks a free port; the chosen address is printed).
     #[arg(
@@ -53,9 +54,8 @@ pub struct CaServeArgs {
     /// Create a root + intermediate in --ca-dir if it holds none of the files.
     #[arg(long, env = "SVIDGATE_CA_GENERATE")]
     pub generate: bool,
-    /// Trust domain of the identities this CA signs.
-    #[arg(long, env = "TRUST_DOMAIN", value_name = "TD", default_value = "cluster.local", value_parser = Setting(runtime::trust_domain))]
-    pub trust_domain: TrustDomain,
+    #[command(flatten)]
+    pub td: TrustDomainArg,
     /// Token file: lines `<token> <spiffe-id>` (re-read on every call).
     #[arg(long, env = "SVIDGATE_CA_TOKENS", value_name = "FILE")]
     pub tokens: Option<PathBuf>,
@@ -132,20 +132,19 @@ pub struct CaServeArgs {
     /// (logged), an address given explicitly must bind.
     #[arg(long, env = "SVIDGATE_CA_ADMIN_ADDR", value_name = "ADDR", value_parser = Setting(runtime::socket_addr))]
     pub admin_addr: Option<SocketAddr>,
-    /// Log format: human (alias: text) or json.
-    #[arg(long, env = "SVIDGATE_LOG_FORMAT", value_name = "FORMAT", default_value = "human", value_parser = Setting(runtime::log_format))]
-    pub log_format: LogFormat,
+    #[command(flatten)]
+    pub log: LogFormatArg,
 }
 
 /// Flags of `svidgate ca init`.
 #[derive(Debug, Clone, Args)]
+#[command(mut_arg("trust_domain", |a| a.help("Trust domain (the O= of the CA certificates)")))]
 pub struct CaInitArgs {
     /// Directory to create the `cacerts` files in.
     #[arg(long, env = "SVIDGATE_CA_DIR", value_name = "DIR")]
     pub ca_dir: PathBuf,
-    /// Trust domain (the O= of the CA certificates).
-    #[arg(long, env = "TRUST_DOMAIN", value_name = "TD", default_value = "cluster.local", value_parser = Setting(runtime::trust_domain))]
-    pub trust_domain: TrustDomain,
+    #[command(flatten)]
+    pub td: TrustDomainArg,
 }
 
 impl CaServeArgs {
@@ -173,7 +172,7 @@ impl CaServeArgs {
         };
         Ok(CaServerConfig {
             ca_dir: self.ca_dir.clone(),
-            trust_domain: self.trust_domain.clone(),
+            trust_domain: self.td.trust_domain.clone(),
             tokens: self.tokens.clone(),
             insecure_trust_csr: self.insecure_trust_csr,
             max_ttl: self.max_ttl,
@@ -264,7 +263,7 @@ impl CaServeArgs {
 pub fn main(cmd: CaCommand) -> anyhow::Result<i32> {
     match cmd {
         CaCommand::Init(a) => {
-            let files = store::generate(&a.ca_dir, &a.trust_domain)?;
+            let files = store::generate(&a.ca_dir, &a.td.trust_domain)?;
             for f in files {
                 println!("{}", f.display());
             }
@@ -276,7 +275,7 @@ pub fn main(cmd: CaCommand) -> anyhow::Result<i32> {
 
 fn serve_main(a: &CaServeArgs) -> anyhow::Result<i32> {
     let cfg = a.validate()?;
-    runtime::init_logging(a.log_format);
+    runtime::init_logging(a.log.log_format);
     if a.insecure_trust_csr {
         tracing::warn!("--insecure-trust-csr: callers without credentials get any identity in {} they ask for; never use this outside local demos", cfg.trust_domain);
     }

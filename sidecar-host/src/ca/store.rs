@@ -44,10 +44,9 @@ pub const ALL_FILES: [&str; 4] = [CA_CERT, CA_KEY, CERT_CHAIN, ROOT_CERT];
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
+    /// A file of the directory, or the directory itself.
     #[error("{path}: {reason}")]
     File { path: String, reason: String },
-    #[error("{dir}: {reason}")]
-    Dir { dir: String, reason: String },
     #[error("{path}: the key does not match {CA_CERT}")]
     KeyMismatch { path: String },
     #[error("{CA_CERT} is not a usable CA: {0}")]
@@ -101,10 +100,7 @@ fn file_err(path: &Path, reason: impl std::fmt::Display) -> StoreError {
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, StoreError> {
-    read_cert_file(path).map_err(|e| StoreError::File {
-        path: e.path,
-        reason: e.reason,
-    })
+    read_cert_file(path).map_err(|e| file_err(path, e.reason))
 }
 
 /// Loads a private key from PEM: PKCS#8, PKCS#1 RSA, or SEC1 EC (P-256/P-384).
@@ -285,19 +281,16 @@ fn ca_params(
 pub fn generate(dir: &Path, td: &TrustDomain) -> Result<Vec<PathBuf>, StoreError> {
     let existing = existing_files(dir);
     if !existing.is_empty() {
-        return Err(StoreError::Dir {
-            dir: dir.display().to_string(),
-            reason: format!("refusing to overwrite existing {}", existing.join(", ")),
-        });
+        return Err(file_err(
+            dir,
+            format!("refusing to overwrite existing {}", existing.join(", ")),
+        ));
     }
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|e| StoreError::Dir {
-            dir: dir.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| file_err(dir, e))?;
     let gen = |e: rcgen::Error| StoreError::Generate(e.to_string());
     let root = CertifiedIssuer::self_signed(
         ca_params(

@@ -374,12 +374,17 @@ fn network_policy(host: &FakeHost) -> Filter {
     Filter::configure(host, doc.to_string().as_bytes(), Metrics::define(host)).unwrap()
 }
 
+/// The connection on `host` is mTLS with the frontend's certificate.
+fn frontend_peer(host: &FakeHost) {
+    host.set_property(crate::peer::PROP_MTLS, &[1]);
+    host.set_property(crate::peer::PROP_URI_SAN, FRONTEND.as_bytes());
+}
+
 #[test]
 fn network_mode_decides_once_on_first_data() {
     let host = FakeHost::default();
     let f = network_policy(&host);
-    host.set_property(crate::peer::PROP_MTLS, &[1]);
-    host.set_property(crate::peer::PROP_URI_SAN, FRONTEND.as_bytes());
+    frontend_peer(&host);
     let mut st = ConnState::default();
     assert_eq!(f.on_downstream_data(&host, &mut st), Outcome::Continue);
     assert_eq!(st, ConnState::Allowed);
@@ -408,8 +413,7 @@ fn network_mode_decides_once_on_first_data() {
 fn network_mode_sees_no_http_fields() {
     // An ALLOW rule that needs a path never matches in network mode.
     let host = FakeHost::default();
-    host.set_property(crate::peer::PROP_MTLS, &[1]);
-    host.set_property(crate::peer::PROP_URI_SAN, FRONTEND.as_bytes());
+    frontend_peer(&host);
     let doc = serde_json::json!({
         "trustDomain": "cluster.local",
         "policies": [{"name": "p", "action": "ALLOW", "rules": [{
@@ -436,8 +440,7 @@ fn network_mode_passes_port_and_sni() {
         "filter": {"strict": false}
     });
     let f = Filter::configure(&host, doc.to_string().as_bytes(), Metrics::define(&host)).unwrap();
-    host.set_property(crate::peer::PROP_MTLS, &[1]);
-    host.set_property(crate::peer::PROP_URI_SAN, FRONTEND.as_bytes());
+    frontend_peer(&host);
     host.set_property(crate::peer::PROP_DESTINATION_PORT, &5432u64.to_le_bytes());
     host.set_property(crate::peer::PROP_SNI, b"db.test");
     assert_eq!(
@@ -625,8 +628,7 @@ fn unidentified_allowed_request_removes_the_header_in_one_call() {
 fn network_mode_reads_port_and_sni_only_when_the_policy_does() {
     let host = FakeHost::default();
     let f = network_policy(&host);
-    host.set_property(crate::peer::PROP_MTLS, &[1]);
-    host.set_property(crate::peer::PROP_URI_SAN, FRONTEND.as_bytes());
+    frontend_peer(&host);
     host.reset_calls();
     assert_eq!(
         f.on_downstream_data(&host, &mut ConnState::default()),
@@ -752,30 +754,18 @@ fn normalized_hosts_and_joined_headers_reach_the_policy() {
     let (outcome, _) = form_case(suffix, join, "GET", "/x", "h", &[("x-tenant", "good")]);
     assert_eq!(outcome, Outcome::Continue);
     // Normal-form paths, upper-case methods and the query string pass.
-    let (outcome, host) = form_case(
-        deny_admin(),
-        none,
-        "GET",
-        "/public/a%20b/?next=//admin/../x",
-        "svc.test",
-        &[("x-tenant", "good")],
-    );
+    let path = "/public/a%20b/?next=//admin/../x";
+    let good = [("x-tenant", "good")];
+    let (outcome, host) = form_case(deny_admin(), none, "GET", path, "svc.test", &good);
     assert_eq!(outcome, Outcome::Continue, "{:?}", host.logs());
 }
 
 #[test]
 fn identity_header_underscore_variants_are_removed_when_headers_are_read() {
-    let (outcome, host) = form_case(
-        deny_admin(),
-        serde_json::json!({}),
-        "GET",
-        "/x",
-        "svc.test",
-        &[
-            ("x_spiffe_peer_id", "spiffe://cluster.local/ns/x/sa/spoof"),
-            ("x_spiffe-peer_id", "spiffe://cluster.local/ns/x/sa/spoof"),
-        ],
-    );
+    let none = serde_json::json!({});
+    let spoof = "spiffe://cluster.local/ns/x/sa/spoof";
+    let spoofs = [("x_spiffe_peer_id", spoof), ("x_spiffe-peer_id", spoof)];
+    let (outcome, host) = form_case(deny_admin(), none, "GET", "/x", "svc.test", &spoofs);
     assert_eq!(outcome, Outcome::Continue);
     let left: Vec<String> = host
         .headers
@@ -790,13 +780,15 @@ fn identity_header_underscore_variants_are_removed_when_headers_are_read() {
 #[test]
 fn attributes_the_policy_does_not_read_are_not_checked() {
     // A principals-only policy reads neither path nor method: no form check, no extra call.
+    let none = serde_json::json!({});
+    let ab = [("x-tenant", "a"), ("x-tenant", "b")];
     let (outcome, host) = form_case(
         principals_only(),
-        serde_json::json!({}),
+        none,
         "delete",
         "//admin/../x",
         "a,b",
-        &[("x-tenant", "a"), ("x-tenant", "b")],
+        &ab,
     );
     assert_eq!(outcome, Outcome::Continue);
     assert!(!host.calls().iter().any(|c| c.starts_with("request_header")));

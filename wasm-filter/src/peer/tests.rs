@@ -8,6 +8,10 @@ fn lax(host: &FakeHost) -> Peer {
     peer(host, false, &mut SvidCache::new(4))
 }
 
+fn strict(host: &FakeHost, cache: &mut SvidCache) -> Peer {
+    peer(host, true, cache)
+}
+
 #[test]
 fn non_strict_peer_table() {
     let id = SpiffeId::parse(ID).unwrap();
@@ -16,7 +20,7 @@ fn non_strict_peer_table() {
     // A non-empty URI SAN comes from a presented peer certificate, which is what
     // `connection.mtls` says (see `without_certificate_property`): `mtls` only decides
     // why there is no identity when the URI SAN is absent or empty.
-    let cases: Vec<Case> = vec![
+    let mut cases: Vec<Case> = vec![
         (Some(&[1]), Some(ID.as_bytes()), Peer::Identity(id.clone())),
         (None, Some(ID.as_bytes()), Peer::Identity(id.clone())),
         (Some(&[0]), Some(ID.as_bytes()), Peer::Identity(id.clone())),
@@ -28,32 +32,22 @@ fn non_strict_peer_table() {
         (Some(&[1, 0]), None, Peer::None(NoIdentity::Unavailable)),
         (Some(&[1]), None, Peer::None(NoIdentity::NoUriSan)),
         (Some(&[1]), Some(b""), Peer::None(NoIdentity::NoUriSan)),
-        (
-            Some(&[1]),
-            Some(b"\xff\xfe"),
-            Peer::None(NoIdentity::InvalidSpiffeId),
-        ),
-        (
-            Some(&[1]),
-            Some(b"https://cluster.local/x"),
-            Peer::None(NoIdentity::InvalidSpiffeId),
-        ),
-        (
-            Some(&[1]),
-            Some(b"SPIFFE://cluster.local/x"),
-            Peer::None(NoIdentity::InvalidSpiffeId),
-        ),
-        (
-            Some(&[1]),
-            Some(b"spiffe://cluster.local"),
-            Peer::None(NoIdentity::InvalidSpiffeId),
-        ),
-        (
-            Some(&[1]),
-            Some(b"spiffe://cluster.local/a//b"),
-            Peer::None(NoIdentity::InvalidSpiffeId),
-        ),
     ];
+    // URI SANs that are not SPIFFE IDs.
+    let invalid: [&[u8]; 5] = [
+        b"\xff\xfe",
+        b"https://cluster.local/x",
+        b"SPIFFE://cluster.local/x",
+        b"spiffe://cluster.local",
+        b"spiffe://cluster.local/a//b",
+    ];
+    for uri in invalid {
+        cases.push((
+            Some(&[1]),
+            Some(uri),
+            Peer::None(NoIdentity::InvalidSpiffeId),
+        ));
+    }
     for (mtls, uri, want) in cases {
         let host = FakeHost::default();
         if let Some(m) = mtls {
@@ -79,12 +73,12 @@ fn host_errors_mean_unavailable() {
     let host = FakeHost::default();
     host.fail_property(PROP_PEER_DIGEST);
     assert_eq!(
-        peer(&host, true, &mut SvidCache::new(4)),
+        strict(&host, &mut SvidCache::new(4)),
         Peer::None(NoIdentity::NotMtls)
     );
     host.set_property(PROP_MTLS, &[1]);
     assert_eq!(
-        peer(&host, true, &mut SvidCache::new(4)),
+        strict(&host, &mut SvidCache::new(4)),
         Peer::None(NoIdentity::Unavailable)
     );
     let host = FakeHost::default();
@@ -105,19 +99,19 @@ fn strict_needs_digest_and_certificate() {
     host.set_property(PROP_URI_SAN, ID.as_bytes());
     let mut cache = SvidCache::new(4);
     assert_eq!(
-        peer(&host, true, &mut cache),
+        strict(&host, &mut cache),
         Peer::None(NoIdentity::Unavailable)
     );
     // A digest that is not lowercase sha256 hex is unexpected.
     host.set_property(PROP_PEER_DIGEST, DIGEST.to_uppercase().as_bytes());
     assert_eq!(
-        peer(&host, true, &mut cache),
+        strict(&host, &mut cache),
         Peer::None(NoIdentity::Unavailable)
     );
     // Digest but no certificate: unavailable, not cached.
     host.set_property(PROP_PEER_DIGEST, DIGEST.as_bytes());
     assert_eq!(
-        peer(&host, true, &mut cache),
+        strict(&host, &mut cache),
         Peer::None(NoIdentity::Unavailable)
     );
     assert!(cache.is_empty());
@@ -125,20 +119,14 @@ fn strict_needs_digest_and_certificate() {
     // certificate is read.
     host.set_property(PROP_MTLS, &[0]);
     let reads = host.property_reads(PROP_PEER_CERT);
-    assert_eq!(
-        peer(&host, true, &mut cache),
-        Peer::None(NoIdentity::NotMtls)
-    );
+    assert_eq!(strict(&host, &mut cache), Peer::None(NoIdentity::NotMtls));
     assert_eq!(host.property_reads(PROP_PEER_CERT), reads);
     // No digest at all (no peer certificate): `connection.mtls` says why.
     let host = FakeHost::default();
-    assert_eq!(
-        peer(&host, true, &mut cache),
-        Peer::None(NoIdentity::NotMtls)
-    );
+    assert_eq!(strict(&host, &mut cache), Peer::None(NoIdentity::NotMtls));
     host.set_property(PROP_MTLS, &[1]);
     assert_eq!(
-        peer(&host, true, &mut cache),
+        strict(&host, &mut cache),
         Peer::None(NoIdentity::Unavailable)
     );
 }
@@ -151,7 +139,7 @@ fn strict_uses_cached_verdict_without_reading_certificate() {
     host.set_property(PROP_PEER_DIGEST, DIGEST.as_bytes());
     let mut cache = SvidCache::new(4);
     cache.insert(DIGEST.to_owned(), Ok(id.clone()));
-    assert_eq!(peer(&host, true, &mut cache), Peer::Identity(id));
+    assert_eq!(strict(&host, &mut cache), Peer::Identity(id));
     assert_eq!(host.property_reads(PROP_PEER_CERT), 0);
     assert_eq!(host.property_reads(PROP_URI_SAN), 0);
     // One host call: the digest (it implies a presented certificate, i.e. mTLS).
@@ -159,7 +147,7 @@ fn strict_uses_cached_verdict_without_reading_certificate() {
     assert_eq!(host.property_reads(PROP_PEER_DIGEST), 1);
     cache.insert(DIGEST.to_owned(), Err(NoIdentity::InvalidSvid));
     assert_eq!(
-        peer(&host, true, &mut cache),
+        strict(&host, &mut cache),
         Peer::None(NoIdentity::InvalidSvid)
     );
 }
@@ -171,10 +159,10 @@ fn strict_garbage_certificate_is_invalid_and_cached() {
     host.set_property(PROP_PEER_DIGEST, DIGEST.as_bytes());
     host.set_property(PROP_PEER_CERT, b"not a certificate");
     let mut cache = SvidCache::new(4);
-    let first = peer(&host, true, &mut cache);
+    let first = strict(&host, &mut cache);
     assert!(matches!(first, Peer::None(_)), "{first:?}");
     assert_eq!(cache.len(), 1);
-    assert_eq!(peer(&host, true, &mut cache), first);
+    assert_eq!(strict(&host, &mut cache), first);
     assert_eq!(
         host.property_reads(PROP_PEER_CERT),
         1,
@@ -186,7 +174,7 @@ fn strict_garbage_certificate_is_invalid_and_cached() {
     host.set_property(PROP_PEER_DIGEST, DIGEST.as_bytes());
     host.set_property(PROP_PEER_CERT, b"-----BEGIN%2");
     assert_eq!(
-        peer(&host, true, &mut SvidCache::new(4)),
+        strict(&host, &mut SvidCache::new(4)),
         Peer::None(NoIdentity::InvalidSvid)
     );
 }
@@ -306,7 +294,7 @@ mod strict_with_certificates {
         host.set_property(PROP_PEER_CERT, pem.as_bytes());
         // Envoy's first URI SAN: strict mode must not rely on it.
         host.set_property(PROP_URI_SAN, ID.as_bytes());
-        let p = peer(&host, true, &mut SvidCache::new(4));
+        let p = strict(&host, &mut SvidCache::new(4));
         for (_, m) in host.logs() {
             eprintln!("{m}");
         }

@@ -97,13 +97,14 @@ mod tests {
         m.refusals(Refusal::JwtUnsupported).inc();
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
-        for line in [
-            "svidgate_workload_api_streams_open 1",
-            "svidgate_workload_api_pushes_total{rpc=\"FetchX509SVID\"} 1",
-            "svidgate_workload_api_refused_total{reason=\"missing_security_header\"} 1",
-            "svidgate_workload_api_refused_total{reason=\"jwt_unsupported\"} 1",
-        ] {
-            assert!(text.contains(line), "{line} missing in\n{text}");
-        }
+        crate::admin::assert_exposes(
+            &text,
+            [
+                "svidgate_workload_api_streams_open 1",
+                "svidgate_workload_api_pushes_total{rpc=\"FetchX509SVID\"} 1",
+                "svidgate_workload_api_refused_total{reason=\"missing_security_header\"} 1",
+                "svidgate_workload_api_refused_total{reason=\"jwt_unsupported\"} 1",
+            ],
+        );
     }
 }
