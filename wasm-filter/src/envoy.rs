@@ -23,7 +23,7 @@ use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, Metr
 use crate::config::ModeSetting;
 use crate::filter::{self, ConnState, Filter, Outcome};
 use crate::host::{Host, HostError, Level};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Tally};
 
 /// [`Host`] over `proxy_wasm::hostcalls` (never the SDK's panicking trait helpers).
 #[derive(Debug, Clone, Copy)]
@@ -91,9 +91,8 @@ impl Host for EnvoyHost {
 pub const TALLY_PERIOD: Duration = Duration::from_millis(200);
 
 thread_local! {
-    /// Increments not yet handed to Envoy, per counter id (one entry per counter ever
-    /// incremented: bounded by the counters defined). A VM is single-threaded.
-    static TALLY: RefCell<Vec<(u32, u64)>> = const { RefCell::new(Vec::new()) };
+    /// Increments not yet handed to Envoy. A VM is single-threaded.
+    static TALLY: RefCell<Tally> = RefCell::new(Tally::default());
     /// Whether the tick that flushes [`TALLY`] is set; without it every increment is a host
     /// call.
     static TALLYING: Cell<bool> = const { Cell::new(false) };
@@ -101,28 +100,22 @@ thread_local! {
 
 /// Adds one to `counter`'s pending count; `false` when the tally is busy (re-entered).
 fn tally(counter: u32) -> bool {
-    TALLY.with(|t| {
-        let Ok(mut t) = t.try_borrow_mut() else {
-            return false;
-        };
-        match t.iter_mut().find(|(id, _)| *id == counter) {
-            Some((_, n)) => *n += 1,
-            None => t.push((counter, 1)),
+    TALLY.with(|t| match t.try_borrow_mut() {
+        Ok(mut t) => {
+            t.add(counter);
+            true
         }
-        true
+        Err(_) => false,
     })
 }
 
 /// Hands the pending counts to Envoy (from the root context's tick, and when it is done).
 fn flush_tally() {
     TALLY.with(|t| {
-        let Ok(mut t) = t.try_borrow_mut() else {
-            return;
-        };
-        for (id, n) in t.iter_mut().filter(|(_, n)| *n > 0) {
-            let delta = i64::try_from(*n).unwrap_or(i64::MAX);
-            let _ = hostcalls::increment_metric(*id, delta);
-            *n = 0;
+        if let Ok(mut t) = t.try_borrow_mut() {
+            t.drain(|id, n| {
+                let _ = hostcalls::increment_metric(id, i64::try_from(n).unwrap_or(i64::MAX));
+            });
         }
     });
 }

@@ -107,6 +107,33 @@ impl Metrics {
     }
 }
 
+/// Counter increments kept in the VM until they are handed to Envoy in one host call per
+/// counter ([`crate::envoy`] drains it on the root context's tick). One entry per counter ever
+/// incremented, so bounded by the counters defined.
+#[derive(Debug, Default)]
+pub struct Tally {
+    counts: Vec<(u32, u64)>,
+}
+
+impl Tally {
+    /// One more for `counter`.
+    pub fn add(&mut self, counter: u32) {
+        match self.counts.iter_mut().find(|(id, _)| *id == counter) {
+            Some((_, n)) => *n = n.saturating_add(1),
+            None => self.counts.push((counter, 1)),
+        }
+    }
+
+    /// Calls `flush(counter, count)` for every counter with a pending count, then forgets the
+    /// counts (the entries stay, so the next round allocates nothing).
+    pub fn drain(&mut self, mut flush: impl FnMut(u32, u64)) {
+        for (id, n) in self.counts.iter_mut().filter(|(_, n)| *n > 0) {
+            flush(*id, *n);
+            *n = 0;
+        }
+    }
+}
+
 /// A policy name as one stat-name segment: `[A-Za-z0-9_-]`, anything else becomes `_`.
 pub fn stat_segment(name: &str) -> String {
     let s: String = name

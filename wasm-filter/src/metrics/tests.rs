@@ -47,3 +47,22 @@ fn policy_counters_are_bounded() {
     assert_eq!(m.per_policy.len(), MAX_POLICY_COUNTERS);
     assert_eq!(stat_segment(""), "_");
 }
+
+#[test]
+fn tally_hands_over_each_count_once() {
+    let mut t = Tally::default();
+    let drained = |t: &mut Tally| {
+        let mut out = Vec::new();
+        t.drain(|id, n| out.push((id, n)));
+        out
+    };
+    assert!(drained(&mut t).is_empty());
+    for id in [7, 3, 7, 7, 3, 9] {
+        t.add(id);
+    }
+    assert_eq!(drained(&mut t), vec![(7, 3), (3, 2), (9, 1)]);
+    // Nothing twice; only what came since.
+    assert!(drained(&mut t).is_empty());
+    t.add(9);
+    assert_eq!(drained(&mut t), vec![(9, 1)]);
+}
