@@ -377,11 +377,9 @@ def main():
         before = counter(ports["backend_admin"], "wasmcustom.svidgate_dry_run_denied")
         status, _ = http_get(f"http://127.0.0.1:{ports['as_frontend']}/api/admin/users")
         # The filter adds its counters to Envoy's every 200 ms.
-        deadline = time.monotonic() + 5
-        after = before
-        while after == before and time.monotonic() < deadline:
-            time.sleep(0.1)
-            after = counter(ports["backend_admin"], "wasmcustom.svidgate_dry_run_denied")
+        after = wait_for("the dry-run counter", lambda: (lambda n: n if n != before else None)(
+            counter(ports["backend_admin"], "wasmcustom.svidgate_dry_run_denied")),
+            procs, timeout=5, interval=0.1)
         say(f"HTTP {status}; wasmcustom.svidgate_dry_run_denied {before} -> {after}")
 
         step("Live rotation: waiting for the backend agent to renew its certificate (Envoy keeps serving)")

@@ -221,14 +221,11 @@ fn istio_bootstrap_override_turns_policy_counters_into_labels() -> Result<()> {
                 .iter()
                 .any(|l| l.ends_with(" 1"))
         };
-        let mut text = envoy.admin("/stats/prometheus")?;
-        for _ in 0..50 {
-            if counted(&text) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-            text = envoy.admin("/stats/prometheus")?;
-        }
+        let mut text = String::new();
+        wait_until("svidgate_no_identity 1", Duration::from_secs(5), || {
+            text = envoy.admin("/stats/prometheus").unwrap_or_default();
+            counted(&text)
+        })?;
         envoy.proc.stop();
         Ok(text)
     };

@@ -397,7 +397,7 @@ pub fn deny_unconfigured_connection(
 struct HttpAttrs {
     method: Option<String>,
     path: Option<String>,
-    /// Lower case, without port or trailing dot.
+    /// As sent (well-formed: [`forms::normalize_host`] accepts it).
     authority: Option<String>,
     headers: Vec<(String, String)>,
 }
@@ -430,14 +430,11 @@ impl HttpAttrs {
         if let Some(p) = &path {
             forms::check_path(p).map_err(|e| Refusal::Form(Form::Path, e.to_string()))?;
         }
-        let authority = match read(a.host, ":authority")? {
-            None => None,
-            Some(h) => Some(
-                forms::normalize_host(&h)
-                    .map_err(|e| Refusal::Form(Form::Host, e.to_string()))?
-                    .into_owned(),
-            ),
-        };
+        // Checked here (a malformed host is refused); the policy normalizes it itself.
+        let authority = read(a.host, ":authority")?;
+        if let Some(h) = &authority {
+            forms::normalize_host(h).map_err(|e| Refusal::Form(Form::Host, e.to_string()))?;
+        }
         Ok(HttpAttrs {
             method,
             path,

@@ -56,7 +56,7 @@ pub struct CaServeArgs {
     pub generate: bool,
     #[command(flatten)]
     pub td: TrustDomainArg,
-    /// Token file: lines `<token> <spiffe-id>` (re-read on every call).
+    /// Token file: lines `<token> <spiffe-id>` (parsed again whenever it changes on disk).
     #[arg(long, env = "SVIDGATE_CA_TOKENS", value_name = "FILE")]
     pub tokens: Option<PathBuf>,
     /// Accept Kubernetes projected service-account tokens from this issuer (the API server's
@@ -81,7 +81,7 @@ pub struct CaServeArgs {
     /// Discovery: re-fetch the JWKS this often.
     #[arg(long, env = "SVIDGATE_CA_KUBE_JWKS_REFRESH", value_name = "DURATION", default_value = "5m", value_parser = Setting(duration))]
     pub kube_jwks_refresh: Duration,
-    /// Open connections at once (TLS handshakes included); more are closed at accept.
+    /// Open connections at once (TLS handshakes included); more wait, not yet accepted.
     #[arg(long, env = "SVIDGATE_CA_MAX_CONNECTIONS", value_name = "N", default_value = "512", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
     /// Concurrent HTTP/2 streams per connection.

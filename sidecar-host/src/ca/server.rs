@@ -51,7 +51,7 @@ pub const DEFAULT_SERVER_NAMES: [&str; 4] = [
 pub struct CaServerConfig {
     pub ca_dir: PathBuf,
     pub trust_domain: TrustDomain,
-    /// Token → SPIFFE ID file (re-read per call).
+    /// Token → SPIFFE ID file (parsed again whenever it changes on disk).
     pub tokens: Option<PathBuf>,
     /// Dev only: trust the identity the CSR asks for when the caller has no credentials.
     pub insecure_trust_csr: bool,
