@@ -237,10 +237,19 @@ pub struct Config {
 
 /// The configuration bytes as text (not empty, UTF-8).
 fn config_text(bytes: &[u8]) -> Result<&str, ConfigError> {
+    not_blank(bytes)?;
+    std::str::from_utf8(bytes).map_err(not_utf8)
+}
+
+fn not_blank(bytes: &[u8]) -> Result<(), ConfigError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ConfigError::Empty);
     }
-    std::str::from_utf8(bytes).map_err(|e| ConfigError::Json(format!("not UTF-8: {e}")))
+    Ok(())
+}
+
+fn not_utf8(e: std::str::Utf8Error) -> ConfigError {
+    ConfigError::Json(format!("not UTF-8: {e}"))
 }
 
 /// The configuration text as a JSON value whose strings borrow from it (caps checked first).
@@ -278,11 +287,8 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
 /// never shrinks, so its peak during configuration is what the VM keeps). The text is freed
 /// once compiled unless the index refers to it.
 pub fn parse_owned(bytes: Vec<u8>) -> Result<Config, ConfigError> {
-    config_text(&bytes)?;
-    let text = Arc::new(
-        String::from_utf8(bytes)
-            .map_err(|e| ConfigError::Json(format!("not UTF-8: {}", e.utf8_error())))?,
-    );
+    not_blank(&bytes)?;
+    let text = Arc::new(String::from_utf8(bytes).map_err(|e| not_utf8(e.utf8_error()))?);
     compile_text(&text, &text)
 }
 
