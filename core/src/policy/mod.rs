@@ -103,14 +103,14 @@ pub fn json_value(text: &str) -> Result<serde_json::Value, PolicyError> {
 
 /// [`yaml_value`] as a [`Json`].
 pub(crate) fn yaml_json(text: &str) -> Result<Json<'_>, PolicyError> {
-    shape::check_shape(text, shape::Syntax::Yaml)?;
+    shape::yaml_shape(text)?;
     parse::yaml_to_value(text)
 }
 
 /// [`json_value`] as a [`Json`] whose strings borrow from `text` where they can.
 pub(crate) fn json_json(text: &str) -> Result<Json<'_>, PolicyError> {
-    shape::check_shape(text, shape::Syntax::Json)?;
-    parse::json_to_value(text)
+    let lengths = shape::json_lists(text)?;
+    parse::json_to_value(text, lengths)
 }
 
 impl PolicyDocument {

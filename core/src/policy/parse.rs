@@ -23,8 +23,8 @@ pub(super) fn yaml_to_value(text: &str) -> Result<Json<'_>, PolicyError> {
     value::from_yaml_text(text).map_err(|e| PolicyError::Syntax(e.to_string()))
 }
 
-pub(super) fn json_to_value(text: &str) -> Result<Json<'_>, PolicyError> {
-    value::from_json_text(text).map_err(|e| PolicyError::Syntax(e.to_string()))
+pub(super) fn json_to_value(text: &str, lengths: Vec<u32>) -> Result<Json<'_>, PolicyError> {
+    value::from_json_text(text, lengths).map_err(|e| PolicyError::Syntax(e.to_string()))
 }
 
 /// Renders a value for a problem message, shortened.

@@ -15,31 +15,28 @@ use saphyr_parser::{Event, Parser, ScanError};
 
 use super::{PolicyError, MAX_ALIASES, MAX_ALIAS_NODES, MAX_DEPTH, MAX_DOCUMENT_BYTES};
 
-/// Which syntax [`check_shape`] reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Syntax {
-    Yaml,
-    Json,
+/// Rejects YAML text larger than [`MAX_DOCUMENT_BYTES`], nested deeper than [`MAX_DEPTH`] or
+/// with too many aliases, before any serde parser sees it. One linear pass.
+pub(super) fn yaml_shape(text: &str) -> Result<(), PolicyError> {
+    check_size(text)?;
+    yaml_events(text)
 }
 
-/// Rejects text larger than [`MAX_DOCUMENT_BYTES`], nested deeper than [`MAX_DEPTH`] or (YAML)
-/// with too many aliases, before any serde parser sees it. One linear pass.
-pub(super) fn check_shape(text: &str, syntax: Syntax) -> Result<(), PolicyError> {
+/// The same caps for JSON text, from the one scan that also gives what the parser needs: the
+/// length of every list ([`list_lengths`]).
+pub(super) fn json_lists(text: &str) -> Result<Vec<u32>, PolicyError> {
+    check_size(text)?;
+    list_lengths(text.as_bytes(), MAX_DEPTH).ok_or_else(too_deep)
+}
+
+fn check_size(text: &str) -> Result<(), PolicyError> {
     if text.len() > MAX_DOCUMENT_BYTES {
         return Err(PolicyError::TooLarge(format!(
             "{} bytes, more than the limit of {MAX_DOCUMENT_BYTES}",
             text.len()
         )));
     }
-    match syntax {
-        Syntax::Json => {
-            if json_depth(text.as_bytes()) > MAX_DEPTH {
-                return Err(too_deep());
-            }
-            Ok(())
-        }
-        Syntax::Yaml => yaml_shape(text),
-    }
+    Ok(())
 }
 
 fn too_deep() -> PolicyError {
@@ -59,27 +56,57 @@ pub(super) fn string_end(bytes: &[u8], open: usize) -> usize {
     i
 }
 
-/// The deepest bracket nesting of a JSON text, outside strings (stops counting once past the
-/// cap). Exact for JSON; text that is not JSON is refused by the parser afterwards.
-fn json_depth(bytes: &[u8]) -> usize {
-    let (mut depth, mut max) = (0usize, 0usize);
+/// The number of elements of every JSON list, in the order the lists open (which is the
+/// order a parser reads them in), counted by one scan of the text: the values that start
+/// after its `[` or a `,` of its own, set when the list closes. Only a capacity hint, never
+/// more than the values the text spells out: a text that is not JSON gets whatever its
+/// brackets and commas give and is then refused by the parser. Brackets outside strings are
+/// the exact nesting: `None` as soon as it is deeper than `max_depth` (so the stack of open
+/// brackets stays that small).
+pub(super) fn list_lengths(bytes: &[u8], max_depth: usize) -> Option<Vec<u32>> {
+    let mut lengths = Vec::new();
+    // Open brackets; for a list: its index in `lengths`, the values so far and whether the
+    // next byte that is not a separator starts a value.
+    let mut open: Vec<Option<(usize, u32, bool)>> = Vec::new();
     let mut i = 0;
     while i < bytes.len() {
-        match bytes[i] {
+        let b = bytes[i];
+        if let Some(Some((_, count, expect))) = open.last_mut() {
+            match b {
+                b',' => *expect = true,
+                b']' | b' ' | b'\t' | b'\n' | b'\r' => {}
+                _ if *expect => {
+                    *expect = false;
+                    *count = count.saturating_add(1);
+                }
+                _ => {}
+            }
+        }
+        match b {
             b'"' => i = string_end(bytes, i),
             b'[' | b'{' => {
-                depth += 1;
-                max = max.max(depth);
-                if max > MAX_DEPTH {
-                    return max;
+                if open.len() >= max_depth {
+                    return None;
+                }
+                if b == b'[' {
+                    open.push(Some((lengths.len(), 0, true)));
+                    lengths.push(0u32);
+                } else {
+                    open.push(None);
                 }
             }
-            b']' | b'}' => depth = depth.saturating_sub(1),
+            b']' | b'}' => {
+                if let Some(Some((at, count, _))) = open.pop() {
+                    if let Some(slot) = lengths.get_mut(at) {
+                        *slot = count;
+                    }
+                }
+            }
             _ => {}
         }
         i += 1;
     }
-    max
+    Some(lengths)
 }
 
 /// A node still open (a mapping or sequence being read).
@@ -100,7 +127,7 @@ struct Anchored {
 
 /// Walks the YAML event stream: depth of every node (aliases included), alias count and the
 /// nodes aliases add.
-fn yaml_shape(text: &str) -> Result<(), PolicyError> {
+fn yaml_events(text: &str) -> Result<(), PolicyError> {
     let mut open: Vec<Open> = Vec::new();
     let mut anchors: Vec<Option<Anchored>> = Vec::new();
     let (mut aliases, mut alias_nodes) = (0usize, 0usize);

@@ -129,11 +129,12 @@ impl From<Json<'_>> for Value {
 }
 
 /// Reads JSON text into a [`Json`] borrowing its strings, duplicate keys rejected. The text's
-/// size and depth are checked before (see `shape`). Every list is allocated at its final
-/// length (counted in the text first): no list is copied to grow, and none has slack.
-pub(crate) fn from_json_text(text: &str) -> Result<Json<'_>, serde_json::Error> {
+/// size and depth are checked before, by the scan that also counts every list's elements
+/// (`lengths`, see `shape::json_lists`): each list is allocated at its final length, so no
+/// list is copied to grow, and none has slack.
+pub(crate) fn from_json_text(text: &str, lengths: Vec<u32>) -> Result<Json<'_>, serde_json::Error> {
     let lengths = ListLengths {
-        lengths: list_lengths(text.as_bytes()),
+        lengths,
         next: Cell::new(0),
     };
     let mut de = serde_json::Deserializer::from_str(text);
@@ -149,53 +150,7 @@ pub(crate) fn from_yaml_text(text: &str) -> Result<Json<'_>, serde_yaml::Error> 
     ValueSeed::new(&lengths).deserialize(serde_yaml::Deserializer::from_str(text))
 }
 
-/// The number of elements of every JSON list, in the order the lists open (which is the
-/// order a parser reads them in), counted by one scan of the text: the values that start
-/// after its `[` or a `,` of its own, set when the list closes. Only a capacity hint, never
-/// more than the values the text spells out: a text that is not JSON gets whatever its
-/// brackets and commas give and is then refused by the parser. Call it on text whose depth
-/// is checked (the stack of open lists is at most that deep).
-fn list_lengths(bytes: &[u8]) -> Vec<u32> {
-    let mut lengths = Vec::new();
-    // Open brackets; for a list: its index in `lengths`, the values so far and whether the
-    // next byte that is not a separator starts a value.
-    let mut open: Vec<Option<(usize, u32, bool)>> = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
-        if let Some(Some((_, count, expect))) = open.last_mut() {
-            match b {
-                b',' => *expect = true,
-                b']' | b' ' | b'\t' | b'\n' | b'\r' => {}
-                _ if *expect => {
-                    *expect = false;
-                    *count = count.saturating_add(1);
-                }
-                _ => {}
-            }
-        }
-        match b {
-            b'"' => i = super::shape::string_end(bytes, i),
-            b'[' => {
-                open.push(Some((lengths.len(), 0, true)));
-                lengths.push(0u32);
-            }
-            b'{' => open.push(None),
-            b']' | b'}' => {
-                if let Some(Some((at, count, _))) = open.pop() {
-                    if let Some(slot) = lengths.get_mut(at) {
-                        *slot = count;
-                    }
-                }
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    lengths
-}
-
-/// [`list_lengths`] handed out one by one as the parser opens the lists.
+/// The list lengths of `shape::json_lists`, handed out one by one as the parser opens the lists.
 #[derive(Default)]
 struct ListLengths {
     lengths: Vec<u32>,
@@ -322,6 +277,16 @@ impl<'de: 'a, 'a> Visitor<'de> for KeySeed<'a> {
 mod tests {
     use super::*;
 
+    /// Every list's length, depth uncapped (as `shape::json_lists` counts them).
+    fn lengths(bytes: &[u8]) -> Vec<u32> {
+        super::super::shape::list_lengths(bytes, usize::MAX).unwrap_or_default()
+    }
+
+    /// The text parsed as the policy parser does, list lengths counted first.
+    fn json(text: &str) -> Result<Json<'_>, serde_json::Error> {
+        from_json_text(text, lengths(text.as_bytes()))
+    }
+
     /// The reference: the document read as a `serde_json::Value` (what it went through
     /// before this type), duplicate keys rejected by a plain visitor.
     struct Reference(Value);
@@ -390,7 +355,7 @@ mod tests {
     }
 
     fn borrowed(text: &str) -> Result<String, String> {
-        from_json_text(text)
+        json(text)
             .map(|v| v.to_json_string())
             .map_err(|e| e.to_string())
     }
@@ -451,20 +416,20 @@ mod tests {
             (r#"["open"#, &[0]),
         ];
         for (text, want) in cases {
-            assert_eq!(list_lengths(text.as_bytes()), *want, "{text}");
+            assert_eq!(lengths(text.as_bytes()), *want, "{text}");
         }
         // Deep nesting: one length per level.
         let deep = format!("{}1{}", "[".repeat(40), "]".repeat(40));
         let mut want = vec![1u32; 40];
-        assert_eq!(list_lengths(deep.as_bytes()), want);
+        assert_eq!(lengths(deep.as_bytes()), want);
         want.clear();
-        assert_eq!(list_lengths(b"{\"a\": 1}"), want);
+        assert_eq!(lengths(b"{\"a\": 1}"), want);
     }
 
     #[test]
     fn lists_are_allocated_at_their_length() {
         let text = r#"{"a": [1, 2, 3, [4, 5]], "b": ["x", "y\"z", {"c": [[], [6]]}]}"#;
-        let Ok(v) = from_json_text(text) else {
+        let Ok(v) = json(text) else {
             panic!("does not parse");
         };
         fn check(v: &Json<'_>) -> usize {
@@ -515,7 +480,7 @@ mod tests {
     #[test]
     fn strings_without_escapes_borrow_from_the_text() {
         let text = r#"{"plain": ["a/b", "c\"d"], "k\u0065y": "v"}"#;
-        let Ok(Json::Object(map)) = from_json_text(text) else {
+        let Ok(Json::Object(map)) = json(text) else {
             panic!("not an object");
         };
         let Some(Json::Array(items)) = map.get("plain") else {
@@ -533,7 +498,7 @@ mod tests {
         let Ok(v) = serde_json::from_str::<Value>(text) else {
             panic!("reference does not parse");
         };
-        let Ok(b) = from_json_text(text) else {
+        let Ok(b) = json(text) else {
             panic!("does not parse");
         };
         assert_eq!(Json::from(v.clone()), b);

@@ -11,7 +11,7 @@ fn block(n: usize) -> String {
 
 /// The verdict: `Ok`, or the error's message.
 fn yaml(text: &str) -> Result<(), String> {
-    check_shape(text, Syntax::Yaml).map_err(|e| e.to_string())
+    yaml_shape(text).map_err(|e| e.to_string())
 }
 
 const DEEP: &str = "policy document too large: nested more than 32 levels deep";
@@ -172,24 +172,34 @@ fn json_depth_is_exact() {
         (format!("[\"\\\"{}\"]", "[".repeat(100)), true),
     ];
     for (text, accepted) in cases {
-        assert_eq!(
-            check_shape(&text, Syntax::Json).is_ok(),
-            accepted,
-            "{text:.60}"
-        );
+        assert_eq!(json_lists(&text).is_ok(), accepted, "{text:.60}");
     }
 }
 
 #[test]
 fn size_is_capped_first() {
     let big = "a".repeat(MAX_DOCUMENT_BYTES + 1);
-    for syntax in [Syntax::Yaml, Syntax::Json] {
+    for checked in [yaml_shape(&big), json_lists(&big).map(drop)] {
         assert_eq!(
-            check_shape(&big, syntax).map_err(|e| e.to_string()),
+            checked.map_err(|e| e.to_string()),
             Err(format!(
                 "policy document too large: {} bytes, more than the limit of {MAX_DOCUMENT_BYTES}",
                 MAX_DOCUMENT_BYTES + 1
             ))
         );
     }
+}
+
+#[test]
+fn the_json_check_also_counts_the_lists() {
+    assert_eq!(
+        json_lists("[[1, 2], [], {\"a\": [3]}]").ok(),
+        Some(vec![3, 2, 0, 1])
+    );
+    // The cap stops the scan: no lengths, an error.
+    assert_eq!(list_lengths(nest("[", "]", 33).as_bytes(), MAX_DEPTH), None);
+    assert_eq!(
+        list_lengths(nest("[", "]", 32).as_bytes(), MAX_DEPTH).map(|l| l.len()),
+        Some(32)
+    );
 }
